@@ -1,0 +1,33 @@
+# pacsdeck: `make run` (venv, install, a node on this box) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+NODE_DIR ?= demo
+# Tests run in parallel: one node process per test module, each on its own free port.
+PYTEST_ARGS ?= -n auto
+
+.PHONY: venv run test lint bench clean
+
+$(BIN)/pacsdeck: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,codecs]'
+	touch $@
+
+venv: $(BIN)/pacsdeck
+
+run: venv
+	$(BIN)/pacsdeck node init --dir $(NODE_DIR)
+	$(BIN)/pacsdeck node run --config $(NODE_DIR)/node.yaml
+
+lint: venv
+	$(BIN)/lint-imports
+
+test: venv lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

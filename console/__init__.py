@@ -1,0 +1,1 @@
+"""The pacsdeck console: a Textual TUI over every node of a fleet."""

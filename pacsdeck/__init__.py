@@ -1,0 +1,1 @@
+"""The `pacsdeck` command line: one entry point over node, agent and console."""

@@ -1,0 +1,123 @@
+"""The `pacsdeck` command: parses arguments, dispatches, and alone decides exit codes and stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the command ran and failed
+EXIT_USAGE = 2  # bad arguments or configuration: nothing was done
+
+
+class CLIError(Exception):
+    """A failure to report as one line on stderr with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE):
+        super().__init__(message)
+        self.code = code
+
+
+def _config_path(args) -> str:
+    path = args.config or os.environ.get("PACSDECK_CONFIG") or "/etc/pacsdeck/node.yaml"
+    return path
+
+
+def _emit(args, data: dict, human: str) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True) if getattr(args, "json", False) else human)
+
+
+# --- node -------------------------------------------------------------------------------------
+
+
+def cmd_node_init(args) -> int:
+    from storage.config import validate_ae_title, validate_port
+    from storage.node import init_node
+
+    ae_title = validate_ae_title(args.ae_title, "--ae-title")
+    port = validate_port(args.port, "--port")
+    config, created = init_node(args.dir, ae_title, port)
+    data = {"config": str(config.path), "created": created, "ae_title": config.ae_title, "port": config.port,
+            "pools": {p.name: str(p.path) for p in config.pools}, "index": str(config.index)}
+    what = "created" if created else "already there; pools and index checked"
+    _emit(args, data, f"{config.path}: {what}\nnode {config.ae_title} port {config.port}\n"
+          f"run it with: pacsdeck node run --config {config.path}")
+    return EXIT_OK
+
+
+def cmd_node_run(args) -> int:
+    from storage.node import run_node
+
+    return run_node(_config_path(args))
+
+
+def cmd_node_reindex(args) -> int:
+    from storage.config import load_config
+    from storage.index import Index
+    from storage.pools import Pool
+    from storage.recovery import reindex
+
+    config = load_config(_config_path(args))
+    result = reindex([Pool.from_config(p) for p in config.pools], Index(config.index))
+    _emit(args, result, f"indexed {result['instances']} instances; "
+          f"{len(result['unreadable'])} unreadable, {len(result['duplicate_copies'])} duplicate copies")
+    return EXIT_OK if not result["unreadable"] else EXIT_FAILURE
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pacsdeck", description="A terminal-first PACS.")
+    parser.add_argument("--log-level", default=os.environ.get("PACSDECK_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (logs go to stderr)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    node = sub.add_parser("node", help="the PACS node: init, run, reindex")
+    node_sub = node.add_subparsers(dest="node_command", required=True, metavar="ACTION")
+
+    p = node_sub.add_parser("init", help="create node.yaml, pools and index in a folder")
+    p.add_argument("--dir", required=True, help="node folder (created if missing)")
+    p.add_argument("--ae-title", default="PACSDECK", help="our AE title (default PACSDECK)")
+    p.add_argument("--port", type=int, default=11112, help="DICOM port (default 11112)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_node_init)
+
+    p = node_sub.add_parser("run", help="run the node in the foreground")
+    p.add_argument("--config", help="node.yaml (default $PACSDECK_CONFIG, then /etc/pacsdeck/node.yaml)")
+    p.set_defaults(func=cmd_node_run)
+
+    p = node_sub.add_parser("reindex", help="rebuild the index from the files in the pools")
+    p.add_argument("--config", help="node.yaml (default $PACSDECK_CONFIG, then /etc/pacsdeck/node.yaml)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_node_reindex)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    from storage.config import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"pacsdeck: config: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except CLIError as err:
+        print(f"pacsdeck: {err}", file=sys.stderr)
+        return err.code
+    except KeyboardInterrupt:
+        return 130
+    except OSError as err:
+        print(f"pacsdeck: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The association log: facts gathered from pynetdicom events, one row written when a connection closes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AssociationRecord:
+    """What the association log keeps about one association, filled in as events arrive."""
+
+    started_at: float
+    calling_ae: str = ""
+    called_ae: str = ""
+    peer_host: str = ""
+    peer_port: int | None = None
+    result: str = "requested"
+    reason: str = ""
+    rejected_contexts: list = field(default_factory=list)
+    instances: int = 0
+    failures: int = 0
+    bytes: int = 0
+    ended_at: float | None = None
+
+
+class AssociationLog:
+    """Collects per-association facts from pynetdicom events and writes one row when it closes."""
+
+    def __init__(self, node: "Node"):
+        self._node = node
+        self._lock = threading.Lock()
+        self._open: dict[int, AssociationRecord] = {}
+
+    def record(self, assoc) -> AssociationRecord | None:
+        with self._lock:
+            return self._open.get(id(assoc))
+
+    def on_requested(self, event) -> None:
+        req = event.assoc.requestor
+        rec = AssociationRecord(
+            started_at=time.time(),
+            calling_ae=(getattr(req.primitive, "calling_ae_title", "") or "").strip(),
+            called_ae=(getattr(req.primitive, "called_ae_title", "") or "").strip(),
+            peer_host=req.address,
+            peer_port=req.port,
+        )
+        with self._lock:
+            self._open[id(event.assoc)] = rec
+
+    def on_accepted(self, event) -> None:
+        rec = self.record(event.assoc)
+        if rec is None:
+            return
+        rec.result = "accepted"
+        rec.rejected_contexts = [
+            {"abstract_syntax": str(cx.abstract_syntax), "transfer_syntaxes": [str(t) for t in cx.transfer_syntax],
+             "reason": _CX_RESULTS.get(cx.result, str(cx.result))}
+            for cx in event.assoc.rejected_contexts
+        ]
+        if rec.rejected_contexts:
+            log.info("association from %s: %d presentation context(s) rejected", rec.calling_ae,
+                     len(rec.rejected_contexts))
+
+    def on_rejected(self, event) -> None:
+        rec = self.record(event.assoc)
+        if rec is None:
+            return
+        rec.result = "rejected"
+        rec.reason = self._node.rejection_reason(rec.calling_ae, rec.called_ae)
+        log.warning("association rejected: calling %r called %r from %s: %s", rec.calling_ae, rec.called_ae,
+                    rec.peer_host, rec.reason)
+
+    def on_released(self, event) -> None:
+        rec = self.record(event.assoc)
+        if rec is not None and rec.result == "accepted":
+            rec.result = "released"
+
+    def on_aborted(self, event) -> None:
+        rec = self.record(event.assoc)
+        if rec is not None and rec.result in ("accepted", "requested"):
+            rec.result = "aborted"
+
+    def on_closed(self, event) -> None:
+        with self._lock:
+            rec = self._open.pop(id(event.assoc), None)
+        if rec is None:  # a TCP connection that never asked for an association (port probe)
+            return
+        if rec.result == "accepted":  # closed without release or abort: the peer dropped the connection
+            rec.result = "dropped"
+        rec.ended_at = time.time()
+        try:
+            self._node.index.log_association(rec.__dict__)
+        except Exception:  # noqa: BLE001 - losing a log row must not disturb DICOM service
+            log.exception("cannot write the association log")
+
+
+_CX_RESULTS = {
+    0x01: "user-rejection",
+    0x02: "no-reason",
+    0x03: "abstract-syntax-not-supported",
+    0x04: "transfer-syntaxes-not-supported",
+}

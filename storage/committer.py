@@ -1,0 +1,98 @@
+"""Group commit: one thread fsyncs the folders and commits the index rows of every waiting instance.
+
+Each association thread has already fsynced its file; it hands the row over and waits. The thread
+takes everything queued, fsyncs each distinct folder once (making the renames durable), commits all
+rows in one transaction, and only then wakes the waiters, who may answer 0x0000. With one sender this
+is one folder fsync and one commit per instance; with several, the cost is shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .index import Index, InstanceRecord
+from .pools import fsync_dir
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+MAX_BATCH = 256
+
+
+@dataclass
+class Pending:
+    """One instance whose file is durable and whose index row is not yet."""
+
+    record: InstanceRecord
+    folder: Path
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class GroupCommitter:
+    def __init__(self, index: Index, after_commit: Callable[[list[Pending]], None] | None = None):
+        self._index = index
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._after_commit = after_commit
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self._thread.start()
+
+    def commit(self, record: InstanceRecord, folder: Path) -> None:
+        """Block until the row is committed; raise what made it fail."""
+        item = Pending(record, folder)
+        self._queue.put(item)
+        item.done.wait()
+        if item.error is not None:
+            raise item.error
+
+    def stop(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit_batch(batch)
+            if stop:
+                return
+
+    def _commit_batch(self, batch: list[Pending]) -> None:
+        try:
+            for folder in {item.folder for item in batch}:
+                fsync_dir(folder)
+            with self._index.transaction() as conn:
+                self._index.put_instances(conn, (item.record for item in batch))
+        except Exception as err:  # noqa: BLE001 - isolate the failing row, fail only it
+            if len(batch) == 1:
+                batch[0].error = err
+            else:
+                log.warning("group commit of %d rows failed (%s); committing one by one", len(batch), err)
+                for item in batch:
+                    self._commit_batch([item])
+                return
+        else:
+            if self._after_commit is not None:
+                try:
+                    self._after_commit(batch)
+                except Exception:  # noqa: BLE001 - a listener must not fail the store
+                    log.exception("after-commit hook failed")
+        for item in batch:
+            item.done.set()

@@ -1,0 +1,281 @@
+"""Node configuration: node.yaml parsed once into frozen dataclasses, errors naming the field."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+DEFAULT_PORT = 11112
+DEFAULT_AE_TITLE = "PACSDECK"
+OPERATIONS = ("store", "find", "move", "get")
+DUPLICATE_POLICIES = ("keep", "overwrite")
+
+
+class ConfigError(ValueError):
+    """A node.yaml value is wrong; the message names the field (`pools[1].path: not writable`)."""
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    name: str
+    path: Path
+    tier: str
+
+
+@dataclass(frozen=True)
+class AETConfig:
+    ae_title: str
+    host: str | None = None
+    port: int | None = None
+    description: str = ""
+    operations: tuple[str, ...] = OPERATIONS
+    move_destination: bool = False
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    path: Path  # the node.yaml this came from; relative paths inside it resolve against its folder
+    ae_title: str = DEFAULT_AE_TITLE
+    port: int = DEFAULT_PORT
+    bind: str = "0.0.0.0"
+    open_mode: bool = False
+    require_called_aet: bool = True
+    duplicates: str = "keep"
+    max_pdu: int = 131072
+    max_associations: int = 32
+    index: Path = Path("index.sqlite")
+    pools: tuple[PoolConfig, ...] = ()
+    aets: tuple[AETConfig, ...] = ()
+    log_level: str = "INFO"
+
+    @property
+    def node_dir(self) -> Path:
+        return self.path.parent
+
+
+# --- validators, each raising ConfigError that names the field ----------------------------------
+
+_AE_FORBIDDEN = re.compile(r"[\\\x00-\x1f\x7f]")
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.\-:]*[A-Za-z0-9])?$")
+_POOL_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def validate_ae_title(value, where: str) -> str:
+    """AE title rules from PS3.5 (VR AE): 1-16 chars, printable ASCII, no backslash, not all spaces."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: must be a string, got {type(value).__name__}")
+    if not value.isascii() or _AE_FORBIDDEN.search(value):
+        raise ConfigError(f"{where}: only printable ASCII without backslash is allowed: {value!r}")
+    stripped = value.strip()
+    if not stripped:
+        raise ConfigError(f"{where}: must not be empty")
+    if len(stripped) > 16:
+        raise ConfigError(f"{where}: at most 16 characters, got {len(stripped)}: {stripped!r}")
+    return stripped
+
+
+def validate_port(value, where: str, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: must be an integer port number, got {value!r}")
+    low = 0 if allow_zero else 1
+    if not low <= value <= 65535:
+        raise ConfigError(f"{where}: must be between {low} and 65535, got {value}")
+    return value
+
+
+def validate_host(value, where: str) -> str:
+    if not isinstance(value, str) or len(value) > 253 or not _HOST_RE.match(value):
+        raise ConfigError(f"{where}: not a host name or IP address: {value!r}")
+    return value
+
+
+def validate_operations(value, where: str) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{where}: must be a non-empty list of {', '.join(OPERATIONS)}")
+    for i, op in enumerate(value):
+        if op not in OPERATIONS:
+            raise ConfigError(f"{where}[{i}]: unknown operation {op!r}; use {', '.join(OPERATIONS)}")
+    return tuple(dict.fromkeys(value))
+
+
+def _bool(value, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: must be true or false, got {value!r}")
+    return value
+
+
+def _check_writable_dir(path: Path, where: str, create: bool) -> None:
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"{where}: cannot create {path}: {err.strerror}") from err
+    if not path.is_dir():
+        raise ConfigError(f"{where}: {path} is not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{where}: {path} is not writable")
+
+
+def parse_aet(raw, where: str) -> AETConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping with ae_title, host, port")
+    unknown = set(raw) - {"ae_title", "host", "port", "description", "operations", "move_destination"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    if "ae_title" not in raw:
+        raise ConfigError(f"{where}.ae_title: required")
+    host = raw.get("host")
+    port = raw.get("port")
+    description = raw.get("description", "")
+    if not isinstance(description, str) or len(description) > 256 or "\n" in description:
+        raise ConfigError(f"{where}.description: a single line of at most 256 characters")
+    return AETConfig(
+        ae_title=validate_ae_title(raw["ae_title"], f"{where}.ae_title"),
+        host=None if host is None else validate_host(host, f"{where}.host"),
+        port=None if port is None else validate_port(port, f"{where}.port"),
+        description=description,
+        operations=validate_operations(raw.get("operations", list(OPERATIONS)), f"{where}.operations"),
+        move_destination=_bool(raw.get("move_destination", False), f"{where}.move_destination"),
+    )
+
+
+def parse_config(data, path: Path, create_dirs: bool = False) -> NodeConfig:
+    """Turn the YAML mapping into a NodeConfig; `create_dirs` makes missing pool folders (init)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    known = {f for f in NodeConfig.__dataclass_fields__ if f != "path"}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    base = path.parent
+
+    def resolve(p) -> Path:
+        p = Path(os.path.expanduser(str(p)))
+        return p if p.is_absolute() else base / p
+
+    kw: dict = {}
+    if "ae_title" in data:
+        kw["ae_title"] = validate_ae_title(data["ae_title"], "ae_title")
+    if "port" in data:
+        kw["port"] = validate_port(data["port"], "port", allow_zero=False)
+    if "bind" in data:
+        kw["bind"] = validate_host(data["bind"], "bind")
+    for key in ("open_mode", "require_called_aet"):
+        if key in data:
+            kw[key] = _bool(data[key], key)
+    if "duplicates" in data:
+        if data["duplicates"] not in DUPLICATE_POLICIES:
+            raise ConfigError(f"duplicates: must be one of {', '.join(DUPLICATE_POLICIES)}, got {data['duplicates']!r}")
+        kw["duplicates"] = data["duplicates"]
+    if "max_pdu" in data:
+        v = data["max_pdu"]
+        if isinstance(v, bool) or not isinstance(v, int) or not (0 <= v <= 2**32 - 1) or 0 < v < 4096:
+            raise ConfigError(f"max_pdu: 0 (unlimited) or 4096..4294967295 bytes, got {v!r}")
+        kw["max_pdu"] = v
+    if "max_associations" in data:
+        v = data["max_associations"]
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1000:
+            raise ConfigError(f"max_associations: an integer from 1 to 1000, got {v!r}")
+        kw["max_associations"] = v
+    if "log_level" in data:
+        if data["log_level"] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"log_level: DEBUG, INFO, WARNING or ERROR, got {data['log_level']!r}")
+        kw["log_level"] = data["log_level"]
+    if "index" in data:
+        if not isinstance(data["index"], str) or not data["index"]:
+            raise ConfigError("index: must be a file path")
+        kw["index"] = resolve(data["index"])
+    else:
+        kw["index"] = base / "index.sqlite"
+
+    pools_raw = data.get("pools")
+    if not isinstance(pools_raw, list) or not pools_raw:
+        raise ConfigError("pools: must be a non-empty list of {name, path, tier}")
+    pools, names, paths = [], set(), set()
+    for i, raw in enumerate(pools_raw):
+        where = f"pools[{i}]"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: must be a mapping with name, path, tier")
+        unknown = set(raw) - {"name", "path", "tier"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        name = raw.get("name")
+        if not isinstance(name, str) or not _POOL_NAME_RE.match(name):
+            raise ConfigError(f"{where}.name: lowercase letters, digits, '-' or '_', starting with a letter: {name!r}")
+        if name in names:
+            raise ConfigError(f"{where}.name: duplicate pool name {name!r}")
+        if not isinstance(raw.get("path"), str) or not raw["path"]:
+            raise ConfigError(f"{where}.path: required")
+        ppath = resolve(raw["path"]).resolve()
+        if ppath in paths:
+            raise ConfigError(f"{where}.path: {ppath} is already used by another pool")
+        _check_writable_dir(ppath, f"{where}.path", create_dirs)
+        tier = raw.get("tier", name)
+        if not isinstance(tier, str) or not _POOL_NAME_RE.match(tier):
+            raise ConfigError(f"{where}.tier: a short lowercase name such as primary or archive: {tier!r}")
+        names.add(name)
+        paths.add(ppath)
+        pools.append(PoolConfig(name=name, path=ppath, tier=tier))
+    kw["pools"] = tuple(pools)
+
+    aets_raw = data.get("aets", [])
+    if not isinstance(aets_raw, list):
+        raise ConfigError("aets: must be a list")
+    aets, titles = [], set()
+    for i, raw in enumerate(aets_raw):
+        aet = parse_aet(raw, f"aets[{i}]")
+        if aet.ae_title in titles:
+            raise ConfigError(f"aets[{i}].ae_title: duplicate {aet.ae_title!r}")
+        titles.add(aet.ae_title)
+        aets.append(aet)
+    kw["aets"] = tuple(aets)
+    return NodeConfig(path=path, **kw)
+
+
+def load_config(path: str | os.PathLike, create_dirs: bool = False) -> NodeConfig:
+    path = Path(path).expanduser().absolute()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (create one with `pacsdeck node init --dir DIR`)") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    return parse_config(data, path, create_dirs=create_dirs)
+
+
+def default_config_text(ae_title: str, port: int) -> str:
+    """The node.yaml that `pacsdeck node init` writes: every setting shown with its default."""
+    return f"""\
+# pacsdeck node configuration. Paths are relative to this file's folder.
+ae_title: {ae_title}            # our AE title (1-16 printable ASCII characters)
+port: {port}                    # DICOM port
+bind: 0.0.0.0                  # address to listen on
+require_called_aet: true       # reject associations not addressed to our AE title
+open_mode: false               # true: accept any calling AE title (unregistered senders)
+duplicates: keep               # same SOPInstanceUID again: keep (first copy wins) or overwrite
+max_pdu: 131072                # maximum PDU we receive, bytes (0 = unlimited)
+max_associations: 32
+index: index.sqlite
+pools:                         # ordered: new instances go to the first pool with room
+  - name: primary
+    path: pools/primary
+    tier: primary
+  - name: archive
+    path: pools/archive
+    tier: archive
+# AE titles imported into the index at init; manage them later with the agent (aets.*)
+aets: []
+#  - ae_title: CT1
+#    host: 10.0.0.20
+#    port: 104
+#    operations: [store, find, move, get]
+#    move_destination: true
+"""

@@ -1,0 +1,272 @@
+"""The SQLite index: patients, studies, series, instances, registered AEs and the association log."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS patients (
+    patient_id      TEXT PRIMARY KEY,
+    patient_name    TEXT NOT NULL DEFAULT '',
+    birth_date      TEXT NOT NULL DEFAULT '',
+    sex             TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid           TEXT PRIMARY KEY,
+    patient_id          TEXT NOT NULL,
+    study_date          TEXT NOT NULL DEFAULT '',
+    study_time          TEXT NOT NULL DEFAULT '',
+    accession_number    TEXT NOT NULL DEFAULT '',
+    study_id            TEXT NOT NULL DEFAULT '',
+    study_description   TEXT NOT NULL DEFAULT '',
+    referring_physician TEXT NOT NULL DEFAULT '',
+    specific_charset    TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS studies_patient ON studies(patient_id);
+CREATE INDEX IF NOT EXISTS studies_date ON studies(study_date);
+CREATE TABLE IF NOT EXISTS series (
+    series_uid          TEXT PRIMARY KEY,
+    study_uid           TEXT NOT NULL,
+    modality            TEXT NOT NULL DEFAULT '',
+    series_number       TEXT NOT NULL DEFAULT '',
+    series_description  TEXT NOT NULL DEFAULT '',
+    body_part           TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS series_study ON series(study_uid);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_uid          TEXT PRIMARY KEY,
+    series_uid       TEXT NOT NULL,
+    study_uid        TEXT NOT NULL,
+    sop_class_uid    TEXT NOT NULL,
+    instance_number  TEXT NOT NULL DEFAULT '',
+    transfer_syntax  TEXT NOT NULL,
+    pool             TEXT NOT NULL,
+    path             TEXT NOT NULL,
+    size             INTEGER NOT NULL,
+    sha256           TEXT NOT NULL,
+    received_at      REAL NOT NULL,
+    last_access      REAL NOT NULL,
+    source_ae        TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
+CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
+CREATE UNIQUE INDEX IF NOT EXISTS instances_location ON instances(pool, path);
+CREATE TABLE IF NOT EXISTS aets (
+    ae_title          TEXT PRIMARY KEY,
+    host              TEXT,
+    port              INTEGER,
+    description       TEXT NOT NULL DEFAULT '',
+    operations        TEXT NOT NULL,
+    move_destination  INTEGER NOT NULL DEFAULT 0,
+    created_at        REAL NOT NULL,
+    updated_at        REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS associations (
+    id                 INTEGER PRIMARY KEY,
+    started_at         REAL NOT NULL,
+    ended_at           REAL,
+    calling_ae         TEXT NOT NULL DEFAULT '',
+    called_ae          TEXT NOT NULL DEFAULT '',
+    peer_host          TEXT NOT NULL DEFAULT '',
+    peer_port          INTEGER,
+    result             TEXT NOT NULL,
+    reason             TEXT NOT NULL DEFAULT '',
+    rejected_contexts  TEXT NOT NULL DEFAULT '[]',
+    instances          INTEGER NOT NULL DEFAULT 0,
+    failures           INTEGER NOT NULL DEFAULT 0,
+    bytes              INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS associations_started ON associations(started_at);
+"""
+
+# Columns of an instance row as ingest and reindex produce it, in insert order.
+INSTANCE_COLUMNS = (
+    "sop_uid", "series_uid", "study_uid", "sop_class_uid", "instance_number", "transfer_syntax",
+    "pool", "path", "size", "sha256", "received_at", "last_access", "source_ae",
+)
+PATIENT_COLUMNS = ("patient_id", "patient_name", "birth_date", "sex")
+STUDY_COLUMNS = (
+    "study_uid", "patient_id", "study_date", "study_time", "accession_number", "study_id",
+    "study_description", "referring_physician", "specific_charset",
+)
+SERIES_COLUMNS = ("series_uid", "study_uid", "modality", "series_number", "series_description", "body_part")
+
+
+def _upsert(table: str, columns: tuple[str, ...]) -> str:
+    """INSERT that updates every non-key column on conflict: the newest instance describes its parents."""
+    key, rest = columns[0], columns[1:]
+    updates = ", ".join(f"{c}=excluded.{c}" for c in rest)
+    marks = ", ".join("?" for _ in columns)
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) ON CONFLICT({key}) DO UPDATE SET {updates}"
+
+
+_UPSERT_PATIENT = _upsert("patients", PATIENT_COLUMNS)
+_UPSERT_STUDY = _upsert("studies", STUDY_COLUMNS)
+_UPSERT_SERIES = _upsert("series", SERIES_COLUMNS)
+_UPSERT_INSTANCE = _upsert("instances", INSTANCE_COLUMNS)
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """Everything the index keeps about one stored instance and its parents."""
+
+    patient: tuple  # PATIENT_COLUMNS order
+    study: tuple  # STUDY_COLUMNS order
+    series: tuple  # SERIES_COLUMNS order
+    instance: dict  # INSTANCE_COLUMNS keys
+
+    @property
+    def sop_uid(self) -> str:
+        return self.instance["sop_uid"]
+
+
+class Index:
+    """One SQLite database in WAL mode; a connection per thread, writes serialised by SQLite."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        conn = self.connection()
+        conn.executescript(_SCHEMA)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path}: index schema {version} is newer than this pacsdeck ({SCHEMA_VERSION})")
+
+    def connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=True)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk when it returns, so an acknowledged instance survives power loss.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # --- instances ---------------------------------------------------------------------------
+
+    @staticmethod
+    def put_instances(conn: sqlite3.Connection, records: Iterable[InstanceRecord]) -> None:
+        """Insert or replace rows inside the caller's transaction."""
+        for rec in records:
+            conn.execute(_UPSERT_PATIENT, rec.patient)
+            conn.execute(_UPSERT_STUDY, rec.study)
+            conn.execute(_UPSERT_SERIES, rec.series)
+            conn.execute(_UPSERT_INSTANCE, tuple(rec.instance[c] for c in INSTANCE_COLUMNS))
+
+    def instance(self, sop_uid: str) -> sqlite3.Row | None:
+        return self.connection().execute("SELECT * FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone()
+
+    def locations(self) -> set[tuple[str, str]]:
+        """Every (pool, path) the index points at."""
+        return {(r[0], r[1]) for r in self.connection().execute("SELECT pool, path FROM instances")}
+
+    def counts(self) -> dict[str, int]:
+        conn = self.connection()
+        out = {}
+        for table in ("patients", "studies", "series", "instances"):
+            out[table] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        out["bytes"] = conn.execute("SELECT coalesce(sum(size), 0) FROM instances").fetchone()[0]
+        return out
+
+    def delete_instance(self, conn: sqlite3.Connection, sop_uid: str) -> None:
+        """Remove an instance row and any parents it leaves empty (inside the caller's transaction)."""
+        row = conn.execute("SELECT series_uid, study_uid FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
+        if row is None:
+            return
+        conn.execute("DELETE FROM instances WHERE sop_uid=?", (sop_uid,))
+        conn.execute("DELETE FROM series WHERE series_uid=? AND NOT EXISTS "
+                     "(SELECT 1 FROM instances WHERE series_uid=?)", (row[0], row[0]))
+        conn.execute("DELETE FROM studies WHERE study_uid=? AND NOT EXISTS "
+                     "(SELECT 1 FROM series WHERE study_uid=?)", (row[1], row[1]))
+        conn.execute("DELETE FROM patients WHERE NOT EXISTS "
+                     "(SELECT 1 FROM studies WHERE studies.patient_id = patients.patient_id)")
+
+    def clear_instances(self, conn: sqlite3.Connection) -> None:
+        for table in ("instances", "series", "studies", "patients"):
+            conn.execute(f"DELETE FROM {table}")
+
+    # --- registered AEs ------------------------------------------------------------------------
+
+    def aets(self) -> list[dict]:
+        rows = self.connection().execute("SELECT * FROM aets ORDER BY ae_title").fetchall()
+        return [_aet_dict(r) for r in rows]
+
+    def aet(self, ae_title: str) -> dict | None:
+        row = self.connection().execute("SELECT * FROM aets WHERE ae_title=?", (ae_title,)).fetchone()
+        return _aet_dict(row) if row else None
+
+    def put_aet(self, conn: sqlite3.Connection, ae_title: str, host: str | None, port: int | None,
+                description: str, operations: Iterable[str], move_destination: bool) -> None:
+        now = time.time()
+        conn.execute(
+            "INSERT INTO aets (ae_title, host, port, description, operations, move_destination, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(ae_title) DO UPDATE SET host=excluded.host,"
+            " port=excluded.port, description=excluded.description, operations=excluded.operations,"
+            " move_destination=excluded.move_destination, updated_at=excluded.updated_at",
+            (ae_title, host, port, description, json.dumps(list(operations)), int(move_destination), now, now),
+        )
+
+    def remove_aet(self, conn: sqlite3.Connection, ae_title: str) -> bool:
+        return conn.execute("DELETE FROM aets WHERE ae_title=?", (ae_title,)).rowcount > 0
+
+    def data_version(self) -> int:
+        """Changes when another connection commits: a cheap way to notice edits made by the agent."""
+        return self.connection().execute("PRAGMA data_version").fetchone()[0]
+
+    # --- association log -----------------------------------------------------------------------
+
+    def log_association(self, entry: dict) -> None:
+        cols = ("started_at", "ended_at", "calling_ae", "called_ae", "peer_host", "peer_port", "result",
+                "reason", "rejected_contexts", "instances", "failures", "bytes")
+        values = [entry.get(c) for c in cols]
+        values[cols.index("rejected_contexts")] = json.dumps(entry.get("rejected_contexts") or [])
+        with self.transaction() as conn:
+            conn.execute(f"INSERT INTO associations ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+                         values)
+
+    def recent_associations(self, limit: int = 100) -> list[dict]:
+        rows = self.connection().execute(
+            "SELECT * FROM associations ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["rejected_contexts"] = json.loads(d["rejected_contexts"])
+            out.append(d)
+        return out
+
+
+def _aet_dict(row: sqlite3.Row) -> dict:
+    d = dict(row)
+    d["operations"] = json.loads(d["operations"])
+    d["move_destination"] = bool(d["move_destination"])
+    return d

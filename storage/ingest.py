@@ -1,0 +1,173 @@
+"""Ingest: validate an incoming instance, store its bytes as received, index it, and only then succeed."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from io import BytesIO
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from . import status
+from .committer import GroupCommitter
+from .index import Index, InstanceRecord
+from .locks import KeyedLocks
+from .pools import Pool, StoreFailed
+from .uids import InvalidUID, check_uid, relative_path
+
+log = logging.getLogger(__name__)
+
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+class NotStorable(Exception):
+    """The instance was refused; `status` is the C-STORE status to answer with."""
+
+    def __init__(self, status_code: int, reason: str):
+        super().__init__(reason)
+        self.status = status_code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Stored:
+    sop_uid: str
+    pool: str
+    path: str
+    size: int
+    duplicate: bool  # True: an earlier copy was kept and these bytes were discarded
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def parse_index_dataset(data: bytes) -> Dataset:
+    """Parse a Part 10 byte string, raising NotStorable if it will not parse or is cut short.
+
+    pydicom reads element values lazily and accepts a value shorter than its declared length
+    (a transfer cut off mid-pixel-data), so each top-level element's length is checked here.
+    """
+    try:
+        ds = dcmread(BytesIO(data))
+        for elem in ds.elements():
+            length = getattr(elem, "length", None)
+            value = getattr(elem, "value", None)
+            if (length is not None and length != UNDEFINED_LENGTH and isinstance(value, bytes)
+                    and len(value) != length):
+                raise ValueError(f"element {elem.tag} is truncated ({len(value)} of {length} bytes)")
+        return ds
+    except Exception as err:  # noqa: BLE001 - pydicom raises many types for bad input
+        raise NotStorable(status.CANNOT_UNDERSTAND, f"cannot parse dataset: {err}") from err
+
+
+def build_record(ds: Dataset, *, transfer_syntax: str, source_ae: str) -> InstanceRecord:
+    """Index rows for one instance; location, size, checksum and times are filled in after the write."""
+    try:
+        sop_uid = check_uid(ds.get("SOPInstanceUID"), "SOPInstanceUID")
+        sop_class = check_uid(ds.get("SOPClassUID"), "SOPClassUID")
+        study_uid = check_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID")
+        series_uid = check_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID")
+    except InvalidUID as err:
+        raise NotStorable(status.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(err)) from err
+    except Exception as err:  # noqa: BLE001 - a value that cannot even be decoded
+        raise NotStorable(status.CANNOT_UNDERSTAND, f"cannot read UIDs: {err}") from err
+    try:
+        patient_id = _text(ds, "PatientID")
+        patient = (patient_id, _text(ds, "PatientName"), _text(ds, "PatientBirthDate"), _text(ds, "PatientSex"))
+        study = (study_uid, patient_id, _text(ds, "StudyDate"), _text(ds, "StudyTime"),
+                 _text(ds, "AccessionNumber"), _text(ds, "StudyID"), _text(ds, "StudyDescription"),
+                 _text(ds, "ReferringPhysicianName"), _text(ds, "SpecificCharacterSet"))
+        series = (series_uid, study_uid, _text(ds, "Modality"), _text(ds, "SeriesNumber"),
+                  _text(ds, "SeriesDescription"), _text(ds, "BodyPartExamined"))
+        instance_number = _text(ds, "InstanceNumber")
+    except Exception as err:  # noqa: BLE001
+        raise NotStorable(status.CANNOT_UNDERSTAND, f"cannot decode attributes: {err}") from err
+    instance = {
+        "sop_uid": sop_uid, "series_uid": series_uid, "study_uid": study_uid, "sop_class_uid": sop_class,
+        "instance_number": instance_number, "transfer_syntax": transfer_syntax, "source_ae": source_ae,
+    }
+    return InstanceRecord(patient=patient, study=study, series=series, instance=instance)
+
+
+class Ingestor:
+    """The one way instances enter the node: C-STORE today, recovery and reindex share its parts."""
+
+    def __init__(self, pools: list[Pool], index: Index, committer: GroupCommitter, duplicates: str):
+        self._pools = pools
+        self._index = index
+        self._committer = committer
+        self._duplicates = duplicates
+        self._locks = KeyedLocks()
+
+    def store(self, data: bytes, *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
+              calling_ae: str) -> Stored:
+        """Store one Part 10 byte string; return once file and row are durable, else raise NotStorable."""
+        try:
+            cmd_sop = check_uid(sop_instance_uid, "AffectedSOPInstanceUID")
+            cmd_class = check_uid(sop_class_uid, "AffectedSOPClassUID")
+        except InvalidUID as err:
+            raise NotStorable(status.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(err)) from err
+        record = build_record(parse_index_dataset(data), transfer_syntax=transfer_syntax, source_ae=calling_ae)
+        if record.sop_uid != cmd_sop:
+            raise NotStorable(status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                              "dataset SOPInstanceUID differs from the command's")
+        if record.instance["sop_class_uid"] != cmd_class:
+            raise NotStorable(status.DATASET_DOES_NOT_MATCH_SOP_CLASS, "dataset SOPClassUID differs from the command's")
+
+        with self._locks.hold(cmd_sop):
+            existing = self._index.instance(cmd_sop)
+            if existing is not None and self._duplicates == "keep":
+                log.info("duplicate %s from %s: first copy kept", cmd_sop, calling_ae)
+                return Stored(cmd_sop, existing["pool"], existing["path"], existing["size"], duplicate=True)
+            rel = relative_path(record.instance["study_uid"], cmd_sop)
+            if existing is not None:
+                # A fresh name, so the acknowledged copy stays intact until the new row is committed.
+                rel = rel[: -len(".dcm")] + f".{secrets.token_hex(4)}.dcm"
+            pool, st = self._write(rel, data)
+            record.instance.update(
+                pool=pool.name, path=rel, size=st.st_size, sha256=hashlib.sha256(data).hexdigest(),
+                received_at=st.st_mtime, last_access=st.st_mtime,
+            )
+            try:
+                self._committer.commit(record, pool.file(rel).parent)
+            except Exception as err:  # noqa: BLE001
+                row = self._index.instance(cmd_sop)
+                if row is None or (row["pool"], row["path"]) != (pool.name, rel):
+                    _remove(pool.file(rel))
+                raise NotStorable(status.OUT_OF_RESOURCES, f"index commit failed: {err}") from err
+            if existing is not None:
+                old = self._pool(existing["pool"])
+                if old is not None:
+                    _remove(old.file(existing["path"]))
+            return Stored(cmd_sop, pool.name, rel, st.st_size, duplicate=False)
+
+    def _write(self, rel: str, data: bytes) -> tuple[Pool, os.stat_result]:
+        """Write to the first pool that takes it; a full or failing pool passes the instance on."""
+        errors = []
+        for pool in self._pools:
+            try:
+                return pool, pool.write(rel, data)
+            except StoreFailed as err:
+                log.warning("pool %s refused %s: %s", pool.name, rel, err.strerror)
+                errors.append(f"{pool.name}: {err.strerror}")
+        raise NotStorable(status.OUT_OF_RESOURCES, "no pool could store it (" + "; ".join(errors) + ")")
+
+    def _pool(self, name: str) -> Pool | None:
+        return next((p for p in self._pools if p.name == name), None)
+
+
+def _remove(path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

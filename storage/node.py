@@ -1,0 +1,140 @@
+"""The Node: the one context object (config, index, pools, ingest) handed to handlers and the agent."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+from . import __version__
+from .associations import AssociationLog
+from .committer import GroupCommitter
+from .config import NodeConfig, default_config_text, load_config
+from .index import Index
+from .ingest import Ingestor
+from .pools import Pool
+from .recovery import RecoveryReport, recover
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    def __init__(self, config: NodeConfig):
+        self.config = config
+        self.index = Index(config.index)
+        self.pools = [Pool.from_config(p) for p in config.pools]
+        self.committer: GroupCommitter | None = None
+        self.ingestor: Ingestor | None = None
+        self.server = None
+        self.started_at = time.time()
+        self.associations = AssociationLog(self)
+
+    # --- access control ----------------------------------------------------------------------
+
+    def registered_titles(self) -> list[str]:
+        return [row[0] for row in self.index.connection().execute("SELECT ae_title FROM aets")]
+
+    def may(self, calling_ae: str, operation: str) -> bool:
+        """May this calling AE use the operation? Unregistered AEs only get in at all in open mode."""
+        aet = self.index.aet(calling_ae)
+        if aet is None:
+            return self.config.open_mode
+        return operation in aet["operations"]
+
+    def rejection_reason(self, calling_ae: str, called_ae: str) -> str:
+        """Why pynetdicom rejected an association, as a sentence with the fix."""
+        reasons = []
+        if self.config.require_called_aet and called_ae != self.config.ae_title:
+            reasons.append(f"called AE title {called_ae!r} is not ours ({self.config.ae_title!r}); "
+                           f"set the sender's destination AE title to {self.config.ae_title}")
+        if not self.config.open_mode and calling_ae not in self.registered_titles():
+            reasons.append(f"calling AE title {calling_ae!r} is not registered; add it with aets.add")
+        return "; ".join(reasons) or "too many associations or local limit"
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def open_for_ingest(self) -> RecoveryReport:
+        """Recover from any crash, then accept instances."""
+        report = recover(self.pools, self.index)
+        self.committer = GroupCommitter(self.index)
+        self.ingestor = Ingestor(self.pools, self.index, self.committer, self.config.duplicates)
+        return report
+
+    def start(self) -> RecoveryReport:
+        from .scp import start_scp
+
+        report = self.open_for_ingest()
+        self.server = start_scp(self)
+        self.started_at = time.time()
+        return report
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        if self.committer is not None:
+            self.committer.stop()
+            self.committer = None
+
+
+def init_node(node_dir: Path, ae_title: str, port: int) -> tuple[NodeConfig, bool]:
+    """Create node.yaml (unless one is there), pools and index; import node.yaml's AEs. Idempotent."""
+    node_dir = Path(node_dir).expanduser().absolute()
+    node_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = node_dir / "node.yaml"
+    created = False
+    if not cfg_path.exists():
+        fd = os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(default_config_text(ae_title, port))
+        created = True
+    config = load_config(cfg_path, create_dirs=True)
+    index = Index(config.index)
+    with index.transaction() as conn:
+        for aet in config.aets:
+            if index.aet(aet.ae_title) is None:
+                index.put_aet(conn, aet.ae_title, aet.host, aet.port, aet.description, aet.operations,
+                              aet.move_destination)
+    index.close()
+    for p in config.pools:
+        Pool.from_config(p).prepare()
+    return config, created
+
+
+def _sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) about our state, if it is listening."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message.encode(), addr)
+    except OSError as err:
+        log.warning("sd_notify failed: %s", err)
+
+
+def run_node(config_path: str) -> int:
+    """`pacsdeck node run`: serve in the foreground until SIGTERM or SIGINT."""
+    config = load_config(config_path)
+    logging.getLogger().setLevel(config.log_level)
+    node = Node(config)
+    report = node.start()
+    log.info("recovery: %s", report.as_dict())
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("pacsdeck %s node %s listening on %s:%d", __version__, config.ae_title, config.bind, config.port)
+    print(f"ready {config.ae_title}@{config.bind}:{config.port}", flush=True)
+    _sd_notify("READY=1")
+    stop.wait()
+    _sd_notify("STOPPING=1")
+    node.stop()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,111 @@
+"""Startup recovery and `node reindex`: make the index agree with the files in the pools."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+
+from .index import Index, InstanceRecord
+from .ingest import NotStorable, build_record, parse_index_dataset
+from .pools import Pool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecoveryReport:
+    temp_files_removed: int = 0
+    orphans_indexed: int = 0
+    leftovers_removed: int = 0  # un-indexed second copies of an indexed instance (crash mid-overwrite)
+    unreadable: list[str] = field(default_factory=list)
+    missing_files: list[str] = field(default_factory=list)  # rows whose file is gone
+
+    def as_dict(self) -> dict:
+        return {
+            "temp_files_removed": self.temp_files_removed,
+            "orphans_indexed": self.orphans_indexed,
+            "leftovers_removed": self.leftovers_removed,
+            "unreadable": self.unreadable,
+            "missing_files": self.missing_files,
+        }
+
+
+def record_from_file(pool: Pool, rel: str) -> InstanceRecord:
+    """Rebuild an index row from a stored file alone (same values ingest wrote)."""
+    path = pool.file(rel)
+    with open(path, "rb") as fh:
+        data = fh.read()
+        st = os.fstat(fh.fileno())
+    ds = parse_index_dataset(data)
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    source = str(meta.get("SourceApplicationEntityTitle", "")).strip() if meta is not None else ""
+    rec = build_record(ds, transfer_syntax=ts, source_ae=source)
+    rec.instance.update(pool=pool.name, path=rel, size=st.st_size, sha256=hashlib.sha256(data).hexdigest(),
+                        received_at=st.st_mtime, last_access=st.st_mtime)
+    return rec
+
+
+def recover(pools: list[Pool], index: Index) -> RecoveryReport:
+    """Remove temp files, index complete orphans, drop un-indexed second copies, report missing files."""
+    report = RecoveryReport()
+    for pool in pools:
+        pool.prepare()
+        report.temp_files_removed += pool.sweep_incoming()
+    known = index.locations()
+    on_disk = set()
+    orphans: list[InstanceRecord] = []
+    for pool in pools:
+        for rel in pool.walk():
+            on_disk.add((pool.name, rel))
+            if (pool.name, rel) in known:
+                continue
+            try:
+                rec = record_from_file(pool, rel)
+            except (NotStorable, OSError) as err:
+                log.error("pool %s: %s cannot be read (%s); left in place", pool.name, rel, err)
+                report.unreadable.append(f"{pool.name}/{rel}")
+                continue
+            if index.instance(rec.sop_uid) is not None:
+                # Written but never committed while an indexed copy exists: never acknowledged.
+                os.unlink(pool.file(rel))
+                report.leftovers_removed += 1
+            else:
+                orphans.append(rec)
+    if orphans:
+        orphans.sort(key=lambda r: r.instance["received_at"])
+        with index.transaction() as conn:
+            index.put_instances(conn, orphans)
+        report.orphans_indexed = len(orphans)
+    report.missing_files = [f"{p}/{r}" for p, r in sorted(known - on_disk)]
+    for item in report.missing_files:
+        log.error("index row points at a missing file: %s", item)
+    return report
+
+
+def reindex(pools: list[Pool], index: Index) -> dict:
+    """Rebuild the instance rows from the pools alone, in one transaction."""
+    best: dict[str, InstanceRecord] = {}
+    unreadable, duplicates = [], []
+    for pool in pools:
+        pool.prepare()
+        pool.sweep_incoming()
+        for rel in pool.walk():
+            try:
+                rec = record_from_file(pool, rel)
+            except (NotStorable, OSError) as err:
+                unreadable.append(f"{pool.name}/{rel}: {err}")
+                continue
+            prev = best.get(rec.sop_uid)
+            if prev is not None:
+                duplicates.append(rec.sop_uid)
+                if prev.instance["received_at"] >= rec.instance["received_at"]:
+                    continue
+            best[rec.sop_uid] = rec
+    records = sorted(best.values(), key=lambda r: (r.instance["received_at"], r.sop_uid))
+    with index.transaction() as conn:
+        index.clear_instances(conn)
+        index.put_instances(conn, records)
+    return {"instances": len(records), "unreadable": unreadable, "duplicate_copies": duplicates}

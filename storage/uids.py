@@ -1,0 +1,41 @@
+"""DICOM UID validation and the hashed, never-raw placement of files by UID."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+# PS3.5 9.1: components of digits, no leading zero unless the component is "0", at most 64 chars.
+_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+class InvalidUID(ValueError):
+    """A value that should be a UID is not one; the message says which attribute and why."""
+
+
+def check_uid(value, keyword: str) -> str:
+    """Return the UID without its padding, or raise InvalidUID naming the attribute."""
+    if value is None:
+        raise InvalidUID(f"{keyword} missing")
+    text = str(value).rstrip("\x00 ")
+    if not text:
+        raise InvalidUID(f"{keyword} empty")
+    if len(text) > 64:
+        raise InvalidUID(f"{keyword} longer than 64 chars")
+    if not _UID_RE.match(text):
+        raise InvalidUID(f"{keyword} not a valid UID")
+    return text
+
+
+def uid_digest(uid: str) -> str:
+    """A fixed-length, filesystem-safe name for a validated UID (128 bits of SHA-256)."""
+    return hashlib.sha256(uid.encode("ascii")).hexdigest()[:32]
+
+
+def relative_path(study_uid: str, sop_uid: str) -> str:
+    """Where an instance lives inside a pool: spread over 65,536 folders, one folder per study.
+
+    Both UIDs must already have passed check_uid; only their digests reach the filesystem.
+    """
+    study = uid_digest(study_uid)
+    return f"{study[:2]}/{study[2:4]}/{study}/{uid_digest(sop_uid)}.dcm"

@@ -1,0 +1,214 @@
+"""Shared fixtures: real node processes on free loopback ports, and DCMTK tools to talk to them."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# DCMTK 3.6.7 leaves Nagle's algorithm on unless told; without this every transfer crawls.
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+REPO = Path(__file__).resolve().parent.parent
+
+
+def require_tool(name: str) -> str:
+    """The tool's path; a missing integration tool fails under CI and skips elsewhere."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (Debian: apt-get install dcmtk openssh-server)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
+    """Poll until predicate() is truthy; fail with `what` after the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        threading_sleep(interval)
+
+
+def threading_sleep(seconds: float) -> None:
+    """Block without time.sleep: an Event wait, so it is plainly a poll interval."""
+    import threading
+
+    threading.Event().wait(seconds)
+
+
+def pacsdeck(*args: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the real `pacsdeck` CLI in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "pacsdeck.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, check=check, cwd=REPO)
+
+
+def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([require_tool(tool), *args], capture_output=True, text=True, timeout=timeout,
+                          env=DCMTK_ENV)
+
+
+@dataclass
+class NodeHandle:
+    """A real `pacsdeck node run` process on 127.0.0.1."""
+
+    dir: Path
+    port: int
+    ae_title: str
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "node.yaml"
+
+    @property
+    def index_path(self) -> Path:
+        return self.dir / "index.sqlite"
+
+    def start(self) -> "NodeHandle":
+        self.log_path = self.dir / "node.log"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pacsdeck.cli", "node", "run", "--config", str(self.config)],
+            stdout=subprocess.PIPE, stderr=log, cwd=REPO,
+        )
+        log.close()
+        line = self.proc.stdout.readline().decode()
+        if not line.startswith("ready"):
+            self.proc.wait(timeout=10)
+            raise AssertionError(f"node did not start: {line!r}\n{self.log_path.read_text()}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill9(self) -> None:
+        self.proc.kill()  # SIGKILL, by PID: only the process we started
+        self.proc.wait()
+        self.proc = None
+
+    def db(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.index_path, timeout=30)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def rows(self, sql: str, *params) -> list[sqlite3.Row]:
+        with self.db() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+
+def make_node(root: Path, *, ae_title: str = "PACSDECK", aets: list[dict] | None = None,
+              pools: list[dict] | None = None, **settings) -> NodeHandle:
+    """Write node.yaml (settings override defaults), then `pacsdeck node init` it."""
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    cfg = {
+        "ae_title": ae_title,
+        "port": port,
+        "bind": "127.0.0.1",
+        "pools": pools or [{"name": "primary", "path": "pools/primary", "tier": "primary"},
+                           {"name": "archive", "path": "pools/archive", "tier": "archive"}],
+        "aets": aets if aets is not None else [{"ae_title": "STORESCU", "host": "127.0.0.1"},
+                                              {"ae_title": "ECHOSCU", "host": "127.0.0.1"}],
+        **settings,
+    }
+    (root / "node.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    result = pacsdeck("node", "init", "--dir", str(root))
+    assert result.returncode == 0, result.stderr
+    return NodeHandle(dir=root, port=port, ae_title=ae_title)
+
+
+@pytest.fixture
+def node_factory(tmp_path):
+    started: list[NodeHandle] = []
+
+    def factory(name: str = "node", **kw) -> NodeHandle:
+        handle = make_node(tmp_path / name, **kw)
+        started.append(handle)
+        return handle
+
+    yield factory
+    for handle in started:
+        handle.stop()
+
+
+# --- storescu helpers ----------------------------------------------------------------------------
+
+# storescu proposes only uncompressed syntaxes unless told; one flag per compressed family.
+STORESCU_PROPOSE = {
+    "1.2.840.10008.1.2": "-xi",
+    "1.2.840.10008.1.2.1": "-xe",
+    "1.2.840.10008.1.2.2": "-xb",
+    "1.2.840.10008.1.2.1.99": "-xd",
+    "1.2.840.10008.1.2.4.50": "-xy",
+    "1.2.840.10008.1.2.4.51": "-xx",
+    "1.2.840.10008.1.2.4.70": "-xs",
+    "1.2.840.10008.1.2.4.80": "-xt",
+    "1.2.840.10008.1.2.4.81": "-xu",
+    "1.2.840.10008.1.2.4.90": "-xv",
+    "1.2.840.10008.1.2.4.91": "-xw",
+    "1.2.840.10008.1.2.5": "-xr",
+}
+
+_SENDING = re.compile(r"^I: Sending file: (.+)$")
+_RESPONSE = re.compile(r"^I: Received Store Response(?: \((.+)\))?")
+_STATUS = re.compile(r"Status\s*:\s*0x([0-9a-fA-F]{4})")
+
+
+def storescu(node: NodeHandle, files: list[Path], *extra: str, aet: str = "STORESCU",
+             timeout: float = 300) -> tuple[dict[str, str], subprocess.CompletedProcess]:
+    """Send files on one association; return {file: 'Success' or the response text} and the process."""
+    args = ["-v", "-nh", "-aet", aet, "-aec", node.ae_title, *extra, "127.0.0.1", str(node.port),
+            *[str(f) for f in files]]
+    proc = dcmtk("storescu", *args, timeout=timeout)
+    return parse_storescu(proc.stdout + proc.stderr), proc
+
+
+def parse_storescu(output: str) -> dict[str, str]:
+    results: dict[str, str] = {}
+    current = None
+    for line in output.splitlines():
+        m = _SENDING.match(line)
+        if m:
+            current = m.group(1).strip()
+            results[current] = "not answered"
+            continue
+        m = _RESPONSE.match(line)
+        if m and current is not None:
+            results[current] = m.group(1) or "answered"
+            current = None
+    return results
