@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+from pydicom import config as pydicom_config
+
 from . import __version__
 from .associations import AssociationLog
 from .committer import GroupCommitter
@@ -124,6 +126,10 @@ def run_node(config_path: str) -> int:
     """`pacsdeck node run`: serve in the foreground until SIGTERM or SIGINT."""
     config = load_config(config_path)
     logging.getLogger().setLevel(config.log_level)
+    # We validate UIDs and values ourselves and answer with a status; pydicom's per-value
+    # warnings would only flood the log with the same news.
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
     node = Node(config)
     report = node.start()
     log.info("recovery: %s", report.as_dict())

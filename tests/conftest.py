@@ -189,10 +189,10 @@ _RESPONSE = re.compile(r"^I: Received Store Response(?: \((.+)\))?")
 _STATUS = re.compile(r"Status\s*:\s*0x([0-9a-fA-F]{4})")
 
 
-def storescu(node: NodeHandle, files: list[Path], *extra: str, aet: str = "STORESCU",
+def storescu(node, files: list[Path], *extra: str, aet: str = "STORESCU", aec: str | None = None,
              timeout: float = 300) -> tuple[dict[str, str], subprocess.CompletedProcess]:
     """Send files on one association; return {file: 'Success' or the response text} and the process."""
-    args = ["-v", "-nh", "-aet", aet, "-aec", node.ae_title, *extra, "127.0.0.1", str(node.port),
+    args = ["-v", "-nh", "-aet", aet, "-aec", aec or node.ae_title, *extra, "127.0.0.1", str(node.port),
             *[str(f) for f in files]]
     proc = dcmtk("storescu", *args, timeout=timeout)
     return parse_storescu(proc.stdout + proc.stderr), proc
@@ -212,3 +212,58 @@ def parse_storescu(output: str) -> dict[str, str]:
             results[current] = m.group(1) or "answered"
             current = None
     return results
+
+
+@dataclass
+class StoreSCP:
+    """A DCMTK storescp on 127.0.0.1: the reference receiver, writing data bit-preserved (+B)."""
+
+    port: int
+    dir: Path
+    ae_title: str
+    proc: subprocess.Popen
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.dir.iterdir() if p.is_file())
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def storescp_factory(tmp_path):
+    started: list[StoreSCP] = []
+
+    def factory(name: str = "storescp", ae_title: str = "STORESCP", port: int | None = None) -> StoreSCP:
+        folder = tmp_path / name
+        folder.mkdir()
+        port = port or free_port()
+        proc = subprocess.Popen([require_tool("storescp"), "-aet", ae_title, "+B", "+xa", "-od", str(folder),
+                                 str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV)
+        scp = StoreSCP(port=port, dir=folder, ae_title=ae_title, proc=proc)
+        started.append(scp)
+        wait_for(lambda: port_open(port), what=f"storescp on port {port}")
+        return scp
+
+    yield factory
+    for scp in started:
+        scp.proc.terminate()
+        try:
+            scp.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            scp.proc.kill()
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """A Part 10 file's dataset as it was encoded: everything after the File Meta group.
+
+    The meta group starts with its mandatory (0002,0000) group length (explicit VR little endian).
+    """
+    data = Path(path).read_bytes()
+    assert data[128:132] == b"DICM", f"{path}: not a Part 10 file"
+    assert data[132:136] == b"\x02\x00\x00\x00", f"{path}: meta group length missing"
+    group_length = int.from_bytes(data[140:144], "little")
+    return data[144 + group_length:]
