@@ -108,7 +108,9 @@ def _bool(value, where: str) -> bool:
     return value
 
 
-def _check_writable_dir(path: Path, where: str, create: bool) -> None:
+def _check_pool_dir(path: Path, where: str, create: bool) -> None:
+    """At init a pool folder must be creatable and writable. A running node starts even if one pool
+    has gone read-only (it fails over to the next pool and health reports it), but not if one is missing."""
     if create:
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -116,7 +118,7 @@ def _check_writable_dir(path: Path, where: str, create: bool) -> None:
             raise ConfigError(f"{where}: cannot create {path}: {err.strerror}") from err
     if not path.is_dir():
         raise ConfigError(f"{where}: {path} is not a directory")
-    if not os.access(path, os.W_OK | os.X_OK):
+    if create and not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"{where}: {path} is not writable")
 
 
@@ -213,7 +215,7 @@ def parse_config(data, path: Path, create_dirs: bool = False) -> NodeConfig:
         ppath = resolve(raw["path"]).resolve()
         if ppath in paths:
             raise ConfigError(f"{where}.path: {ppath} is already used by another pool")
-        _check_writable_dir(ppath, f"{where}.path", create_dirs)
+        _check_pool_dir(ppath, f"{where}.path", create_dirs)
         tier = raw.get("tier", name)
         if not isinstance(tier, str) or not _POOL_NAME_RE.match(tier):
             raise ConfigError(f"{where}.tier: a short lowercase name such as primary or archive: {tier!r}")

@@ -61,6 +61,9 @@ class Node:
 
     def open_for_ingest(self) -> RecoveryReport:
         """Recover from any crash, then accept instances."""
+        for pool in self.pools:
+            if not os.access(pool.root, os.W_OK | os.X_OK):
+                log.error("pool %s (%s) is not writable: instances go to the next pool", pool.name, pool.root)
         report = recover(self.pools, self.index)
         self.committer = GroupCommitter(self.index)
         self.ingestor = Ingestor(self.pools, self.index, self.committer, self.config.duplicates)

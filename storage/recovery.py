@@ -52,8 +52,11 @@ def recover(pools: list[Pool], index: Index) -> RecoveryReport:
     """Remove temp files, index complete orphans, drop un-indexed second copies, report missing files."""
     report = RecoveryReport()
     for pool in pools:
-        pool.prepare()
-        report.temp_files_removed += pool.sweep_incoming()
+        try:
+            pool.prepare()
+            report.temp_files_removed += pool.sweep_incoming()
+        except OSError as err:  # a read-only or failing pool must not keep the others from serving
+            log.error("pool %s: cannot clean %s: %s", pool.name, pool.incoming, err)
     known = index.locations()
     on_disk = set()
     orphans: list[InstanceRecord] = []

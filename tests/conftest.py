@@ -118,6 +118,23 @@ class NodeHandle:
         self.proc.wait()
         self.proc = None
 
+    def pool_root(self, name: str) -> Path:
+        pools = yaml.safe_load(self.config.read_text())["pools"]
+        path = Path(next(p["path"] for p in pools if p["name"] == name))
+        return path if path.is_absolute() else self.dir / path
+
+    def file(self, row) -> Path:
+        """Where an instances row says its file is."""
+        return self.pool_root(row["pool"]) / row["path"]
+
+    def pool_files(self) -> list[Path]:
+        pools = yaml.safe_load(self.config.read_text())["pools"]
+        return sorted(f for p in pools for f in self.pool_root(p["name"]).rglob("*.dcm"))
+
+    def temp_files(self) -> list[Path]:
+        pools = yaml.safe_load(self.config.read_text())["pools"]
+        return sorted(f for p in pools for f in self.pool_root(p["name"]).rglob("*.part"))
+
     def db(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.index_path, timeout=30)
         conn.row_factory = sqlite3.Row

@@ -23,18 +23,18 @@ PYDICOM_TEST_FILES = sorted((Path(pydicom.__file__).parent / "data" / "test_file
 
 
 def pool_files(node) -> list[Path]:
-    return sorted(p for p in (node.dir / "pools").rglob("*.dcm"))
+    return node.pool_files()
 
 
 def temp_files(node) -> list[Path]:
-    return sorted((node.dir / "pools").rglob("*.part"))
+    return node.temp_files()
 
 
 def assert_index_matches_disk(node) -> list:
     """Every row has its file with the recorded size and checksum, and every file has a row."""
     rows = node.rows("SELECT * FROM instances")
     for row in rows:
-        path = node.dir / "pools" / row["pool"] / row["path"]
+        path = node.file(row)
         data = path.read_bytes()
         assert len(data) == row["size"], row["sop_uid"]
         assert hashlib.sha256(data).hexdigest() == row["sha256"], row["sop_uid"]
@@ -117,7 +117,7 @@ def test_store_every_pydicom_test_file(node_factory, capsys):
         by_uid[str(dcmread(path, stop_before_pixels=True, force=True).SOPInstanceUID)].append(path)
     for sop_uid, paths in by_uid.items():
         row = rows[sop_uid]
-        kept_path = node.dir / "pools" / row["pool"] / row["path"]
+        kept_path = node.file(row)
         assert any(_same_content(dcmread(kept_path), dcmread(p, force=True), row["transfer_syntax"])
                    for p in paths), f"{[p.name for p in paths]}: dataset changed"
     assert len(rows) == len(by_uid)
@@ -166,7 +166,7 @@ def test_raw_pydicom_files_are_kept_byte_for_byte(node_factory, monkeypatch):
     assert len(rows) == len(by_uid)
     for sop_uid, paths in by_uid.items():
         row = rows[sop_uid]
-        kept = dataset_bytes(node.dir / "pools" / row["pool"] / row["path"])
+        kept = dataset_bytes(node.file(row))
         assert kept in [dataset_bytes(p) for p in paths], f"{[p.name for p in paths]}: bytes changed"
 
 
@@ -205,7 +205,7 @@ def test_same_study_from_ten_senders_five_times_keeps_one_copy(node_factory, tmp
     assert len(rows) == 20
     originals = {str(dcmread(f).SOPInstanceUID): f.read_bytes() for f in files}
     for row in rows:
-        kept = dcmread(node.dir / "pools" / row["pool"] / row["path"])
+        kept = dcmread(node.file(row))
         assert kept.PixelData == dcmread(__import__("io").BytesIO(originals[row["sop_uid"]])).PixelData
 
 
@@ -222,8 +222,8 @@ def test_overwrite_policy_replaces_atomically(node_factory, tmp_path):
     assert list(results.values()) == ["Success"]
     [row] = assert_index_matches_disk(node)
     assert row["sha256"] == hashlib.sha256(
-        (node.dir / "pools" / row["pool"] / row["path"]).read_bytes()).hexdigest()
-    assert dcmread(node.dir / "pools" / row["pool"] / row["path"]).PatientName == "Corrected^Name"
+        (node.file(row)).read_bytes()).hexdigest()
+    assert dcmread(node.file(row)).PatientName == "Corrected^Name"
     assert node.rows("SELECT patient_name FROM patients")[0]["patient_name"] == "Corrected^Name"
 
 
@@ -239,7 +239,7 @@ def test_keep_policy_keeps_first_copy(node_factory, tmp_path):
     results, _ = storescu(node, [path])
     assert list(results.values()) == ["Success"]
     [row] = assert_index_matches_disk(node)
-    kept = (node.dir / "pools" / row["pool"] / row["path"]).read_bytes()
+    kept = (node.file(row)).read_bytes()
     assert dcmread(__import__("io").BytesIO(kept)).PatientName == dcmread(__import__("io").BytesIO(first)).PatientName
 
 
@@ -253,7 +253,7 @@ def test_uncompressed_and_deflated_syntaxes_are_stored_as_sent(node_factory, tmp
     assert set(results.values()) == {"Success"}
     expected = {v: k for k, v in STORESCU_PROPOSE.items()}[syntax_flag]
     for row in assert_index_matches_disk(node):
-        kept = dcmread(node.dir / "pools" / row["pool"] / row["path"])
+        kept = dcmread(node.file(row))
         assert kept.file_meta.TransferSyntaxUID == expected
         assert row["transfer_syntax"] == expected
         assert kept.file_meta.SourceApplicationEntityTitle == "STORESCU"
