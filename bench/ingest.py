@@ -256,7 +256,7 @@ class Run:
 
 def make_run(peer: str, associations: int, repeat: int, corpus: Corpus, wall: float, peak_rss: int,
              outcomes: list[SenderOutcome], stored: int | None) -> Run:
-    errors = [e for o in outcomes for e in o.errors]
+    errors = [f"storescu {i}/{len(outcomes)}: {e}" for i, o in enumerate(outcomes, 1) for e in o.errors]
     acked = sum(o.acked for o in outcomes)
     if stored is not None and stored != len(corpus.files):
         errors.append(f"{peer} holds {stored} instances afterwards, expected {len(corpus.files)}")
@@ -274,19 +274,23 @@ def run_once(peer: str, factory: ServerFactory, corpus: Corpus, associations: in
     """Start the peer on fresh empty storage, send the corpus, stop the peer, and return the figures."""
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"{peer}-{associations}-", dir=RUNS_DIR))
-    run = None
+    keep = True  # a failed run's folder stays for its logs
     try:
         with factory(workdir) as server:
             with PeakRss(server.pid) as rss:
                 wall, outcomes = send(storescu, corpus, server.port, server.ae_title, associations, workdir, timeout)
             stored = server.stored_count()
         run = make_run(peer, associations, repeat, corpus, wall, rss.peak, outcomes, stored)
+        keep = not run.complete
+        return run
+    except KeyboardInterrupt:
+        keep = False
+        raise
     finally:
-        if run is not None and run.complete:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
+        if keep:
             print(f"  kept {workdir} for its logs", flush=True)
-    return run
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 # --- the peers --------------------------------------------------------------------------------
@@ -381,6 +385,13 @@ def print_ratios(rows: list[dict]) -> None:
         print(f"{row['peer']:<10}{row['associations']:>6}{row['throughput']:>11.2f}x{row['peak_rss']:>9.2f}x")
 
 
+def print_notes(runs: list[Run]) -> None:
+    fsyncing = " and Orthanc" if any(r.peer == "orthanc" for r in runs) else ""
+    pdv = ", ".join(dict.fromkeys(f"{r.peer} {r.max_send_pdv}" for r in runs))
+    print(f"\nnotes: pacsdeck{fsyncing} fsync each instance; storescp does not, and runs one process per "
+          f"association (--fork),\n       its peak RSS summed over them. storescu max send PDV: {pdv}.")
+
+
 def print_failures(runs: list[Run]) -> None:
     for run in runs:
         if not run.complete:
@@ -446,9 +457,7 @@ def bench(args: argparse.Namespace) -> int:
     ratio_rows = ratios(summary)
     print_table(summary)
     print_ratios(ratio_rows)
-    print("\nnotes: storescp does not fsync and runs one process per association (--fork), its RSS summed over "
-          "them;\n       pacsdeck and Orthanc fsync each instance. Max send PDV per peer: "
-          + ", ".join(sorted({f"{r.peer} {r.max_send_pdv}" for r in runs})))
+    print_notes(runs)
     print_failures(runs)
     if args.json:
         settings = {"count": args.count, "cr_count": args.cr_count, "repeat": args.repeat, "timeout": args.timeout,
