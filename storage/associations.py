@@ -79,6 +79,15 @@ class AssociationLog:
         log.warning("association rejected: calling %r called %r from %s: %s", rec.calling_ae, rec.called_ae,
                     rec.peer_host, rec.reason)
 
+    def on_pdu_received(self, event) -> None:
+        """Note a peer's A-RELEASE-RQ or A-ABORT as the DUL reads it, before the connection closes:
+        the association thread's EVT_RELEASED can come after EVT_CONN_CLOSE."""
+        pdu_type = getattr(event.pdu, "pdu_type", None)
+        if pdu_type in (0x05, 0x07):
+            rec = self.record(event.assoc)
+            if rec is not None and rec.result == "accepted":
+                rec.result = "released" if pdu_type == 0x05 else "aborted"
+
     def on_released(self, event) -> None:
         rec = self.record(event.assoc)
         if rec is not None and rec.result == "accepted":
@@ -96,6 +105,9 @@ class AssociationLog:
             return
         if rec.result == "accepted":  # closed without release or abort: the peer dropped the connection
             rec.result = "dropped"
+        elif rec.result == "requested":  # refused before EVT_REJECTED (it can come after the close)
+            rec.result = "rejected"
+            rec.reason = rec.reason or self._node.rejection_reason(rec.calling_ae, rec.called_ae)
         rec.ended_at = time.time()
         try:
             self._node.index.log_association(rec.__dict__)

@@ -30,8 +30,19 @@ class Pending:
 
     record: InstanceRecord
     folder: Path
+    keep_existing: bool  # duplicates policy `keep`: an indexed copy wins and this row is not written
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    previous: tuple | None = None  # (pool, path, size) of the row that was there when we committed
+    written: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the commit did: wrote the row (replacing `previous`, if any) or kept `previous`."""
+
+    written: bool
+    previous: tuple | None
 
 
 class GroupCommitter:
@@ -42,13 +53,18 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
-    def commit(self, record: InstanceRecord, folder: Path) -> None:
-        """Block until the row is committed; raise what made it fail."""
-        item = Pending(record, folder)
+    def commit(self, record: InstanceRecord, folder: Path, keep_existing: bool) -> Outcome:
+        """Block until the row is committed; raise what made it fail.
+
+        Duplicates are settled here, inside the transaction, so two associations (or two worker
+        processes) storing the same SOP Instance UID at once still leave exactly one row.
+        """
+        item = Pending(record, folder, keep_existing)
         self._queue.put(item)
         item.done.wait()
         if item.error is not None:
             raise item.error
+        return Outcome(item.written, item.previous)
 
     def stop(self) -> None:
         self._queue.put(_STOP)
@@ -79,7 +95,11 @@ class GroupCommitter:
             for folder in {item.folder for item in batch}:
                 fsync_dir(folder)
             with self._index.transaction() as conn:
-                self._index.put_instances(conn, (item.record for item in batch))
+                for item in batch:
+                    item.previous = self._index.location(conn, item.record.sop_uid)
+                    item.written = item.previous is None or not item.keep_existing
+                    if item.written:
+                        self._index.put_instances(conn, [item.record])
         except Exception as err:  # noqa: BLE001 - isolate the failing row, fail only it
             if len(batch) == 1:
                 batch[0].error = err

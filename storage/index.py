@@ -183,6 +183,12 @@ class Index:
             conn.execute(_UPSERT_SERIES, rec.series)
             conn.execute(_UPSERT_INSTANCE, tuple(rec.instance[c] for c in INSTANCE_COLUMNS))
 
+    @staticmethod
+    def location(conn: sqlite3.Connection, sop_uid: str) -> tuple | None:
+        """(pool, path, size) of an indexed instance, read inside the caller's transaction."""
+        row = conn.execute("SELECT pool, path, size FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
+        return tuple(row) if row is not None else None
+
     def instance(self, sop_uid: str) -> sqlite3.Row | None:
         return self.connection().execute("SELECT * FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import secrets
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -15,9 +14,8 @@ from pydicom.dataset import Dataset
 from . import status
 from .committer import GroupCommitter
 from .index import Index, InstanceRecord
-from .locks import KeyedLocks
 from .pools import Pool, StoreFailed
-from .uids import InvalidUID, check_uid, relative_path
+from .uids import InvalidUID, check_uid, instance_path
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +105,6 @@ class Ingestor:
         self._index = index
         self._committer = committer
         self._duplicates = duplicates
-        self._locks = KeyedLocks()
 
     def store(self, data: bytes, *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
               calling_ae: str) -> Stored:
@@ -124,32 +121,34 @@ class Ingestor:
         if record.instance["sop_class_uid"] != cmd_class:
             raise NotStorable(status.DATASET_DOES_NOT_MATCH_SOP_CLASS, "dataset SOPClassUID differs from the command's")
 
-        with self._locks.hold(cmd_sop):
+        keep = self._duplicates == "keep"
+        if keep:  # the common duplicate: skip the write (the commit below settles any race)
             existing = self._index.instance(cmd_sop)
-            if existing is not None and self._duplicates == "keep":
+            if existing is not None:
                 log.info("duplicate %s from %s: first copy kept", cmd_sop, calling_ae)
                 return Stored(cmd_sop, existing["pool"], existing["path"], existing["size"], duplicate=True)
-            rel = relative_path(record.instance["study_uid"], cmd_sop)
-            if existing is not None:
-                # A fresh name, so the acknowledged copy stays intact until the new row is committed.
-                rel = rel[: -len(".dcm")] + f".{secrets.token_hex(4)}.dcm"
-            pool, st = self._write(rel, data)
-            record.instance.update(
-                pool=pool.name, path=rel, size=st.st_size, sha256=hashlib.sha256(data).hexdigest(),
-                received_at=st.st_mtime, last_access=st.st_mtime,
-            )
-            try:
-                self._committer.commit(record, pool.file(rel).parent)
-            except Exception as err:  # noqa: BLE001
-                row = self._index.instance(cmd_sop)
-                if row is None or (row["pool"], row["path"]) != (pool.name, rel):
-                    _remove(pool.file(rel))
-                raise NotStorable(status.OUT_OF_RESOURCES, f"index commit failed: {err}") from err
-            if existing is not None:
-                old = self._pool(existing["pool"])
-                if old is not None:
-                    _remove(old.file(existing["path"]))
-            return Stored(cmd_sop, pool.name, rel, st.st_size, duplicate=False)
+        rel = instance_path(record.instance["study_uid"], cmd_sop)
+        pool, st = self._write(rel, data)
+        record.instance.update(
+            pool=pool.name, path=rel, size=st.st_size, sha256=hashlib.sha256(data).hexdigest(),
+            received_at=st.st_mtime, last_access=st.st_mtime,
+        )
+        try:
+            outcome = self._committer.commit(record, pool.file(rel).parent, keep_existing=keep)
+        except Exception as err:  # noqa: BLE001
+            row = self._index.instance(cmd_sop)
+            if row is None or (row["pool"], row["path"]) != (pool.name, rel):
+                _remove(pool.file(rel))
+            raise NotStorable(status.OUT_OF_RESOURCES, f"index commit failed: {err}") from err
+        if not outcome.written:  # another association stored it first: theirs is kept
+            _remove(pool.file(rel))
+            old_pool, old_path, old_size = outcome.previous
+            return Stored(cmd_sop, old_pool, old_path, old_size, duplicate=True)
+        if outcome.previous is not None:  # overwrite: the old file goes only after the new row is in
+            old = self._pool(outcome.previous[0])
+            if old is not None:
+                _remove(old.file(outcome.previous[1]))
+        return Stored(cmd_sop, pool.name, rel, st.st_size, duplicate=False)
 
     def _write(self, rel: str, data: bytes) -> tuple[Pool, os.stat_result]:
         """Write to the first pool that takes it; a full or failing pool passes the instance on."""

@@ -80,7 +80,6 @@ class Node:
     def stop(self) -> None:
         if self.server is not None:
             self.server.shutdown()
-            self.server.server_close()
             self.server = None
         if self.committer is not None:
             self.committer.stop()

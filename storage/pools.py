@@ -16,8 +16,7 @@ from .config import PoolConfig
 
 log = logging.getLogger(__name__)
 
-INCOMING = ".incoming"  # temp files: swept at startup, never indexed
-TEMP_SUFFIX = ".part"
+TEMP_SUFFIX = ".part"  # temp files: never indexed, removed at startup
 
 
 class StoreFailed(OSError):
@@ -34,61 +33,58 @@ class Pool:
     def from_config(cls, cfg: PoolConfig) -> "Pool":
         return cls(name=cfg.name, tier=cfg.tier, root=cfg.path)
 
-    @property
-    def incoming(self) -> Path:
-        return self.root / INCOMING
-
     def file(self, rel: str) -> Path:
         return self.root / rel
 
     def prepare(self) -> None:
-        ensure_dir(self.incoming)
+        ensure_dir(self.root)
 
-    def sweep_incoming(self) -> int:
-        """Delete temp files a crash left behind; they were never acknowledged."""
-        removed = 0
-        try:
-            entries = list(os.scandir(self.incoming))
-        except FileNotFoundError:
-            return 0
-        for entry in entries:
-            if entry.name.endswith(TEMP_SUFFIX):
-                try:
-                    os.unlink(entry.path)
-                    removed += 1
-                except FileNotFoundError:
-                    pass
-        if removed:
-            fsync_dir(self.incoming)
-        return removed
-
-    def walk(self) -> Iterator[str]:
-        """Relative paths of every instance file in the pool (temp files excluded)."""
+    def scan(self) -> tuple[list[str], list[str]]:
+        """Relative paths of every instance file and every temp file in the pool, in one walk."""
+        instances, temps = [], []
         root = str(self.root)
-        for dirpath, dirnames, filenames in os.walk(root):
-            if dirpath == root:
-                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for dirpath, _dirnames, filenames in os.walk(root):
             rel_dir = os.path.relpath(dirpath, root)
             for name in filenames:
+                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
                 if name.endswith(".dcm"):
-                    yield name if rel_dir == "." else f"{rel_dir}/{name}"
+                    instances.append(rel)
+                elif name.endswith(TEMP_SUFFIX):
+                    temps.append(rel)
+        return instances, temps
+
+    def remove_temp_files(self, temps: list[str]) -> int:
+        """Delete temp files a crash left behind; they were never acknowledged."""
+        removed = 0
+        for rel in temps:
+            try:
+                os.unlink(self.root / rel)
+                removed += 1
+            except FileNotFoundError:
+                pass
+        for folder in {os.path.dirname(rel) for rel in temps}:
+            fsync_dir(self.root / folder)
+        return removed
 
     def write(self, rel: str, data: bytes) -> os.stat_result:
         """Make `data` durable at `rel` in this pool; the caller fsyncs the folder before indexing.
 
-        The bytes go to a temp file in .incoming, are fsynced, then renamed into place, so the final
-        name never holds a partial file. Callers pick names no indexed file has (see ingest), so the
-        rename only ever replaces an unacknowledged leftover. On failure nothing is left behind.
+        The bytes go to a temp file beside the final name, are fsynced, then renamed into place, so
+        the final name never holds a partial file. (Beside, not in one shared temp folder: ext4
+        allocates a new file's inode near its folder, and one folder for every new file made inode
+        allocation the largest kernel cost of ingest.) Callers pick names no indexed file has (see
+        ingest), so the rename only ever replaces an unacknowledged leftover. On failure nothing is
+        left behind.
         """
         target = self.root / rel
-        tmp = self.incoming / f"{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        tmp = target.parent / f".{secrets.token_hex(8)}{TEMP_SUFFIX}"
         try:
+            ensure_dir(target.parent)
             try:
                 st = self._write_file(tmp, data)
             except OSError:
                 _unlink_quietly(tmp)
                 raise
-            ensure_dir(target.parent)
             os.replace(tmp, target)
         except OSError as err:
             _unlink_quietly(tmp)

@@ -51,17 +51,16 @@ def record_from_file(pool: Pool, rel: str) -> InstanceRecord:
 def recover(pools: list[Pool], index: Index) -> RecoveryReport:
     """Remove temp files, index complete orphans, drop un-indexed second copies, report missing files."""
     report = RecoveryReport()
-    for pool in pools:
-        try:
-            pool.prepare()
-            report.temp_files_removed += pool.sweep_incoming()
-        except OSError as err:  # a read-only or failing pool must not keep the others from serving
-            log.error("pool %s: cannot clean %s: %s", pool.name, pool.incoming, err)
     known = index.locations()
     on_disk = set()
     orphans: list[InstanceRecord] = []
     for pool in pools:
-        for rel in pool.walk():
+        instances, temps = pool.scan()
+        try:
+            report.temp_files_removed += pool.remove_temp_files(temps)
+        except OSError as err:  # a read-only or failing pool must not keep the others from serving
+            log.error("pool %s: cannot remove temp files: %s", pool.name, err)
+        for rel in instances:
             on_disk.add((pool.name, rel))
             if (pool.name, rel) in known:
                 continue
@@ -93,9 +92,9 @@ def reindex(pools: list[Pool], index: Index) -> dict:
     best: dict[str, InstanceRecord] = {}
     unreadable, duplicates = [], []
     for pool in pools:
-        pool.prepare()
-        pool.sweep_incoming()
-        for rel in pool.walk():
+        instances, temps = pool.scan()
+        pool.remove_temp_files(temps)
+        for rel in instances:
             try:
                 rec = record_from_file(pool, rel)
             except (NotStorable, OSError) as err:

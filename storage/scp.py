@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import socketserver
 import threading
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,7 @@ from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from . import status
+from . import status, tuning
 from .ingest import NotStorable
 
 if TYPE_CHECKING:
@@ -60,6 +61,12 @@ class NodeServer(ThreadedAssociationServer):
         sock, address = super().get_request()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock, address
+
+    def shutdown(self) -> None:
+        # pynetdicom's shutdown also unregisters from ae._servers, where only start_server() puts a
+        # server; we build ours with make_server() to choose the class.
+        socketserver.BaseServer.shutdown(self)
+        self.server_close()
 
 
 def handle_echo(event, node: "Node") -> int:
@@ -121,11 +128,13 @@ def start_scp(node: "Node") -> NodeServer:
     ae = build_ae(node)
     log_ = node.associations
     handlers = [
+        (evt.EVT_CONN_OPEN, tuning.on_connection_open),
         (evt.EVT_C_ECHO, handle_echo, [node]),
         (evt.EVT_C_STORE, handle_store, [node]),
         (evt.EVT_REQUESTED, log_.on_requested),
         (evt.EVT_ACCEPTED, log_.on_accepted),
         (evt.EVT_REJECTED, log_.on_rejected),
+        (evt.EVT_PDU_RECV, log_.on_pdu_received),
         (evt.EVT_RELEASED, log_.on_released),
         (evt.EVT_ABORTED, log_.on_aborted),
         (evt.EVT_CONN_CLOSE, log_.on_closed),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 
 # PS3.5 9.1: components of digits, no leading zero unless the component is "0", at most 64 chars.
 _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
@@ -32,10 +33,12 @@ def uid_digest(uid: str) -> str:
     return hashlib.sha256(uid.encode("ascii")).hexdigest()[:32]
 
 
-def relative_path(study_uid: str, sop_uid: str) -> str:
-    """Where an instance lives inside a pool: spread over 65,536 folders, one folder per study.
+def instance_path(study_uid: str, sop_uid: str) -> str:
+    """A new file name for an instance inside a pool: `aa/<study digest>/<instance digest>-<random>.dcm`.
 
-    Both UIDs must already have passed check_uid; only their digests reach the filesystem.
+    One folder per study, spread over 256 top folders. The random part makes every write a new
+    name, so a second copy (a duplicate racing in, an overwrite) never replaces a file an index row
+    points at. Both UIDs must already have passed check_uid; only their digests reach the disk.
     """
     study = uid_digest(study_uid)
-    return f"{study[:2]}/{study[2:4]}/{study}/{uid_digest(sop_uid)}.dcm"
+    return f"{study[:2]}/{study}/{uid_digest(sop_uid)}-{secrets.token_hex(4)}.dcm"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from storage import synthetic
-from storage.uids import relative_path
+from storage.uids import instance_path
 
 from .conftest import dcmtk, free_port, pacsdeck, storescu, wait_for
 from .test_store import assert_index_matches_disk
@@ -130,7 +130,8 @@ def test_startup_removes_temp_files_and_indexes_complete_orphans(node_factory, t
     storescu(node, files)
     node.stop()
     primary = node.pool_root("primary")
-    leftover = primary / ".incoming" / f"{secrets.token_hex(8)}.part"
+    study_dir = next(p for p in primary.rglob("*") if p.is_dir() and any(p.glob("*.dcm")))
+    leftover = study_dir / f".{secrets.token_hex(8)}.part"
     leftover.write_bytes(b"half an instance")
     # an instance whose file was made durable but whose row never committed (crash in between)
     spec = next(synthetic.studies(1, prefix="ORPH"))
@@ -138,8 +139,8 @@ def test_startup_removes_temp_files_and_indexes_complete_orphans(node_factory, t
     from pydicom import dcmread
 
     ds = dcmread(orphan_src)
-    orphan = primary / relative_path(str(ds.StudyInstanceUID), str(ds.SOPInstanceUID))
-    orphan.parent.mkdir(parents=True)
+    orphan = primary / instance_path(str(ds.StudyInstanceUID), str(ds.SOPInstanceUID))
+    orphan.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(orphan_src, orphan)
 
     node.start()

@@ -1,0 +1,142 @@
+"""Event-driven wake-ups for pynetdicom's polling loops: the one place pacsdeck tunes pynetdicom.
+
+Why: pynetdicom 3.0.4 polls. The association reactor sleeps 1 ms on every pass
+(`association.py`, `_run_reactor`) and the DUL reactor sleeps `_run_loop_delay` (1 ms) whenever a
+pass finds nothing to do (`dul.py`, `run_reactor`). Every C-STORE crosses both: the decoded request
+waits for the association thread to wake, the response for the DUL thread. On one association that
+latency, not CPU, bounds the rate (see README, Benchmarks, for the figures before and after).
+
+How: for each accepted connection (from EVT_CONN_OPEN, before its threads start) the two sleeps
+become waits that end as soon as there is work. The association thread waits on an Event set when
+the DUL queues a DIMSE message or an A-RELEASE/A-ABORT for it; the DUL thread waits in select() on
+its socket and on a self-pipe written when a primitive is queued for sending. The timeouts are
+pynetdicom's own, so an idle association wakes exactly as often as before (idle CPU unchanged).
+Threads we did not prepare (our own SCU associations) keep plain time.sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import select
+import threading
+import time
+import weakref
+
+import pynetdicom.association
+import pynetdicom.dul
+
+
+class _NotifyingQueue(queue.Queue):
+    """A queue.Queue that calls `notify` after each put."""
+
+    def __init__(self, notify) -> None:
+        super().__init__()
+        self._notify = notify
+
+    def put(self, item, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._notify()
+
+
+class _TimeWithWakeups:
+    """Stands in for the `time` module inside pynetdicom's association and dul modules."""
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        wait = getattr(threading.current_thread(), "_pacsdeck_wait", None)
+        if wait is None:
+            time.sleep(seconds)
+        else:
+            wait(seconds)
+
+
+def _prepare_association(assoc) -> None:
+    wake = threading.Event()
+    messages = assoc.dimse.msg_queue = _NotifyingQueue(wake.set)
+    to_user = assoc.dul.to_user_queue = _NotifyingQueue(wake.set)
+
+    def wait(seconds: float) -> None:
+        if messages.empty() and to_user.empty():
+            wake.wait(seconds)
+            wake.clear()
+
+    assoc._pacsdeck_wait = wait
+
+
+def _prepare_dul(dul) -> None:
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+    weakref.finalize(dul, _close_pair, read_fd, write_fd)  # not before the DUL thread is gone
+
+    def notify() -> None:
+        try:
+            os.write(write_fd, b"\0")
+        except BlockingIOError:  # the pipe is full of wake-ups already
+            pass
+
+    outgoing = dul.to_provider_queue = _NotifyingQueue(notify)
+
+    def wait(seconds: float) -> None:
+        if not outgoing.empty():
+            return
+        sock = getattr(dul.socket, "socket", None)
+        try:
+            select.select([read_fd] if sock is None else [read_fd, sock], [], [], seconds)
+            os.read(read_fd, 4096)
+        except BlockingIOError:
+            pass
+        except (OSError, ValueError):  # socket closed under us: fall back to pynetdicom's sleep
+            time.sleep(seconds)
+
+    dul._pacsdeck_wait = wait
+
+
+def _close_pair(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _prepare_socket(assoc_socket) -> None:
+    """Read whole PDUs with recv_into instead of pynetdicom's loop of 4 KiB recv() calls.
+
+    pynetdicom's AssociationSocket.recv grows a bytearray 4 KiB at a time: a 0.5 MB instance took
+    ~136 recv calls and as many Python-level appends. Same contract: return the bytes read, fewer
+    only if the peer closed the connection; socket errors propagate.
+    """
+    sock = assoc_socket.socket
+
+    def recv(nr_bytes: int) -> bytearray:
+        buf = bytearray(nr_bytes)
+        view = memoryview(buf)
+        got = 0
+        while got < nr_bytes:
+            n = sock.recv_into(view[got:], nr_bytes - got)
+            if n == 0:
+                view.release()
+                del buf[got:]
+                return buf
+            got += n
+        view.release()
+        return buf
+
+    assoc_socket.recv = recv
+
+
+def on_connection_open(event) -> None:
+    """EVT_CONN_OPEN handler: runs before the association's threads start, so swapping queues is safe."""
+    _prepare_association(event.assoc)
+    _prepare_dul(event.assoc.dul)
+    if event.assoc.dul.socket is not None and event.assoc.dul.socket.socket is not None:
+        _prepare_socket(event.assoc.dul.socket)
+
+
+pynetdicom.association.time = _TimeWithWakeups()
+pynetdicom.dul.time = _TimeWithWakeups()
