@@ -8,10 +8,11 @@ is one folder fsync and one commit per instance; with several, the cost is share
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import queue
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,10 +47,12 @@ class Outcome:
 
 
 class GroupCommitter:
-    def __init__(self, index: Index, after_commit: Callable[[list[Pending]], None] | None = None):
+    def __init__(self, index: Index, lock_path: Path):
         self._index = index
+        # Worker processes take turns through this lock instead of SQLite's busy handler, which
+        # sleeps whole milliseconds between retries; flock wakes the next writer at once.
+        self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._after_commit = after_commit
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
@@ -69,6 +72,7 @@ class GroupCommitter:
     def stop(self) -> None:
         self._queue.put(_STOP)
         self._thread.join(timeout=30)
+        os.close(self._lock_fd)
 
     def _run(self) -> None:
         while True:
@@ -94,12 +98,11 @@ class GroupCommitter:
         try:
             for folder in {item.folder for item in batch}:
                 fsync_dir(folder)
-            with self._index.transaction() as conn:
-                for item in batch:
-                    item.previous = self._index.location(conn, item.record.sop_uid)
-                    item.written = item.previous is None or not item.keep_existing
-                    if item.written:
-                        self._index.put_instances(conn, [item.record])
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                self._write_rows(batch)
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         except Exception as err:  # noqa: BLE001 - isolate the failing row, fail only it
             if len(batch) == 1:
                 batch[0].error = err
@@ -108,11 +111,13 @@ class GroupCommitter:
                 for item in batch:
                     self._commit_batch([item])
                 return
-        else:
-            if self._after_commit is not None:
-                try:
-                    self._after_commit(batch)
-                except Exception:  # noqa: BLE001 - a listener must not fail the store
-                    log.exception("after-commit hook failed")
         for item in batch:
             item.done.set()
+
+    def _write_rows(self, batch: list[Pending]) -> None:
+        with self._index.transaction() as conn:
+            for item in batch:
+                item.previous = self._index.location(conn, item.record.sop_uid)
+                item.written = item.previous is None or not item.keep_existing
+                if item.written:
+                    self._index.put_instances(conn, [item.record])

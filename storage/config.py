@@ -51,6 +51,13 @@ class NodeConfig:
     pools: tuple[PoolConfig, ...] = ()
     aets: tuple[AETConfig, ...] = ()
     log_level: str = "INFO"
+    workers: int | str = "auto"
+
+    def worker_count(self) -> int:
+        """Processes serving the port: `auto` is one per core, at most 4."""
+        if self.workers == "auto":
+            return max(1, min(os.cpu_count() or 1, 4))
+        return int(self.workers)
 
     @property
     def node_dir(self) -> Path:
@@ -183,6 +190,11 @@ def parse_config(data, path: Path, create_dirs: bool = False) -> NodeConfig:
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1000:
             raise ConfigError(f"max_associations: an integer from 1 to 1000, got {v!r}")
         kw["max_associations"] = v
+    if "workers" in data:
+        v = data["workers"]
+        if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64):
+            raise ConfigError(f"workers: auto or an integer from 1 to 64, got {v!r}")
+        kw["workers"] = v
     if "log_level" in data:
         if data["log_level"] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level: DEBUG, INFO, WARNING or ERROR, got {data['log_level']!r}")
@@ -264,7 +276,8 @@ require_called_aet: true       # reject associations not addressed to our AE tit
 open_mode: false               # true: accept any calling AE title (unregistered senders)
 duplicates: keep               # same SOPInstanceUID again: keep (first copy wins) or overwrite
 max_pdu: 131072                # maximum PDU we receive, bytes (0 = unlimited)
-max_associations: 32
+max_associations: 32           # per worker process
+workers: auto                  # processes sharing the port (auto: one per core, at most 4)
 index: index.sqlite
 pools:                         # ordered: new instances go to the first pool with room
   - name: primary

@@ -59,22 +59,27 @@ class Node:
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    def open_for_ingest(self) -> RecoveryReport:
-        """Recover from any crash, then accept instances."""
+    def recover(self) -> RecoveryReport:
+        """Make index and pools agree after any crash; single-threaded, before serving."""
         for pool in self.pools:
             if not os.access(pool.root, os.W_OK | os.X_OK):
                 log.error("pool %s (%s) is not writable: instances go to the next pool", pool.name, pool.root)
         report = recover(self.pools, self.index)
-        self.committer = GroupCommitter(self.index)
-        self.ingestor = Ingestor(self.pools, self.index, self.committer, self.config.duplicates)
+        log.info("recovery: %s", report.as_dict())
         return report
 
-    def start(self) -> RecoveryReport:
+    def serve(self, reuse_port: bool = False) -> None:
+        """Start the group committer and the SCP (threads: after any fork)."""
         from .scp import start_scp
 
-        report = self.open_for_ingest()
-        self.server = start_scp(self)
+        self.committer = GroupCommitter(self.index, self.config.index.with_suffix(".writelock"))
+        self.ingestor = Ingestor(self.pools, self.index, self.committer, self.config.duplicates)
+        self.server = start_scp(self, reuse_port=reuse_port)
         self.started_at = time.time()
+
+    def start(self) -> RecoveryReport:
+        report = self.recover()
+        self.serve()
         return report
 
     def stop(self) -> None:
@@ -125,24 +130,39 @@ def _sd_notify(message: str) -> None:
 
 
 def run_node(config_path: str) -> int:
-    """`pacsdeck node run`: serve in the foreground until SIGTERM or SIGINT."""
+    """`pacsdeck node run`: recover, serve in the foreground until SIGTERM or SIGINT."""
+    from .workers import hold_node_lock, serve_in_workers
+
     config = load_config(config_path)
     logging.getLogger().setLevel(config.log_level)
     # We validate UIDs and values ourselves and answer with a status; pydicom's per-value
     # warnings would only flood the log with the same news.
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
+    lock = hold_node_lock(config)  # one node process tree per node folder
     node = Node(config)
-    report = node.start()
-    log.info("recovery: %s", report.as_dict())
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    log.info("pacsdeck %s node %s listening on %s:%d", __version__, config.ae_title, config.bind, config.port)
-    print(f"ready {config.ae_title}@{config.bind}:{config.port}", flush=True)
-    _sd_notify("READY=1")
-    stop.wait()
+    node.recover()
+    workers = config.worker_count()
+
+    def announce() -> None:
+        log.info("pacsdeck %s node %s listening on %s:%d (%d worker%s)", __version__, config.ae_title, config.bind,
+                 config.port, workers, "" if workers == 1 else "s")
+        print(f"ready {config.ae_title}@{config.bind}:{config.port}", flush=True)
+        _sd_notify("READY=1")
+
+    if workers > 1:
+        node.index.close()  # each worker opens its own connections after the fork
+        code = serve_in_workers(node, workers, announce)
+    else:
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        node.serve()
+        announce()
+        stop.wait()
+        node.stop()
+        code = 0
     _sd_notify("STOPPING=1")
-    node.stop()
     log.info("stopped")
-    return 0
+    lock.close()
+    return code

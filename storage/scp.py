@@ -51,6 +51,8 @@ class NodeAE(AE):
 
 
 class NodeServer(ThreadedAssociationServer):
+    reuse_port = False
+
     """pynetdicom's threaded server with TCP_NODELAY on every accepted socket.
 
     Without it, small DIMSE responses wait for Nagle's algorithm and a peer that also leaves
@@ -61,6 +63,11 @@ class NodeServer(ThreadedAssociationServer):
         sock, address = super().get_request()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock, address
+
+    def server_bind(self) -> None:
+        if self.reuse_port:  # worker processes each bind the port; the kernel spreads connections
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def shutdown(self) -> None:
         # pynetdicom's shutdown also unregisters from ae._servers, where only start_server() puts a
@@ -124,8 +131,9 @@ def build_ae(node: "Node") -> NodeAE:
     return ae
 
 
-def start_scp(node: "Node") -> NodeServer:
+def start_scp(node: "Node", reuse_port: bool = False) -> NodeServer:
     ae = build_ae(node)
+    server_class = type("NodeServerReusePort", (NodeServer,), {"reuse_port": True}) if reuse_port else NodeServer
     log_ = node.associations
     handlers = [
         (evt.EVT_CONN_OPEN, tuning.on_connection_open),
@@ -139,7 +147,7 @@ def start_scp(node: "Node") -> NodeServer:
         (evt.EVT_ABORTED, log_.on_aborted),
         (evt.EVT_CONN_CLOSE, log_.on_closed),
     ]
-    server = ae.make_server((node.config.bind, node.config.port), evt_handlers=handlers, server_class=NodeServer)
+    server = ae.make_server((node.config.bind, node.config.port), evt_handlers=handlers, server_class=server_class)
     thread = threading.Thread(target=server.serve_forever, name="scp-accept", daemon=True)
     thread.start()
     return server

@@ -166,3 +166,46 @@ def test_reindex_rebuilds_the_same_rows_from_the_pools(node_factory, tmp_path):
     result = pacsdeck("node", "reindex", "--config", str(node.config), "--json")
     assert result.returncode == 0, result.stderr
     assert snapshot(node) == before
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+def test_workers_share_the_port_and_stop_with_the_node(node_factory, tmp_path):
+    import psutil
+
+    node = node_factory(workers=2).start()
+    workers = psutil.Process(node.proc.pid).children()
+    assert len(workers) == 2
+    assert (node.dir / "node.lock").read_text().strip() == str(node.proc.pid)
+    second = pacsdeck("node", "run", "--config", str(node.config), timeout=30)
+    assert second.returncode == 1 and "another node is running" in second.stderr
+    files = synthetic.write_study(tmp_path / "s", next(synthetic.studies(1)), 4, rows=16, cols=16)
+    for f in files:  # one association each: the kernel spreads them over the workers
+        results, _ = storescu(node, [f])
+        assert list(results.values()) == ["Success"]
+    assert len(assert_index_matches_disk(node)) == 4
+    node.stop()
+    for w in workers:
+        assert not w.is_running() or w.status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_dead_worker_stops_the_node_with_an_error(node_factory):
+    import psutil
+
+    node = node_factory(workers=2).start()
+    worker = psutil.Process(node.proc.pid).children()[0]
+    worker.kill()
+    assert node.proc.wait(timeout=30) == 1
+    assert "stopping the node" in node.log_text()
+
+
+def test_single_worker_mode(node_factory, tmp_path):
+    node = node_factory(workers=1).start()
+    import psutil
+
+    assert psutil.Process(node.proc.pid).children() == []
+    files = synthetic.write_study(tmp_path / "s", next(synthetic.studies(1)), 3, rows=16, cols=16)
+    results, _ = storescu(node, files)
+    assert set(results.values()) == {"Success"}
+    assert len(assert_index_matches_disk(node)) == 3

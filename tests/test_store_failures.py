@@ -22,7 +22,8 @@ TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 
 
 def files_outside_pools(node) -> list[Path]:
-    allowed = {"node.yaml", "index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "node.log"}
+    allowed = {"node.yaml", "index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "node.log", "node.lock",
+               "index.writelock"}
     out = []
     for path in node.dir.rglob("*"):
         if path.is_file() and path.name not in allowed and (node.dir / "pools") not in path.parents:

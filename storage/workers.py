@@ -1,0 +1,153 @@
+"""Worker processes: several copies of the SCP share the port, so ingest is not bound to one GIL."""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import NodeConfig
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+READY_TIMEOUT = 60
+
+
+class NodeAlreadyRunning(RuntimeError):
+    """Another `pacsdeck node run` holds this node folder."""
+
+
+def hold_node_lock(config: "NodeConfig"):
+    """An exclusive lock on the node folder for as long as the returned file stays open.
+
+    The file holds the PID of the node's main (supervisor) process, for the agent and for people.
+    """
+    path = config.node_dir / "node.lock"
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise NodeAlreadyRunning(f"another node is running on {config.node_dir} (lock {path})") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
+def running_node_pid(node_dir) -> int | None:
+    """The PID of the node serving this folder, or None when none runs (nobody holds the lock)."""
+    path = os.path.join(node_dir, "node.lock")
+    try:
+        with open(path) as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return int(fh.read().strip() or 0) or None
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return None
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGKILL this worker when the supervisor dies, even by kill -9."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _worker(node: "Node", ready_fd: int, parent: int) -> None:
+    """Runs in the child: serve until SIGTERM. Never returns."""
+    code = 0
+    try:
+        _die_with_parent(parent)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides
+        node.serve(reuse_port=True)
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+        stop.wait()
+        node.stop()
+    except BaseException:  # noqa: BLE001 - report, then leave without running the parent's cleanup
+        log.exception("worker %d failed", os.getpid())
+        code = 1
+    finally:
+        logging.shutdown()
+        os._exit(code)
+
+
+def serve_in_workers(node: "Node", count: int, announce: Callable[[], None]) -> int:
+    """Fork `count` workers, announce once all listen, stop them on SIGTERM/SIGINT.
+
+    If a worker dies the others are stopped and the exit code is 1, so a service manager restarts
+    the node (and its recovery runs again) instead of serving with part of its capacity.
+    """
+    parent = os.getpid()
+    read_fd, write_fd = os.pipe()
+    children: list[int] = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            _worker(node, write_fd, parent)
+        children.append(pid)
+    os.close(write_fd)
+
+    stopping = threading.Event()
+
+    def on_signal(*_) -> None:  # os.wait() resumes after handlers (PEP 475): stop the workers here
+        stopping.set()
+        _stop_all(children)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+
+    ready = b""
+    while len(ready) < count:
+        chunk = os.read(read_fd, count)
+        if not chunk:  # every write end closed: a worker died before it listened
+            break
+        ready += chunk
+    os.close(read_fd)
+    if len(ready) < count:
+        log.error("only %d of %d workers started", len(ready), count)
+        _stop_all(children)
+        return 1
+    announce()
+
+    code = 0
+    alive = set(children)
+    while alive:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        alive.discard(pid)
+        if not stopping.is_set():
+            log.error("worker %d exited (status %d); stopping the node", pid, status)
+            code = 1
+            stopping.set()
+            _stop_all(list(alive))
+    return code
+
+
+def _stop_all(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
