@@ -30,6 +30,7 @@ class AssociationRecord:
     failures: int = 0
     bytes: int = 0
     ended_at: float | None = None
+    permissions: dict = field(default_factory=dict)  # operation -> allowed, decided once per association
 
 
 class AssociationLog:
@@ -43,6 +44,15 @@ class AssociationLog:
     def record(self, assoc) -> AssociationRecord | None:
         with self._lock:
             return self._open.get(id(assoc))
+
+    def may(self, assoc, calling_ae: str, operation: str) -> bool:
+        """Node.may, asked once per association and operation (not once per instance)."""
+        rec = self.record(assoc)
+        if rec is None:
+            return self._node.may(calling_ae, operation)
+        if operation not in rec.permissions:
+            rec.permissions[operation] = self._node.may(calling_ae, operation)
+        return rec.permissions[operation]
 
     def on_requested(self, event) -> None:
         req = event.assoc.requestor

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
-from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from . import status, tuning
 from .ingest import NotStorable
+from .part10 import file_meta
 
 if TYPE_CHECKING:
     from .node import Node
@@ -88,19 +88,19 @@ def handle_store(event, node: "Node"):
     if rec is not None:
         rec.bytes += len(stream)
     try:
-        if not node.may(calling, "store"):
+        if not node.associations.may(event.assoc, calling, "store"):
             raise NotStorable(status.NOT_AUTHORIZED, f"{calling} may not store here")
+        transfer_syntax = str(event.context.transfer_syntax)
         try:
-            meta = event.file_meta
-            meta.SourceApplicationEntityTitle = calling
-            data = b"".join((b"\x00" * 128, b"DICM", encode_file_meta(meta), stream))
-        except Exception as err:  # noqa: BLE001 - an unencodable command UID
+            header = file_meta(str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID), transfer_syntax,
+                               calling)
+        except (UnicodeEncodeError, TypeError) as err:  # a command UID that is not even ASCII
             raise NotStorable(status.CANNOT_UNDERSTAND, f"bad command: {err}") from err
         node.ingestor.store(
-            data,
+            header + stream,
             sop_class_uid=req.AffectedSOPClassUID,
             sop_instance_uid=req.AffectedSOPInstanceUID,
-            transfer_syntax=str(event.context.transfer_syntax),
+            transfer_syntax=transfer_syntax,
             calling_ae=calling,
         )
     except NotStorable as err:

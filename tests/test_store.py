@@ -257,3 +257,6 @@ def test_uncompressed_and_deflated_syntaxes_are_stored_as_sent(node_factory, tmp
         assert kept.file_meta.TransferSyntaxUID == expected
         assert row["transfer_syntax"] == expected
         assert kept.file_meta.SourceApplicationEntityTitle == "STORESCU"
+        assert kept.file_meta.MediaStorageSOPInstanceUID == kept.SOPInstanceUID == row["sop_uid"]
+        assert kept.file_meta.MediaStorageSOPClassUID == kept.SOPClassUID
+        assert kept.file_meta.ImplementationVersionName.startswith("PACSDECK")
