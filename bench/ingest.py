@@ -110,7 +110,11 @@ def build_corpus(ct_count: int, cr_count: int) -> Corpus:
 
 
 class PeakRss:
-    """Samples the summed RSS of a process and its children in a thread; `peak` is the highest seen."""
+    """Samples the memory of a process and its children in a thread; `peak` is the highest seen.
+
+    Memory is PSS (proportional set size): pages shared between a parent and the workers it forked,
+    or between storescp's forked children, count once in total instead of once per process.
+    """
 
     def __init__(self, pid: int, interval: float = 0.05):
         self.pid = pid
@@ -128,7 +132,7 @@ class PeakRss:
         total = 0
         for p in procs:
             try:
-                total += p.memory_info().rss
+                total += p.memory_full_info().pss
             except psutil.Error:
                 pass  # a child that just exited
         return total
@@ -290,7 +294,18 @@ def run_once(peer: str, factory: ServerFactory, corpus: Corpus, associations: in
         if keep:
             print(f"  kept {workdir} for its logs", flush=True)
         else:
-            shutil.rmtree(workdir, ignore_errors=True)
+            # Deleted at the end of the whole bench, not now: ext4 searches longer for a free inode
+            # while many were deleted in the last minutes, which would slow whichever peer runs next.
+            _FINISHED_RUNS.append(workdir)
+
+
+_FINISHED_RUNS: list[Path] = []
+
+
+def remove_finished_runs() -> None:
+    for workdir in _FINISHED_RUNS:
+        shutil.rmtree(workdir, ignore_errors=True)
+    _FINISHED_RUNS.clear()
 
 
 # --- the peers --------------------------------------------------------------------------------
@@ -352,7 +367,7 @@ def summarise(runs: list[Run]) -> list[dict]:
 
 
 def ratios(summary: list[dict]) -> list[dict]:
-    """pacsdeck's median throughput and peak RSS divided by each peer's, per concurrency."""
+    """pacsdeck's median throughput and peak memory (PSS) divided by each peer's, per concurrency."""
     ours = {row["associations"]: row for row in summary if row["peer"] == "pacsdeck"}
     out = []
     for row in summary:
@@ -366,7 +381,7 @@ def ratios(summary: list[dict]) -> list[dict]:
 
 
 def print_table(summary: list[dict]) -> None:
-    print(f"\n{'peer':<10}{'assoc':>6}{'wall s':>9}{'inst/s':>9}{'MB/s':>8}{'peak RSS MiB':>14}"
+    print(f"\n{'peer':<10}{'assoc':>6}{'wall s':>9}{'inst/s':>9}{'MB/s':>8}{'peak PSS MiB':>14}"
           f"{'acked':>12}{'stored':>8}")
     for row in sorted(summary, key=lambda r: (r["associations"], r["peer"] != "pacsdeck", r["peer"])):
         stored = "?" if row["stored"] is None else str(row["stored"])
@@ -379,8 +394,8 @@ def print_table(summary: list[dict]) -> None:
 def print_ratios(rows: list[dict]) -> None:
     if not rows:
         return
-    print("\npacsdeck / peer   (throughput > 1: pacsdeck faster; peak RSS > 1: pacsdeck uses more memory)")
-    print(f"{'peer':<10}{'assoc':>6}{'throughput':>12}{'peak RSS':>10}")
+    print("\npacsdeck / peer   (throughput > 1: pacsdeck faster; peak PSS > 1: pacsdeck uses more memory)")
+    print(f"{'peer':<10}{'assoc':>6}{'throughput':>12}{'peak PSS':>10}")
     for row in sorted(rows, key=lambda r: (r["peer"], r["associations"])):
         print(f"{row['peer']:<10}{row['associations']:>6}{row['throughput']:>11.2f}x{row['peak_rss']:>9.2f}x")
 
@@ -389,7 +404,7 @@ def print_notes(runs: list[Run]) -> None:
     fsyncing = " and Orthanc" if any(r.peer == "orthanc" for r in runs) else ""
     pdv = ", ".join(dict.fromkeys(f"{r.peer} {r.max_send_pdv}" for r in runs))
     print(f"\nnotes: pacsdeck{fsyncing} fsync each instance; storescp does not, and runs one process per "
-          f"association (--fork),\n       its peak RSS summed over them. storescu max send PDV: {pdv}.")
+          f"association (--fork),\n       its memory (PSS) summed over them. storescu max send PDV: {pdv}.")
 
 
 def print_failures(runs: list[Run]) -> None:
@@ -445,14 +460,20 @@ def bench(args: argparse.Namespace) -> int:
           + (f"; {env['orthanc']}" if env["orthanc"] else "") + f"; {env['cpus']} CPUs")
     factories = server_factories(tools)
     runs: list[Run] = []
-    for repeat in range(1, args.repeat + 1):
-        for associations in CONCURRENCY:
-            for peer, factory in factories.items():
-                run = run_once(peer, factory, corpus, associations, repeat, tools.storescu, args.timeout)
-                runs.append(run)
-                print(f"  {peer:<9} {associations} assoc, run {repeat}/{args.repeat}: {run.acked}/{run.instances} "
-                      f"in {run.wall_s:.2f}s = {run.instances_per_s:.1f} inst/s, {run.mb_per_s:.1f} MB/s, "
-                      f"peak RSS {run.peak_rss_mib:.0f} MiB", flush=True)
+    order = list(factories.items())
+    try:
+        for repeat in range(1, args.repeat + 1):
+            for associations in CONCURRENCY:
+                # each repeat starts with another peer, so none always runs first (or last)
+                rotated = order[(repeat - 1) % len(order):] + order[:(repeat - 1) % len(order)]
+                for peer, factory in rotated:
+                    run = run_once(peer, factory, corpus, associations, repeat, tools.storescu, args.timeout)
+                    runs.append(run)
+                    print(f"  {peer:<9} {associations} assoc, run {repeat}/{args.repeat}: {run.acked}/{run.instances} "
+                          f"in {run.wall_s:.2f}s = {run.instances_per_s:.1f} inst/s, {run.mb_per_s:.1f} MB/s, "
+                          f"peak memory {run.peak_rss_mib:.0f} MiB", flush=True)
+    finally:
+        remove_finished_runs()
     summary = summarise(runs)
     ratio_rows = ratios(summary)
     print_table(summary)

@@ -67,6 +67,48 @@ def cmd_node_reindex(args) -> int:
     return EXIT_OK if not result["unreadable"] else EXIT_FAILURE
 
 
+# --- agent ------------------------------------------------------------------------------------
+
+
+def _agent_identity(args) -> str | None:
+    """--as, validated here so a forced command with a bad name fails loudly before serving anything."""
+    if args.as_user is None:
+        return None
+    from agent.protocol import RPCError
+    from agent.validate import user_name
+
+    try:
+        return user_name(args.as_user, "--as")
+    except RPCError as err:
+        raise CLIError(err.message, err.exit_code) from None
+
+
+def cmd_agent_stdio(args) -> int:
+    from agent.server import run_stdio
+
+    return run_stdio(_config_path(args), _agent_identity(args), args.authorized_keys)
+
+
+def cmd_agent_call(args) -> int:
+    from agent.protocol import EXIT_CODES, INVALID_PARAMS, RPCError
+    from agent.server import call_once
+
+    try:
+        params = json.loads(args.params) if args.params else {}
+    except ValueError as err:
+        raise CLIError(f"--params: not valid JSON: {err}", EXIT_CODES[INVALID_PARAMS]) from None
+    if not isinstance(params, dict):
+        raise CLIError("--params: must be a JSON object", EXIT_CODES[INVALID_PARAMS])
+    response = call_once(_config_path(args), _agent_identity(args), args.authorized_keys, args.method, params)
+    if "error" in response:
+        err = RPCError.from_error(response["error"])
+        print(json.dumps({"error": response["error"]}, indent=2, sort_keys=True))
+        print(f"pacsdeck: {args.method}: {err.kind}: {err.message}", file=sys.stderr)
+        return err.exit_code
+    print(json.dumps(response["result"], indent=2, sort_keys=True))
+    return EXIT_OK
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -94,6 +136,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="node.yaml (default $PACSDECK_CONFIG, then /etc/pacsdeck/node.yaml)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_node_reindex)
+
+    agent = sub.add_parser("agent", help="the JSON-RPC agent: a stdio session or one call")
+    agent_sub = agent.add_subparsers(dest="agent_command", required=True, metavar="ACTION")
+    config_help = "node.yaml (default $PACSDECK_CONFIG, then /etc/pacsdeck/node.yaml)"
+    as_help = "act as this agent user (set by the SSH forced command); default: the node's owner as admin"
+    keys_help = "authorized_keys that users.* writes (default $PACSDECK_AUTHORIZED_KEYS, then ~/.ssh/authorized_keys)"
+
+    p = agent_sub.add_parser("stdio", help="JSON-RPC 2.0 on stdin/stdout, one JSON object per line")
+    p.add_argument("--config", help=config_help)
+    p.add_argument("--as", dest="as_user", metavar="USER", help=as_help)
+    p.add_argument("--authorized-keys", metavar="FILE", help=keys_help)
+    p.set_defaults(func=cmd_agent_stdio)
+
+    p = agent_sub.add_parser("call", help="one call; the result is printed as JSON, the exit code says how it went")
+    p.add_argument("method", metavar="METHOD", help="e.g. node.status; rpc.discover lists them")
+    p.add_argument("--params", metavar="JSON", help='params as a JSON object, e.g. \'{"limit": 5}\'')
+    p.add_argument("--config", help=config_help)
+    p.add_argument("--as", dest="as_user", metavar="USER", help=as_help)
+    p.add_argument("--authorized-keys", metavar="FILE", help=keys_help)
+    p.set_defaults(func=cmd_agent_call)
     return parser
 
 
@@ -103,12 +165,16 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     from storage.config import ConfigError
+    from storage.workers import NodeAlreadyRunning
 
     try:
         return args.func(args)
     except ConfigError as err:
         print(f"pacsdeck: config: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except NodeAlreadyRunning as err:
+        print(f"pacsdeck: {err}", file=sys.stderr)
+        return EXIT_FAILURE
     except CLIError as err:
         print(f"pacsdeck: {err}", file=sys.stderr)
         return err.code

@@ -6,10 +6,14 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
+import zlib
 from io import BytesIO
+from typing import BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
+from pydicom.uid import UID
 from pydicom.multival import MultiValue
 
 from . import status
@@ -50,22 +54,52 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(value).strip()
 
 
-def parse_index_dataset(data: bytes) -> Dataset:
-    """Parse a Part 10 byte string, raising NotStorable if it will not parse or is cut short.
+# Values larger than this are skipped, not read: the pixel data is never copied or decoded here.
+_DEFER = 4096
 
-    pydicom reads element values lazily and accepts a value shorter than its declared length
-    (a transfer cut off mid-pixel-data), so each top-level element's length is checked here.
+
+def _check_complete(ds: Dataset, end: int) -> None:
+    """Raise if a top-level element is cut short (a transfer that ended mid-value).
+
+    pydicom accepts a value shorter than its declared length, and skipped (deferred) values are
+    not read at all, so each element's declared extent is compared with the bytes there are.
     """
+    for tag in ds.keys():
+        elem = ds.get_item(tag, keep_deferred=True)  # a deferred value stays unread
+        length = getattr(elem, "length", None)
+        if length is None or length == UNDEFINED_LENGTH:
+            continue
+        value = getattr(elem, "value", None)
+        if value is None:
+            if elem.value_tell + length > end:
+                raise ValueError(f"element {elem.tag} is truncated ({end - elem.value_tell} of {length} bytes)")
+        elif isinstance(value, bytes) and len(value) != length:
+            raise ValueError(f"element {elem.tag} is truncated ({len(value)} of {length} bytes)")
+
+
+def parse_part10(fp: BinaryIO, size: int) -> Dataset:
+    """Parse a Part 10 file (meta and dataset) for indexing; NotStorable if it will not parse or is cut short."""
     try:
-        ds = dcmread(BytesIO(data))
-        for elem in ds.elements():
-            length = getattr(elem, "length", None)
-            value = getattr(elem, "value", None)
-            if (length is not None and length != UNDEFINED_LENGTH and isinstance(value, bytes)
-                    and len(value) != length):
-                raise ValueError(f"element {elem.tag} is truncated ({len(value)} of {length} bytes)")
+        ds = dcmread(fp, defer_size=_DEFER)
+        _check_complete(ds, size)
         return ds
     except Exception as err:  # noqa: BLE001 - pydicom raises many types for bad input
+        raise NotStorable(status.CANNOT_UNDERSTAND, f"cannot parse dataset: {err}") from err
+
+
+def parse_received(stream: BinaryIO, transfer_syntax: str) -> Dataset:
+    """Parse a dataset as it came off the wire (no File Meta) in its transfer syntax, without copying it."""
+    try:
+        syntax = UID(transfer_syntax)
+        if syntax.is_deflated:
+            stream.seek(0)
+            stream = BytesIO(zlib.decompress(stream.read(), -zlib.MAX_WBITS))
+        size = stream.seek(0, os.SEEK_END)
+        stream.seek(0)
+        ds = read_dataset(stream, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=_DEFER)
+        _check_complete(ds, size)
+        return ds
+    except Exception as err:  # noqa: BLE001 - unknown syntax, bad data: pydicom raises many types
         raise NotStorable(status.CANNOT_UNDERSTAND, f"cannot parse dataset: {err}") from err
 
 
@@ -107,31 +141,42 @@ class Ingestor:
         self._committer = committer
         self._duplicates = duplicates
 
-    def store(self, data: bytes, *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str,
-              calling_ae: str) -> Stored:
-        """Store one Part 10 byte string; return once file and row are durable, else raise NotStorable."""
+    def store(self, header: bytes, stream: BytesIO, *, sop_class_uid: str, sop_instance_uid: str,
+              transfer_syntax: str, calling_ae: str) -> Stored:
+        """Store one received dataset behind its Part 10 header; return once file and row are durable.
+
+        `stream` is the dataset exactly as received (pynetdicom's buffer); it is parsed in place and
+        copied once, into the write buffer. Raises NotStorable with the status to answer.
+        """
         try:
             cmd_sop = check_uid(sop_instance_uid, "AffectedSOPInstanceUID")
             cmd_class = check_uid(sop_class_uid, "AffectedSOPClassUID")
         except InvalidUID as err:
             raise NotStorable(status.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(err)) from err
-        record = build_record(parse_index_dataset(data), transfer_syntax=transfer_syntax, source_ae=calling_ae)
+        record = build_record(parse_received(stream, transfer_syntax), transfer_syntax=transfer_syntax,
+                              source_ae=calling_ae)
         if record.sop_uid != cmd_sop:
             raise NotStorable(status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
                               "dataset SOPInstanceUID differs from the command's")
         if record.instance["sop_class_uid"] != cmd_class:
             raise NotStorable(status.DATASET_DOES_NOT_MATCH_SOP_CLASS, "dataset SOPClassUID differs from the command's")
+        with stream.getbuffer() as body:
+            return self._store(record, (header, body), keep=self._duplicates == "keep", calling_ae=calling_ae)
 
-        keep = self._duplicates == "keep"
+    def _store(self, record: InstanceRecord, parts: tuple, keep: bool, calling_ae: str) -> Stored:
+        cmd_sop = record.sop_uid
         if keep:  # the common duplicate: skip the write (the commit below settles any race)
             existing = self._index.instance(cmd_sop)
             if existing is not None:
                 log.info("duplicate %s from %s: first copy kept", cmd_sop, calling_ae)
                 return Stored(cmd_sop, existing["pool"], existing["path"], existing["size"], duplicate=True)
         rel = instance_path(record.instance["study_uid"], cmd_sop)
-        pool, st = self._write(rel, data)
+        pool, st = self._write(rel, parts)
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part)
         record.instance.update(
-            pool=pool.name, path=rel, size=st.st_size, sha256=hashlib.sha256(data).hexdigest(),
+            pool=pool.name, path=rel, size=st.st_size, sha256=digest.hexdigest(),
             received_at=st.st_mtime, last_access=st.st_mtime,
         )
         try:
@@ -151,12 +196,12 @@ class Ingestor:
                 _remove(old.file(outcome.previous[1]))
         return Stored(cmd_sop, pool.name, rel, st.st_size, duplicate=False)
 
-    def _write(self, rel: str, data: bytes) -> tuple[Pool, os.stat_result]:
+    def _write(self, rel: str, parts: tuple) -> tuple[Pool, os.stat_result]:
         """Write to the first pool that takes it; a full or failing pool passes the instance on."""
         errors = []
         for pool in self._pools:
             try:
-                return pool, pool.write(rel, data)
+                return pool, pool.write(rel, parts)
             except StoreFailed as err:
                 log.warning("pool %s refused %s: %s", pool.name, rel, err.strerror)
                 errors.append(f"{pool.name}: {err.strerror}")

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 
 from .index import Index, InstanceRecord
-from .ingest import NotStorable, build_record, parse_index_dataset
+from .ingest import NotStorable, build_record, parse_part10
 from .pools import Pool
 
 log = logging.getLogger(__name__)
@@ -35,15 +35,18 @@ class RecoveryReport:
 def record_from_file(pool: Pool, rel: str) -> InstanceRecord:
     """Rebuild an index row from a stored file alone (same values ingest wrote)."""
     path = pool.file(rel)
+    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        data = fh.read()
         st = os.fstat(fh.fileno())
-    ds = parse_index_dataset(data)
+        ds = parse_part10(fh, st.st_size)
+        fh.seek(0)
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     source = str(meta.get("SourceApplicationEntityTitle", "")).strip() if meta is not None else ""
     rec = build_record(ds, transfer_syntax=ts, source_ae=source)
-    rec.instance.update(pool=pool.name, path=rel, size=st.st_size, sha256=hashlib.sha256(data).hexdigest(),
+    rec.instance.update(pool=pool.name, path=rel, size=st.st_size, sha256=digest.hexdigest(),
                         received_at=st.st_mtime, last_access=st.st_mtime)
     return rec
 

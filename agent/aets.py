@@ -1,0 +1,115 @@
+"""aets.list/add/update/remove/echo: the registered AE titles the running node re-reads per association."""
+
+from __future__ import annotations
+
+from storage.config import OPERATIONS
+
+from . import validate as v
+from .echo import echo as c_echo
+from .protocol import CONFLICT, NOT_FOUND, RPCError, iso_time
+from .registry import Method, Param
+
+
+def _public(aet: dict) -> dict:
+    return {**aet, "created_at": iso_time(aet["created_at"]), "updated_at": iso_time(aet["updated_at"])}
+
+
+def _missing(title: str) -> RPCError:
+    return RPCError(NOT_FOUND, f"no AE title {title!r} is registered; aets.list shows them", {"field": "ae_title"})
+
+
+def list_aets(ctx, params: dict) -> dict:
+    return {"aets": [_public(a) for a in ctx.require_node().index.aets()]}
+
+
+def add(ctx, params: dict) -> dict:
+    index = ctx.require_node().index
+    title = v.ae_title(params.get("ae_title"))
+    fields = {
+        "host": v.host(params.get("host")),
+        "port": v.port(params.get("port")),
+        "description": v.description(params.get("description", "")),
+        "operations": v.operations(params.get("operations", list(OPERATIONS))),
+        "move_destination": v.boolean(params.get("move_destination", False), "move_destination"),
+    }
+    with index.transaction() as conn:
+        if conn.execute("SELECT 1 FROM aets WHERE ae_title=?", (title,)).fetchone():
+            raise RPCError(CONFLICT, f"AE title {title!r} is already registered; use aets.update",
+                           {"field": "ae_title"})
+        index.put_aet(conn, title, **fields)
+    return {"aet": _public(index.aet(title))}
+
+
+def update(ctx, params: dict) -> dict:
+    index = ctx.require_node().index
+    title = v.ae_title(params.get("ae_title"))
+    changes = {}
+    if "host" in params:
+        changes["host"] = v.host(params["host"])
+    if "port" in params:
+        changes["port"] = v.port(params["port"])
+    if "description" in params:
+        changes["description"] = v.description(params["description"])
+    if "operations" in params:
+        changes["operations"] = v.operations(params["operations"])
+    if "move_destination" in params:
+        changes["move_destination"] = v.boolean(params["move_destination"], "move_destination")
+    if not changes:
+        raise v.invalid("params", "nothing to change; give host, port, description, operations or move_destination")
+    with index.transaction() as conn:
+        row = conn.execute("SELECT ae_title FROM aets WHERE ae_title=?", (title,)).fetchone()
+        if row is None:
+            raise _missing(title)
+        current = index.aet(title)
+        merged = {k: current[k] for k in ("host", "port", "description", "operations", "move_destination")}
+        merged.update(changes)
+        index.put_aet(conn, title, **merged)
+    return {"aet": _public(index.aet(title))}
+
+
+def remove(ctx, params: dict) -> dict:
+    index = ctx.require_node().index
+    title = v.ae_title(params.get("ae_title"))
+    with index.transaction() as conn:
+        if not index.remove_aet(conn, title):
+            raise _missing(title)
+    return {"removed": title}
+
+
+def echo(ctx, params: dict) -> dict:
+    node = ctx.require_node()
+    title = v.ae_title(params.get("ae_title"))
+    timeout = v.timeout(params.get("timeout"))
+    aet = node.index.aet(title)
+    if aet is None:
+        raise _missing(title)
+    if not aet["host"] or not aet["port"]:
+        raise v.invalid("ae_title", f"{title} has no host and port to call; set them with aets.update")
+    return c_echo(node.config.ae_title, title, aet["host"], aet["port"], timeout)
+
+
+_TITLE = Param("string", "AE title, 1-16 printable ASCII characters", required=True)
+_FIELDS = {
+    "host": Param("string", "host name or IP address"),
+    "port": Param("integer", "DICOM port, 1-65535"),
+    "description": Param("string", "free text, one line, at most 256 characters"),
+    "operations": Param("array", "what this AE may do here", extra={"items": {"enum": list(OPERATIONS)}}),
+    "move_destination": Param("boolean", "may be the destination of a C-MOVE"),
+}
+METHODS = (
+    Method("aets.list", list_aets, "Registered AE titles"),
+    Method("aets.add", add, "Register an AE title; the running node accepts it at once", {
+        "ae_title": _TITLE,
+        **_FIELDS,
+        "host": Param("string", "host name or IP address", required=True),
+        "port": Param("integer", "DICOM port, 1-65535", required=True),
+    }, audit=True),
+    Method("aets.update", update, "Change a registered AE title's host, port, operations, ...", {
+        "ae_title": _TITLE, **_FIELDS}, audit=True),
+    Method("aets.remove", remove, "Unregister an AE title; the running node rejects it at once", {
+        "ae_title": _TITLE}, audit=True),
+    Method("aets.echo", echo, "C-ECHO from this node to a registered AE: status, round trip, diagnosis", {
+        "ae_title": _TITLE,
+        "timeout": Param("number", "seconds per step (0.1-60, default 5)"),
+    }, audit=True),
+)

@@ -1,0 +1,112 @@
+"""node.status: identity, version, uptime, counts, pools summary and whether the node is listening."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+
+import psutil
+
+from storage import __version__
+from storage.workers import running_node_pid
+
+from .protocol import SCHEMA_VERSION, iso_time
+from .registry import Method
+
+_PROBE_TTL = 1.0  # a console polling every second should not cost the node a connection per poll
+# Past one SYN retransmit (1 s): a node whose accept backlog is momentarily full is slow, not down.
+_PROBE_TIMEOUT = 2.0
+
+
+def _probe_address(bind: str) -> str:
+    return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind, bind)
+
+
+def listening(ctx, host: str, port: int) -> bool:
+    """Does anything accept TCP on the node's port? A bare connect, closed at once (no DICOM traffic)."""
+    cached = ctx.cache.get("probe")
+    now = time.monotonic()
+    if cached and now - cached[0] < _PROBE_TTL:
+        return cached[1]
+    try:
+        with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT):
+            up = True
+    except OSError:
+        up = False
+    ctx.cache["probe"] = (now, up)
+    return up
+
+
+def node_process(ctx, node_dir) -> dict | None:
+    """pid and start time of the node's supervisor, from the node lock it holds while it runs."""
+    pid = running_node_pid(node_dir)
+    if pid is None:
+        return None
+    known = ctx.cache.get("node_process")
+    if known and known["pid"] == pid:
+        return known
+    try:
+        found = {"pid": pid, "create_time": psutil.Process(pid).create_time()}
+    except psutil.Error:  # gone since the lock was read, or in another PID namespace
+        return {"pid": pid, "create_time": None}
+    ctx.cache["node_process"] = found
+    return found
+
+
+def _pools(node) -> list[dict]:
+    per_pool = {row[0]: (row[1], row[2]) for row in node.index.connection().execute(
+        "SELECT pool, count(*), coalesce(sum(size), 0) FROM instances GROUP BY pool")}
+    out = []
+    for pool in node.pools:
+        instances, size = per_pool.get(pool.name, (0, 0))
+        entry = {"name": pool.name, "tier": pool.tier, "path": str(pool.root), "instances": instances,
+                 "bytes": size, "disk_total_bytes": None, "disk_free_bytes": None}
+        try:
+            usage = shutil.disk_usage(pool.root)
+            entry["disk_total_bytes"], entry["disk_free_bytes"] = usage.total, usage.free
+        except OSError as err:
+            entry["error"] = f"{pool.root}: {err.strerror}"
+        out.append(entry)
+    return out
+
+
+def status(ctx, params: dict) -> dict:
+    node = ctx.require_node()
+    cfg = node.config
+    now = time.time()
+    up = listening(ctx, _probe_address(cfg.bind), cfg.port)
+    proc = node_process(ctx, cfg.node_dir)
+    started = proc and proc["create_time"]
+    conn = node.index.connection()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "version": __version__,
+        "time": iso_time(now),
+        "node": {
+            "ae_title": cfg.ae_title,
+            "port": cfg.port,
+            "bind": cfg.bind,
+            "config": str(cfg.path),
+            "dir": str(cfg.node_dir),
+            "open_mode": cfg.open_mode,
+            "require_called_aet": cfg.require_called_aet,
+        },
+        "listening": up,
+        "process": None if proc is None else {
+            "pid": proc["pid"],
+            "workers": cfg.worker_count(),
+            "started_at": iso_time(started) if started else None,
+            "uptime_s": round(now - started, 3) if started else None,
+        },
+        "agent": {"pid": os.getpid(), "uptime_s": round(now - ctx.started_at, 3)},
+        "counts": node.index.counts(),
+        "registered_aets": conn.execute("SELECT count(*) FROM aets").fetchone()[0],
+        "pools": _pools(node),
+    }
+
+
+METHODS = (
+    Method("node.status", status, "Identity, version, uptime, counts, pools and listening state of the node"),
+)

@@ -1,0 +1,164 @@
+"""studies.find, series.list, instances.list: filters on the index, with C-FIND style matching."""
+
+from __future__ import annotations
+
+import re
+
+from .protocol import NOT_FOUND, RPCError, iso_time
+from .registry import Method, Param
+from . import validate as v
+
+_MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
+
+
+def match_clause(column: str, value: str) -> tuple[str, list]:
+    """PS3.4 C.2.2.2: single value matching, or wildcard matching when the value holds '*' or '?'.
+
+    Becomes a SQLite GLOB (case-sensitive, like DICOM); GLOB's own '[' is escaped so it stays literal.
+    """
+    if "*" in value or "?" in value:
+        return f"{column} GLOB ?", [value.replace("[", "[[]")]
+    return f"{column} = ?", [value]
+
+
+def _universal(value: str | None) -> bool:
+    return value is None or value in ("", "*")
+
+
+def _modalities(value) -> list[str]:
+    items = value.split("\\") if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise v.invalid("ModalitiesInStudy", "a modality such as CT, or several as 'CT\\MR' or a list")
+    for item in items:
+        if not isinstance(item, str) or not _MODALITY.match(item):
+            raise v.invalid("ModalitiesInStudy", f"{str(item)[:20]!r} is not a modality code such as CT or MR")
+    return items
+
+
+def find(ctx, params: dict) -> dict:
+    node = ctx.require_node()
+    where, args = [], []
+    for key, column in (("PatientName", "p.patient_name"), ("PatientID", "s.patient_id"),
+                        ("AccessionNumber", "s.accession_number")):
+        value = params.get(key)
+        if value is not None:
+            v.dicom_pattern(value, key)
+        if not _universal(value):
+            clause, values = match_clause(column, value)
+            where.append(clause)
+            args += values
+    if params.get("StudyInstanceUID") is not None:
+        where.append("s.study_uid = ?")
+        args.append(v.uid(params["StudyInstanceUID"], "StudyInstanceUID"))
+    if params.get("StudyDate") not in (None, ""):
+        low, high = v.date_range(params["StudyDate"], "StudyDate")
+        if low:
+            where.append("s.study_date >= ?")
+            args.append(low)
+        if high:
+            where.append("s.study_date <= ?")
+            args.append(high)
+        where.append("s.study_date != ''")  # a study without a date matches no date range
+    if params.get("ModalitiesInStudy") not in (None, ""):
+        mods = _modalities(params["ModalitiesInStudy"])
+        where.append(f"EXISTS (SELECT 1 FROM series x WHERE x.study_uid = s.study_uid AND x.modality IN "
+                     f"({', '.join('?' for _ in mods)}))")
+        args += mods
+    limit = v.limit(params.get("limit"))
+    sql = (
+        "SELECT s.*, coalesce(p.patient_name, '') AS patient_name,"
+        " (SELECT group_concat(DISTINCT modality) FROM series x WHERE x.study_uid = s.study_uid) AS modalities,"
+        " (SELECT count(*) FROM series x WHERE x.study_uid = s.study_uid) AS n_series,"
+        " (SELECT count(*) FROM instances i WHERE i.study_uid = s.study_uid) AS n_instances,"
+        " (SELECT coalesce(sum(size), 0) FROM instances i WHERE i.study_uid = s.study_uid) AS bytes"
+        " FROM studies s LEFT JOIN patients p ON p.patient_id = s.patient_id"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + " ORDER BY s.study_date DESC, s.study_time DESC, s.study_uid LIMIT ?"
+    )
+    rows = node.index.connection().execute(sql, (*args, limit + 1)).fetchall()
+    studies = [{
+        "StudyInstanceUID": r["study_uid"],
+        "PatientName": r["patient_name"],
+        "PatientID": r["patient_id"],
+        "StudyDate": r["study_date"],
+        "StudyTime": r["study_time"],
+        "AccessionNumber": r["accession_number"],
+        "StudyID": r["study_id"],
+        "StudyDescription": r["study_description"],
+        "ModalitiesInStudy": sorted(m for m in (r["modalities"] or "").split(",") if m),
+        "NumberOfStudyRelatedSeries": r["n_series"],
+        "NumberOfStudyRelatedInstances": r["n_instances"],
+        "bytes": r["bytes"],
+    } for r in rows[:limit]]
+    return {"studies": studies, "count": len(studies), "truncated": len(rows) > limit}
+
+
+def series_list(ctx, params: dict) -> dict:
+    node = ctx.require_node()
+    study_uid = v.uid(params.get("StudyInstanceUID"), "StudyInstanceUID")
+    limit = v.limit(params.get("limit"))
+    conn = node.index.connection()
+    if conn.execute("SELECT 1 FROM studies WHERE study_uid=?", (study_uid,)).fetchone() is None:
+        raise RPCError(NOT_FOUND, f"no study {study_uid} in the index", {"field": "StudyInstanceUID"})
+    rows = conn.execute(
+        "SELECT x.*, (SELECT count(*) FROM instances i WHERE i.series_uid = x.series_uid) AS n_instances,"
+        " (SELECT coalesce(sum(size), 0) FROM instances i WHERE i.series_uid = x.series_uid) AS bytes"
+        " FROM series x WHERE x.study_uid = ? ORDER BY CAST(x.series_number AS INTEGER), x.series_uid LIMIT ?",
+        (study_uid, limit + 1)).fetchall()
+    series = [{
+        "SeriesInstanceUID": r["series_uid"],
+        "StudyInstanceUID": r["study_uid"],
+        "Modality": r["modality"],
+        "SeriesNumber": r["series_number"],
+        "SeriesDescription": r["series_description"],
+        "BodyPartExamined": r["body_part"],
+        "NumberOfSeriesRelatedInstances": r["n_instances"],
+        "bytes": r["bytes"],
+    } for r in rows[:limit]]
+    return {"series": series, "count": len(series), "truncated": len(rows) > limit}
+
+
+def instances_list(ctx, params: dict) -> dict:
+    node = ctx.require_node()
+    series_uid = v.uid(params.get("SeriesInstanceUID"), "SeriesInstanceUID")
+    limit = v.limit(params.get("limit"))
+    conn = node.index.connection()
+    if conn.execute("SELECT 1 FROM series WHERE series_uid=?", (series_uid,)).fetchone() is None:
+        raise RPCError(NOT_FOUND, f"no series {series_uid} in the index", {"field": "SeriesInstanceUID"})
+    rows = conn.execute(
+        "SELECT * FROM instances WHERE series_uid = ? ORDER BY CAST(instance_number AS INTEGER), sop_uid LIMIT ?",
+        (series_uid, limit + 1)).fetchall()
+    instances = [{
+        "SOPInstanceUID": r["sop_uid"],
+        "SOPClassUID": r["sop_class_uid"],
+        "InstanceNumber": r["instance_number"],
+        "TransferSyntaxUID": r["transfer_syntax"],
+        "pool": r["pool"],
+        "bytes": r["size"],
+        "sha256": r["sha256"],
+        "received_at": iso_time(r["received_at"]),
+        "source_ae": r["source_ae"],
+    } for r in rows[:limit]]
+    return {"instances": instances, "count": len(instances), "truncated": len(rows) > limit}
+
+
+_LIMIT = Param("integer", "at most this many rows (1-1000, default 100)")
+METHODS = (
+    Method("studies.find", find, "Studies in the index matching every given filter, newest first", {
+        "PatientName": Param("string", "exact, or with * and ? wildcards (case-sensitive)"),
+        "PatientID": Param("string", "exact, or with * and ? wildcards"),
+        "AccessionNumber": Param("string", "exact, or with * and ? wildcards"),
+        "StudyInstanceUID": Param("string", "exact UID"),
+        "StudyDate": Param("string", "YYYYMMDD, or a range A-B, A- or -B"),
+        "ModalitiesInStudy": Param("string", "CT, or several as CT\\MR (a JSON list works too)"),
+        "limit": _LIMIT,
+    }),
+    Method("series.list", series_list, "Series of one study", {
+        "StudyInstanceUID": Param("string", "the study", required=True),
+        "limit": _LIMIT,
+    }),
+    Method("instances.list", instances_list, "Instances of one series, with pool, size and checksum", {
+        "SeriesInstanceUID": Param("string", "the series", required=True),
+        "limit": _LIMIT,
+    }),
+)

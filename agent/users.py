@@ -1,0 +1,130 @@
+"""users.list/add/update/remove: roles, scrypt password hashes, SSH keys as forced-command lines."""
+
+from __future__ import annotations
+
+from storage.accounts import hash_password
+
+from . import authorized_keys
+from . import validate as v
+from .audit import fingerprint
+from .context import find_executable
+from .protocol import CONFLICT, NOT_FOUND, RPCError, iso_time
+from .registry import Method, Param
+from .roles import ADMIN, ROLES
+
+MAX_KEYS = 32
+
+
+def _role(value, field: str = "role") -> str:
+    if value not in ROLES:
+        raise v.invalid(field, f"one of {', '.join(ROLES)}")
+    return value
+
+
+def _keys(value, field: str = "ssh_keys") -> list[tuple[str, str]]:
+    if not isinstance(value, list):
+        raise v.invalid(field, "a list of public key lines")
+    if len(value) > MAX_KEYS:
+        raise v.invalid(field, f"at most {MAX_KEYS} keys")
+    keys = [v.ssh_key(k, f"{field}[{i}]") for i, k in enumerate(value)]
+    return list(dict.fromkeys(keys))
+
+
+def _public(user: dict) -> dict:
+    return {
+        "name": user["name"],
+        "role": user["role"],
+        "has_password": bool(user["password_hash"]),
+        "ssh_keys": [{"type": k.split()[0], "fingerprint": fingerprint(k)} for k in user["ssh_keys"]],
+        "created_at": iso_time(user["created_at"]),
+        "updated_at": iso_time(user["updated_at"]),
+    }
+
+
+def _sync_keys(ctx, name: str, keys: list[tuple[str, str]]) -> None:
+    authorized_keys.sync(ctx.authorized_keys, find_executable() if keys else None, str(ctx.config_path), name, keys)
+
+
+def _missing(name: str) -> RPCError:
+    return RPCError(NOT_FOUND, f"no user {name!r}; users.list shows them", {"field": "name"})
+
+
+def list_users(ctx, params: dict) -> dict:
+    return {"users": [_public(u) for u in ctx.require_accounts().users()]}
+
+
+def add(ctx, params: dict) -> dict:
+    accounts = ctx.require_accounts()
+    name = v.user_name(params.get("name"))
+    role = _role(params.get("role"))
+    secret = v.password(params["password"]) if params.get("password") is not None else None
+    keys = _keys(params.get("ssh_keys", []))
+    # Hash before the write lock: scrypt takes ~50 ms and other writers should not wait for it.
+    password_hash = hash_password(secret) if secret is not None else None
+    with accounts.index.transaction() as conn:
+        if accounts.user(name, conn) is not None:
+            raise RPCError(CONFLICT, f"user {name!r} exists; use users.update", {"field": "name"})
+        accounts.add_user(conn, name, role, password_hash, [f"{t} {b}" for t, b in keys])
+        # Inside the transaction: if the file cannot be written the user is not created either.
+        _sync_keys(ctx, name, keys)
+    return {"user": _public(accounts.user(name))}
+
+
+def update(ctx, params: dict) -> dict:
+    accounts = ctx.require_accounts()
+    name = v.user_name(params.get("name"))
+    role = _role(params["role"]) if "role" in params else None
+    clear_password = "password" in params and params["password"] is None
+    secret = v.password(params["password"]) if params.get("password") is not None else None
+    keys = _keys(params["ssh_keys"]) if "ssh_keys" in params else None
+    if role is None and secret is None and not clear_password and keys is None:
+        raise v.invalid("params", "nothing to change; give role, password (null clears it) or ssh_keys")
+    password_hash = hash_password(secret) if secret is not None else None
+    with accounts.index.transaction() as conn:
+        current = accounts.user(name, conn)
+        if current is None:
+            raise _missing(name)
+        if current["role"] == ADMIN and role not in (None, ADMIN) and accounts.admin_count(conn) <= 1:
+            raise RPCError(CONFLICT, f"{name} is the last admin; make another user admin first", {"field": "role"})
+        accounts.update_user(conn, name, role=role, password_hash=password_hash, clear_password=clear_password,
+                             ssh_keys=None if keys is None else [f"{t} {b}" for t, b in keys])
+        if keys is not None:
+            _sync_keys(ctx, name, keys)
+    return {"user": _public(accounts.user(name))}
+
+
+def remove(ctx, params: dict) -> dict:
+    accounts = ctx.require_accounts()
+    name = v.user_name(params.get("name"))
+    with accounts.index.transaction() as conn:
+        current = accounts.user(name, conn)
+        if current is None:
+            raise _missing(name)
+        if current["role"] == ADMIN and accounts.admin_count(conn) <= 1:
+            raise RPCError(CONFLICT, f"{name} is the last admin and cannot be removed; make another user admin "
+                                     "first", {"field": "name"})
+        accounts.remove_user(conn, name)
+        _sync_keys(ctx, name, [])
+    return {"removed": name}
+
+
+_NAME = Param("string", "user name: lowercase letters, digits, _ . - (max 32)", required=True)
+_ROLE = Param("string", "viewer, operator or admin", extra={"enum": list(ROLES)})
+_PASSWORD = Param("string", "8-1024 characters; stored as an scrypt hash, never logged")
+_KEYS = Param("array", "OpenSSH public key lines (ssh-ed25519, ssh-rsa, ecdsa-sha2-*); each becomes a "
+                       "forced-command line in authorized_keys", extra={"items": {"type": "string"}})
+METHODS = (
+    Method("users.list", list_users, "Users with role, whether a password is set, key fingerprints"),
+    Method("users.add", add, "Create a user; SSH keys are written to authorized_keys", {
+        "name": _NAME,
+        "role": Param("string", "viewer, operator or admin", required=True, extra={"enum": list(ROLES)}),
+        "password": _PASSWORD,
+        "ssh_keys": _KEYS,
+    }, audit=True),
+    Method("users.update", update, "Change role, password (null clears it) or replace the SSH keys", {
+        "name": _NAME, "role": _ROLE, "password": _PASSWORD, "ssh_keys": _KEYS,
+    }, audit=True),
+    Method("users.remove", remove, "Delete a user and its authorized_keys lines (never the last admin)", {
+        "name": _NAME,
+    }, audit=True),
+)

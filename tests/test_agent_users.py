@@ -1,0 +1,137 @@
+"""users.*: scrypt hashes, forced-command lines in authorized_keys, and the last admin that must stay."""
+
+from __future__ import annotations
+
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from storage.accounts import verify_password
+
+from .agent_support import agent_env, agents, ssh_keygen  # noqa: F401 - fixture
+from .conftest import make_node
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def node(tmp_path):
+    return make_node(tmp_path / "node")
+
+
+@pytest.fixture
+def keys_file(tmp_path):
+    return tmp_path / "home" / ".ssh" / "authorized_keys"
+
+
+@pytest.fixture
+def admin(node, agents, keys_file):
+    agent = agents(node.config, env=agent_env(keys_file, PACSDECK_LOG_LEVEL="DEBUG"))
+    assert agent.call("rpc.whoami")["role"] == "admin"
+    return agent
+
+
+def _node_bytes(node) -> bytes:
+    return b"".join(p.read_bytes() for p in node.dir.rglob("*") if p.is_file())
+
+
+def test_password_hashed_never_stored_or_logged(node, admin):
+    added = admin.call("users.add", {"name": "alice", "role": "operator", "password": PASSWORD})["user"]
+    assert added == {**added, "name": "alice", "role": "operator", "has_password": True, "ssh_keys": []}
+    assert "password_hash" not in added
+    stored = node.rows("SELECT password_hash FROM users WHERE name='alice'")[0][0]
+    assert stored.startswith("scrypt$n=16384,r=8,p=1$")
+    assert verify_password(PASSWORD, stored) and not verify_password("wrong password", stored)
+    admin.call("users.update", {"name": "alice", "password": "another secret value"})
+    entries = admin.call("audit.recent", {"user": admin.call("rpc.whoami")["user"]})["entries"]
+    assert [e["params"].get("password") for e in entries[:2]] == ["***", "***"]
+    admin.close()
+    secrets_ = (PASSWORD.encode(), b"another secret value")
+    for secret in secrets_:
+        assert secret not in _node_bytes(node)  # index, WAL, logs: nowhere in clear
+        assert secret.decode() not in admin.stderr()
+
+
+def test_password_can_be_cleared(admin):
+    admin.call("users.add", {"name": "alice", "role": "viewer", "password": PASSWORD})
+    cleared = admin.call("users.update", {"name": "alice", "password": None})["user"]
+    assert cleared["has_password"] is False
+
+
+def test_keys_become_forced_command_lines(node, admin, keys_file, tmp_path):
+    keys_file.parent.mkdir(parents=True)
+    unrelated = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBWb6f8X3Sln4e3fCz0zA0iNeLm2XbEj8e9mLhz2Z2W1 ops@laptop"
+    other_node = ('restrict,command="/usr/bin/pacsdeck agent stdio --config /srv/other/node.yaml --as alice" '
+                  "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBWb6f8X3Sln4e3fCz0zA0iNeLm2XbEj8e9mLhz2Z2W1 pacsdeck:alice")
+    keys_file.write_text(f"# managed by hand\n{unrelated}\n{other_node}\n")
+
+    ed = ssh_keygen(tmp_path / "ed")
+    rsa = ssh_keygen(tmp_path / "rsa", "rsa")
+    ecdsa = ssh_keygen(tmp_path / "ec", "ecdsa")
+    user = admin.call("users.add", {"name": "alice", "role": "viewer", "ssh_keys": [ed, rsa, ecdsa]})["user"]
+    assert [k["type"] for k in user["ssh_keys"]] == ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256"]
+    assert all(k["fingerprint"].split()[1].startswith("SHA256:") for k in user["ssh_keys"])
+
+    exe = Path(sys.executable).parent / "pacsdeck"
+    command = f"{exe} agent stdio --config {node.config} --as alice"
+    expected = [f'restrict,command="{command}" {" ".join(k.split()[:2])} pacsdeck:alice' for k in (ed, rsa, ecdsa)]
+    lines = keys_file.read_text().splitlines()
+    assert lines == ["# managed by hand", unrelated, other_node, *expected]
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    assert "test@pacsdeck" not in keys_file.read_text()  # the key's own comment is not carried over
+
+    admin.call("users.add", {"name": "bob", "role": "viewer", "ssh_keys": [ed]})
+    admin.call("users.update", {"name": "alice", "ssh_keys": [rsa]})
+    lines = keys_file.read_text().splitlines()
+    assert [ln for ln in lines if ln.endswith("pacsdeck:alice") and str(node.config) in ln] == [expected[1]]
+    assert sum(ln.endswith("pacsdeck:bob") for ln in lines) == 1
+
+    admin.call("users.remove", {"name": "alice"})
+    lines = keys_file.read_text().splitlines()
+    assert lines[:3] == ["# managed by hand", unrelated, other_node]  # others untouched
+    assert not any("--as alice" in ln and str(node.config) in ln for ln in lines)
+    assert len(lines) == 4 and lines[3].endswith("pacsdeck:bob")
+    assert not list(keys_file.parent.glob(".authorized_keys.*"))  # no temp files left
+
+
+def test_last_admin_cannot_be_removed_or_demoted(admin):
+    admin.call("users.add", {"name": "ada", "role": "admin"})
+    err = admin.error("users.remove", {"name": "ada"})
+    assert err.kind == "conflict" and "last admin" in err.message
+    assert admin.error("users.update", {"name": "ada", "role": "operator"}).kind == "conflict"
+    admin.call("users.add", {"name": "bob", "role": "admin"})
+    admin.call("users.update", {"name": "ada", "role": "viewer"})
+    assert admin.error("users.remove", {"name": "bob"}).kind == "conflict"
+    admin.call("users.update", {"name": "ada", "role": "admin"})
+    admin.call("users.remove", {"name": "bob"})
+    assert {u["name"]: u["role"] for u in admin.call("users.list")["users"]} == {"ada": "admin"}
+
+
+def test_conflicts_and_missing_users(admin):
+    admin.call("users.add", {"name": "alice", "role": "viewer"})
+    assert admin.error("users.add", {"name": "alice", "role": "admin"}).kind == "conflict"
+    assert admin.error("users.update", {"name": "ghost", "role": "admin"}).kind == "not_found"
+    assert admin.error("users.remove", {"name": "ghost"}).kind == "not_found"
+    assert admin.error("users.update", {"name": "alice"}).kind == "invalid_params"
+
+
+def test_unwritable_key_file_creates_no_user(node, agents, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    agent = agents(node.config, env=agent_env(blocker / "authorized_keys"))
+    key = ssh_keygen(tmp_path / "k")
+    err = agent.error("users.add", {"name": "alice", "role": "viewer", "ssh_keys": [key]})
+    assert err.kind == "unavailable" and "not-a-dir" in err.message
+    assert agent.call("users.list")["users"] == []
+
+
+def test_unsafe_config_path_is_not_put_in_a_command(tmp_path, agents):
+    node = make_node(tmp_path / "my node")  # a space would split the forced command
+    keys_file = tmp_path / "authorized_keys"
+    agent = agents(node.config, env=agent_env(keys_file))
+    err = agent.error("users.add", {"name": "alice", "role": "viewer", "ssh_keys": [ssh_keygen(tmp_path / "k")]})
+    assert err.kind == "unavailable" and "config path" in err.message
+    assert not keys_file.exists()
+    assert agent.call("users.add", {"name": "bob", "role": "viewer"})["user"]["name"] == "bob"  # no key: fine
