@@ -27,7 +27,8 @@ test: venv lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: venv
-	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/ingest.py --repeat 3 --json bench/out/ingest.json
+	$(BIN)/python bench/agent_latency.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
