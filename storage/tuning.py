@@ -1,4 +1,6 @@
-"""Event-driven wake-ups for pynetdicom's polling loops: the one place pacsdeck tunes pynetdicom.
+"""Event-driven wake-ups for pynetdicom's polling loops: the one place pacsdeck adjusts pynetdicom.
+
+(Also here: a fix to pynetdicom's unrestricted storage negotiation, at the end of the module.)
 
 Why: pynetdicom 3.0.4 polls. The association reactor sleeps 1 ms on every pass
 (`association.py`, `_run_reactor`) and the DUL reactor sleeps `_run_loop_delay` (1 ms) whenever a
@@ -23,8 +25,11 @@ import threading
 import time
 import weakref
 
+import pynetdicom.acse
 import pynetdicom.association
 import pynetdicom.dul
+from pydicom.uid import UID
+from pynetdicom.presentation import _STORAGE_CLASSES, negotiate_as_acceptor
 
 
 class _NotifyingQueue(queue.Queue):
@@ -138,5 +143,34 @@ def on_connection_open(event) -> None:
         _prepare_socket(event.assoc.dul.socket)
 
 
+# --- presentation context negotiation ------------------------------------------------------------
+
+_STORAGE_UIDS = frozenset(_STORAGE_CLASSES.values())
+_negotiate_unrestricted = pynetdicom.acse.negotiate_unrestricted
+
+
+def _known_non_storage(uid: str) -> bool:
+    """A public SOP class pydicom knows by name that is not a storage class (worklist, query, print…).
+
+    Storage classes newer than pynetdicom's list still count as storage by their keyword."""
+    uid = UID(uid)
+    if uid.is_private or uid.type != "SOP Class" or not uid.keyword or uid in _STORAGE_UIDS:
+        return False
+    return "Storage" not in uid.keyword or uid.keyword.startswith("StorageCommitment")
+
+
+def negotiate_storage_unrestricted(rq_contexts, ac_contexts, roles=None):
+    """pynetdicom's unrestricted negotiation, minus its guess that every UID missing from its own
+    sop_class module is storage: that accepted e.g. Modality Worklist FIND (keyword
+    ModalityWorklistInformationModelFind, which pynetdicom spells differently) as a storage context.
+    Contexts whose abstract syntax pydicom names as a non-storage SOP class get normal negotiation."""
+    other = [cx for cx in rq_contexts if _known_non_storage(cx.abstract_syntax)]
+    storage = [cx for cx in rq_contexts if not _known_non_storage(cx.abstract_syntax)]
+    result_a, roles_a = negotiate_as_acceptor(other, ac_contexts, roles)
+    result_b, roles_b = _negotiate_unrestricted(storage, ac_contexts, roles)
+    return sorted(result_a + result_b, key=lambda cx: cx.context_id), roles_a + roles_b
+
+
+pynetdicom.acse.negotiate_unrestricted = negotiate_storage_unrestricted
 pynetdicom.association.time = _TimeWithWakeups()
 pynetdicom.dul.time = _TimeWithWakeups()

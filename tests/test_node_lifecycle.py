@@ -209,3 +209,24 @@ def test_single_worker_mode(node_factory, tmp_path):
     results, _ = storescu(node, files)
     assert set(results.values()) == {"Success"}
     assert len(assert_index_matches_disk(node)) == 3
+
+
+def test_rejected_presentation_contexts_are_logged(node_factory):
+    """What support staff need when a modality 'cannot send': which of its contexts we refused."""
+    from pynetdicom import AE
+
+    node = node_factory().start()
+    ae = AE(ae_title="ECHOSCU")
+    ae.add_requested_context("1.2.840.10008.1.1")  # Verification: accepted
+    ae.add_requested_context("1.2.840.10008.5.1.4.31")  # Modality Worklist FIND: not offered here
+    ae.add_requested_context("1.3.6.1.4.1.9590.100.1.2.999")  # a vendor's private storage class: kept
+    assoc = ae.associate("127.0.0.1", node.port, ae_title=node.ae_title)
+    assert assoc.is_established
+    assert "1.3.6.1.4.1.9590.100.1.2.999" in [str(cx.abstract_syntax) for cx in assoc.accepted_contexts]
+    assoc.release()
+    [row] = wait_for(lambda: node.rows("SELECT * FROM associations WHERE calling_ae='ECHOSCU'"), what="log row")
+    import json
+
+    rejected = json.loads(row["rejected_contexts"])
+    assert [c["abstract_syntax"] for c in rejected] == ["1.2.840.10008.5.1.4.31"]
+    assert rejected[0]["reason"] == "abstract-syntax-not-supported"
