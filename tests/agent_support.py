@@ -17,7 +17,7 @@ import pytest
 
 from agent.protocol import RPCError, encode, unwrap
 
-from .conftest import IN_CI, REPO, DCMTK_ENV, free_port, port_open, require_tool, wait_for
+from .conftest import IN_CI, REPO, DCMTK_ENV, free_port, port_open, require_tool, terminate, wait_for
 
 
 def agent_env(authorized_keys: Path, **extra: str) -> dict:
@@ -275,9 +275,4 @@ def dcmqrscp_factory(tmp_path):
 
     yield factory
     for scp in started:
-        scp.proc.terminate()
-        try:
-            scp.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            scp.proc.kill()
-            scp.proc.wait()
+        terminate(scp.proc)

@@ -267,11 +267,17 @@ def storescp_factory(tmp_path):
 
     yield factory
     for scp in started:
-        scp.proc.terminate()
-        try:
-            scp.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            scp.proc.kill()
+        terminate(scp.proc)
+
+
+def terminate(proc: subprocess.Popen) -> None:
+    """Stop a process this test started, by its PID: SIGTERM, then SIGKILL after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def dataset_bytes(path: Path) -> bytes:
