@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import re
 
+from storage import query as q
+from storage.query import match_clause
+
 from .protocol import NOT_FOUND, RPCError, iso_time
 from .registry import Method, Param
 from . import validate as v
 
 _MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
-
-
-def match_clause(column: str, value: str) -> tuple[str, list]:
-    """PS3.4 C.2.2.2: single value matching, or wildcard matching when the value holds '*' or '?'.
-
-    Becomes a SQLite GLOB (case-sensitive, like DICOM); GLOB's own '[' is escaped so it stays literal.
-    """
-    if "*" in value or "?" in value:
-        return f"{column} GLOB ?", [value.replace("[", "[[]")]
-    return f"{column} = ?", [value]
 
 
 def _universal(value: str | None) -> bool:
@@ -51,26 +44,18 @@ def find(ctx, params: dict) -> dict:
         where.append("s.study_uid = ?")
         args.append(v.uid(params["StudyInstanceUID"], "StudyInstanceUID"))
     if params.get("StudyDate") not in (None, ""):
-        low, high = v.date_range(params["StudyDate"], "StudyDate")
-        if low:
-            where.append("s.study_date >= ?")
-            args.append(low)
-        if high:
-            where.append("s.study_date <= ?")
-            args.append(high)
-        where.append("s.study_date != ''")  # a study without a date matches no date range
+        clause, values = q.range_clause("s.study_date", *v.date_range(params["StudyDate"], "StudyDate"))
+        where.append(clause)
+        args += values
     if params.get("ModalitiesInStudy") not in (None, ""):
-        mods = _modalities(params["ModalitiesInStudy"])
-        where.append(f"EXISTS (SELECT 1 FROM series x WHERE x.study_uid = s.study_uid AND x.modality IN "
-                     f"({', '.join('?' for _ in mods)}))")
-        args += mods
+        clause, values = q.modalities_clause(_modalities(params["ModalitiesInStudy"]))
+        where.append(clause)
+        args += values
     limit = v.limit(params.get("limit"))
     sql = (
         "SELECT s.*, coalesce(p.patient_name, '') AS patient_name,"
-        " (SELECT group_concat(DISTINCT modality) FROM series x WHERE x.study_uid = s.study_uid) AS modalities,"
-        " (SELECT count(*) FROM series x WHERE x.study_uid = s.study_uid) AS n_series,"
-        " (SELECT count(*) FROM instances i WHERE i.study_uid = s.study_uid) AS n_instances,"
-        " (SELECT coalesce(sum(size), 0) FROM instances i WHERE i.study_uid = s.study_uid) AS bytes"
+        f" {q.STUDY_MODALITIES} AS modalities, {q.STUDY_SERIES} AS n_series,"
+        f" {q.STUDY_INSTANCES} AS n_instances, {q.STUDY_BYTES} AS bytes"
         " FROM studies s LEFT JOIN patients p ON p.patient_id = s.patient_id"
         + (f" WHERE {' AND '.join(where)}" if where else "")
         + " ORDER BY s.study_date DESC, s.study_time DESC, s.study_uid LIMIT ?"
@@ -101,8 +86,7 @@ def series_list(ctx, params: dict) -> dict:
     if conn.execute("SELECT 1 FROM studies WHERE study_uid=?", (study_uid,)).fetchone() is None:
         raise RPCError(NOT_FOUND, f"no study {study_uid} in the index", {"field": "StudyInstanceUID"})
     rows = conn.execute(
-        "SELECT x.*, (SELECT count(*) FROM instances i WHERE i.series_uid = x.series_uid) AS n_instances,"
-        " (SELECT coalesce(sum(size), 0) FROM instances i WHERE i.series_uid = x.series_uid) AS bytes"
+        f"SELECT x.*, {q.SERIES_INSTANCES} AS n_instances, {q.SERIES_BYTES} AS bytes"
         " FROM series x WHERE x.study_uid = ? ORDER BY CAST(x.series_number AS INTEGER), x.series_uid LIMIT ?",
         (study_uid, limit + 1)).fetchall()
     series = [{

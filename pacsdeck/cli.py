@@ -67,6 +67,68 @@ def cmd_node_reindex(args) -> int:
     return EXIT_OK if not result["unreadable"] else EXIT_FAILURE
 
 
+def _node_context(args):
+    from storage.config import load_config
+    from storage.node import Node
+
+    return Node(load_config(_config_path(args)))
+
+
+def cmd_node_pools(args) -> int:
+    from storage.placement import pool_stats
+
+    stats = pool_stats(_node_context(args).placement)
+    lines = [f"{'pool':<12} {'tier':<10} {'instances':>9} {'used':>14} {'capacity':>14} {'%':>6}  state"]
+    for p in stats["pools"]:
+        state = p.get("error") or ("above high watermark" if p.get("above_high_watermark") else
+                                   "accepting" if p["accepting"] else "full")
+        lines.append(f"{p['name']:<12} {p['tier']:<10} {p['instances']:>9} {p.get('used', 0):>14} "
+                     f"{p.get('capacity', 0):>14} {p.get('used_percent', 0):>6}  {state}")
+    if stats["overflow"]:
+        lines.append("overflow: the first tier is full; new instances go to a later tier")
+    _emit(args, stats, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_node_migrate(args) -> int:
+    from storage.migration import MigrationBusy, migrate
+
+    try:
+        report = migrate(_node_context(args), study_uids=args.study or None, target=args.target,
+                         dry_run=args.dry_run, wait=args.wait)
+    except ValueError as err:
+        raise CLIError(str(err), EXIT_USAGE) from None
+    except MigrationBusy as err:
+        raise CLIError(str(err)) from None
+    lines = [f"{m['study_uid']}: {m['instances']} instances, {m['bytes']} bytes, {m['source']} -> {m['target']}"
+             f" ({m['reason']})" for m in report["plan"]]
+    lines += [f"skipped {s.get('study_uid') or s.get('source')}: {s['why']}" for s in report["skipped"]]
+    if args.dry_run:
+        lines.append(f"would move {report['studies']} studies, {report['instances']} instances, {report['bytes']} bytes")
+    elif report.get("job_id") is None:
+        lines.append("nothing to move")
+    else:
+        lines.append(f"job {report['job_id']} {report['state']}: moved {report['moved_instances']} instances, "
+                     f"{report['moved_bytes']} bytes in {report['seconds']} s; {report['failed_instances']} failed")
+        lines += [f"error: {e}" for e in report["errors"]]
+    _emit(args, report, "\n".join(lines))
+    return EXIT_FAILURE if report.get("failed_instances") else EXIT_OK
+
+
+def cmd_node_verify(args) -> int:
+    from storage.migration import verify
+
+    try:
+        report = verify(_node_context(args), sample=args.sample, pool=args.pool)
+    except ValueError as err:
+        raise CLIError(str(err), EXIT_USAGE) from None
+    lines = [f"{p['problem']}: {p['sop_uid']} in pool {p['pool']} ({p['path']})" for p in report["problems"]]
+    lines.append(f"checked {report['checked']} instances ({report['bytes']} bytes): {report['ok']} ok, "
+                 f"{len(report['problems'])} with problems")
+    _emit(args, report, "\n".join(lines))
+    return EXIT_FAILURE if report["problems"] else EXIT_OK
+
+
 # --- agent ------------------------------------------------------------------------------------
 
 
@@ -136,6 +198,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="node.yaml (default $PACSDECK_CONFIG, then /etc/pacsdeck/node.yaml)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_node_reindex)
+
+    p = node_sub.add_parser("pools", help="space per pool and tier: used, free, capacity, instances")
+    p.add_argument("--config", help="node.yaml (default $PACSDECK_CONFIG, then /etc/pacsdeck/node.yaml)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_node_pools)
+
+    p = node_sub.add_parser("migrate", help="move studies between pools by the rules, or the ones named")
+    p.add_argument("--config", help="node.yaml (default $PACSDECK_CONFIG, then /etc/pacsdeck/node.yaml)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (studies, bytes, why) and move nothing")
+    p.add_argument("--study", action="append", metavar="UID", help="move this study (repeatable); default: the rules")
+    p.add_argument("--target", metavar="POOL", help="pool to move --study studies to (default: the next tier)")
+    p.add_argument("--wait", action="store_true", help="wait for a running migration instead of failing")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_node_migrate)
+
+    p = node_sub.add_parser("verify", help="re-read instance files and compare their checksums with the index")
+    p.add_argument("--config", help="node.yaml (default $PACSDECK_CONFIG, then /etc/pacsdeck/node.yaml)")
+    p.add_argument("--sample", type=int, default=100, help="how many random instances (0: all; default 100)")
+    p.add_argument("--pool", help="only this pool")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_node_verify)
 
     agent = sub.add_parser("agent", help="the JSON-RPC agent: a stdio session or one call")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True, metavar="ACTION")

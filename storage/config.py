@@ -24,6 +24,28 @@ class PoolConfig:
     name: str
     path: Path
     tier: str
+    capacity: int | None = None  # logical bytes this pool may hold; None: the filesystem's size
+    reserve_bytes: int = 0  # free space never used for new instances ...
+    reserve_percent: float = 0.0  # ... or a share of the capacity (the larger of the two applies)
+    high_watermark: float | None = None  # percent used that starts a migration to the next tier
+    low_watermark: float | None = None  # percent used that migration brings the pool under
+
+
+@dataclass(frozen=True)
+class MigrationRule:
+    """Move whole studies from one pool to another once they are `after_days` old."""
+
+    source: str
+    target: str
+    after_days: float
+    since: str = "last_access"  # or "received"
+
+
+@dataclass(frozen=True)
+class MigrationConfig:
+    interval: float = 3600.0  # seconds between runs of the age rules (watermarks are watched continuously)
+    rules: tuple[MigrationRule, ...] = ()
+    recall_on_access: bool = False  # copy a study back to the first tier when it is retrieved
 
 
 @dataclass(frozen=True)
@@ -52,6 +74,8 @@ class NodeConfig:
     aets: tuple[AETConfig, ...] = ()
     log_level: str = "INFO"
     workers: int | str = "auto"
+    query_limit: int = 1000  # C-FIND matches answered per request (0 = no limit)
+    migration: MigrationConfig = MigrationConfig()
 
     def worker_count(self) -> int:
         """Processes serving the port: `auto` is one per core, at most 4."""
@@ -152,6 +176,128 @@ def parse_aet(raw, where: str) -> AETConfig:
     )
 
 
+_POOL_LIMIT_KEYS = ("capacity", "reserve", "high_watermark", "low_watermark")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_size(value, where: str) -> int:
+    """Bytes from an integer or a string like `500GB`, `1.5TiB`, `2MB` (decimal and binary units)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: a size in bytes or like 500GB, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(f"{where}: must not be negative, got {value}")
+        return value
+    m = _SIZE_RE.match(value) if isinstance(value, str) else None
+    if m is None:
+        raise ConfigError(f"{where}: a size in bytes or like 500GB, 1.5TiB, got {value!r}")
+    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
+
+
+def _percent(value, where: str) -> float:
+    if isinstance(value, str) and value.strip().endswith("%"):
+        value = value.strip()[:-1]
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: a percentage from 0 to 100, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+        raise ConfigError(f"{where}: a percentage from 0 to 100, got {value!r}")
+    return float(value)
+
+
+def parse_pool_limits(raw: dict, where: str) -> dict:
+    """capacity, reserve (bytes or %), high/low watermarks (%) of one pool, as PoolConfig fields."""
+    out: dict = {}
+    if raw.get("capacity") is not None:
+        out["capacity"] = parse_size(raw["capacity"], f"{where}.capacity")
+        if out["capacity"] == 0:
+            raise ConfigError(f"{where}.capacity: must be above 0 (leave it out to use the whole filesystem)")
+    reserve = raw.get("reserve")
+    if reserve is not None:
+        if isinstance(reserve, str) and reserve.strip().endswith("%"):
+            out["reserve_percent"] = _percent(reserve, f"{where}.reserve")
+        else:
+            out["reserve_bytes"] = parse_size(reserve, f"{where}.reserve")
+            if out.get("capacity") is not None and out["reserve_bytes"] >= out["capacity"]:
+                raise ConfigError(f"{where}.reserve: {out['reserve_bytes']} bytes leaves nothing of the "
+                                  f"capacity ({out['capacity']} bytes)")
+    high, low = raw.get("high_watermark"), raw.get("low_watermark")
+    if high is not None:
+        out["high_watermark"] = _percent(high, f"{where}.high_watermark")
+    if low is not None:
+        out["low_watermark"] = _percent(low, f"{where}.low_watermark")
+    if (high is None) != (low is None):
+        missing = "low_watermark" if low is None else "high_watermark"
+        raise ConfigError(f"{where}.{missing}: required when the other watermark is set")
+    if high is not None and not out["low_watermark"] < out["high_watermark"]:
+        raise ConfigError(f"{where}.low_watermark: must be below high_watermark "
+                          f"({out['low_watermark']:g} >= {out['high_watermark']:g})")
+    return out
+
+
+def parse_duration(value, where: str) -> float:
+    """Seconds from a number or a string like `30s`, `15m`, `1h`, `1d`."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: seconds or like 15m, 1h, 1d, got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        m = _DURATION_RE.match(value) if isinstance(value, str) else None
+        if m is None:
+            raise ConfigError(f"{where}: seconds or like 15m, 1h, 1d, got {value!r}")
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if seconds < 1:
+        raise ConfigError(f"{where}: at least 1 second, got {value!r}")
+    return seconds
+
+
+def parse_migration(raw, pool_names: set[str]) -> MigrationConfig:
+    """The `migration:` section: interval, recall_on_access and the age rules."""
+    if raw is None:
+        return MigrationConfig()
+    if not isinstance(raw, dict):
+        raise ConfigError("migration: must be a mapping with interval, rules, recall_on_access")
+    unknown = set(raw) - {"interval", "rules", "recall_on_access"}
+    if unknown:
+        raise ConfigError(f"migration: unknown key(s) {', '.join(sorted(unknown))}")
+    kw: dict = {}
+    if "interval" in raw:
+        kw["interval"] = parse_duration(raw["interval"], "migration.interval")
+    if "recall_on_access" in raw:
+        kw["recall_on_access"] = _bool(raw["recall_on_access"], "migration.recall_on_access")
+    rules_raw = raw.get("rules") or []
+    if not isinstance(rules_raw, list):
+        raise ConfigError("migration.rules: must be a list of {from, to, after_days, since}")
+    rules = []
+    for i, rule in enumerate(rules_raw):
+        where = f"migration.rules[{i}]"
+        if not isinstance(rule, dict):
+            raise ConfigError(f"{where}: must be a mapping with from, to, after_days")
+        unknown = set(rule) - {"from", "to", "after_days", "since"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        for key in ("from", "to"):
+            if rule.get(key) not in pool_names:
+                raise ConfigError(f"{where}.{key}: not a pool name: {rule.get(key)!r}; pools: "
+                                  f"{', '.join(sorted(pool_names))}")
+        if rule["from"] == rule["to"]:
+            raise ConfigError(f"{where}.to: must differ from `from` ({rule['to']!r})")
+        days = rule.get("after_days")
+        if isinstance(days, bool) or not isinstance(days, (int, float)) or days < 0:
+            raise ConfigError(f"{where}.after_days: a number of days (0 or more), got {days!r}")
+        since = rule.get("since", "last_access")
+        if since not in ("last_access", "received"):
+            raise ConfigError(f"{where}.since: last_access or received, got {since!r}")
+        rules.append(MigrationRule(source=rule["from"], target=rule["to"], after_days=float(days), since=since))
+    kw["rules"] = tuple(rules)
+    return MigrationConfig(**kw)
+
+
 def parse_config(data, path: Path, create_dirs: bool = False) -> NodeConfig:
     """Turn the YAML mapping into a NodeConfig; `create_dirs` makes missing pool folders (init)."""
     if not isinstance(data, dict):
@@ -195,6 +341,11 @@ def parse_config(data, path: Path, create_dirs: bool = False) -> NodeConfig:
         if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 64):
             raise ConfigError(f"workers: auto or an integer from 1 to 64, got {v!r}")
         kw["workers"] = v
+    if "query_limit" in data:
+        v = data["query_limit"]
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1_000_000:
+            raise ConfigError(f"query_limit: 0 (no limit) or a number of matches up to 1000000, got {v!r}")
+        kw["query_limit"] = v
     if "log_level" in data:
         if data["log_level"] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"log_level: DEBUG, INFO, WARNING or ERROR, got {data['log_level']!r}")
@@ -214,7 +365,7 @@ def parse_config(data, path: Path, create_dirs: bool = False) -> NodeConfig:
         where = f"pools[{i}]"
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a mapping with name, path, tier")
-        unknown = set(raw) - {"name", "path", "tier"}
+        unknown = set(raw) - {"name", "path", "tier", *_POOL_LIMIT_KEYS}
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
         name = raw.get("name")
@@ -233,8 +384,10 @@ def parse_config(data, path: Path, create_dirs: bool = False) -> NodeConfig:
             raise ConfigError(f"{where}.tier: a short lowercase name such as primary or archive: {tier!r}")
         names.add(name)
         paths.add(ppath)
-        pools.append(PoolConfig(name=name, path=ppath, tier=tier))
+        pools.append(PoolConfig(name=name, path=ppath, tier=tier, **parse_pool_limits(raw, where)))
     kw["pools"] = tuple(pools)
+    if "migration" in data:
+        kw["migration"] = parse_migration(data["migration"], names)
 
     aets_raw = data.get("aets", [])
     if not isinstance(aets_raw, list):
@@ -278,14 +431,28 @@ duplicates: keep               # same SOPInstanceUID again: keep (first copy win
 max_pdu: 131072                # maximum PDU we receive, bytes (0 = unlimited)
 max_associations: 32           # per worker process
 workers: auto                  # processes sharing the port (auto: one per core, at most 4)
+query_limit: 1000              # C-FIND matches per query; more are cut with status 0xFE00 (0 = no limit)
 index: index.sqlite
-pools:                         # ordered: new instances go to the first pool with room
+pools:                         # ordered by tier: new instances go to the first pool with room
   - name: primary
     path: pools/primary
     tier: primary
+    # capacity: 500GB            # logical size (bytes, or 500GB / 2TiB); default: the filesystem
+    reserve: 5%                  # free space never used for new instances (bytes or % of capacity)
+    high_watermark: 90           # % used: move least-recently-accessed studies to the next tier ...
+    low_watermark: 80            # ... until the pool is under this
   - name: archive
     path: pools/archive
     tier: archive
+    reserve: 2%
+migration:
+  interval: 1h                 # how often the age rules run (30s, 15m, 1h, 1d); watermarks act at once
+  recall_on_access: false      # copy a study back to the first tier when it is retrieved
+  rules: []                    # age rules, applied in order, e.g.
+#    - from: primary
+#      to: archive
+#      after_days: 90
+#      since: last_access       # or received
 # AE titles imported into the index at init; manage them later with the agent (aets.*)
 aets: []
 #  - ae_title: CT1

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: pool_usage (kept by triggers) and jobs
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS patients (
@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS studies (
 );
 CREATE INDEX IF NOT EXISTS studies_patient ON studies(patient_id);
 CREATE INDEX IF NOT EXISTS studies_date ON studies(study_date);
+-- C-FIND: exact and prefix-wildcard (GLOB 'Doe*') matching on these keys without a scan
+CREATE INDEX IF NOT EXISTS studies_accession ON studies(accession_number);
+CREATE INDEX IF NOT EXISTS patients_name ON patients(patient_name);
 CREATE TABLE IF NOT EXISTS series (
     series_uid          TEXT PRIMARY KEY,
     study_uid           TEXT NOT NULL,
@@ -86,7 +89,51 @@ CREATE TABLE IF NOT EXISTS associations (
     bytes              INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS associations_started ON associations(started_at);
+-- Instances and bytes per pool, kept exact by triggers in the same transaction as the rows, so
+-- placement can ask "is there room?" for every instance without summing the instances table.
+CREATE TABLE IF NOT EXISTS pool_usage (
+    pool       TEXT PRIMARY KEY,
+    instances  INTEGER NOT NULL DEFAULT 0,
+    bytes      INTEGER NOT NULL DEFAULT 0
+);
+CREATE TRIGGER IF NOT EXISTS pool_usage_insert AFTER INSERT ON instances BEGIN
+    INSERT INTO pool_usage (pool, instances, bytes) VALUES (NEW.pool, 1, NEW.size)
+    ON CONFLICT(pool) DO UPDATE SET instances = instances + 1, bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER IF NOT EXISTS pool_usage_delete AFTER DELETE ON instances BEGIN
+    UPDATE pool_usage SET instances = instances - 1, bytes = bytes - OLD.size WHERE pool = OLD.pool;
+END;
+CREATE TRIGGER IF NOT EXISTS pool_usage_update AFTER UPDATE OF pool, size ON instances
+WHEN OLD.pool IS NOT NEW.pool OR OLD.size IS NOT NEW.size BEGIN
+    UPDATE pool_usage SET instances = instances - 1, bytes = bytes - OLD.size WHERE pool = OLD.pool;
+    INSERT INTO pool_usage (pool, instances, bytes) VALUES (NEW.pool, 1, NEW.size)
+    ON CONFLICT(pool) DO UPDATE SET instances = instances + 1, bytes = bytes + excluded.bytes;
+END;
+-- Background work with its progress: migrations and verifications now, the full queue later.
+CREATE TABLE IF NOT EXISTS jobs (
+    id                INTEGER PRIMARY KEY,
+    kind              TEXT NOT NULL,
+    state             TEXT NOT NULL,
+    reason            TEXT NOT NULL DEFAULT '',
+    params            TEXT NOT NULL DEFAULT '{}',
+    instances_total   INTEGER NOT NULL DEFAULT 0,
+    instances_done    INTEGER NOT NULL DEFAULT 0,
+    instances_failed  INTEGER NOT NULL DEFAULT 0,
+    bytes_total       INTEGER NOT NULL DEFAULT 0,
+    bytes_done        INTEGER NOT NULL DEFAULT 0,
+    errors            TEXT NOT NULL DEFAULT '[]',
+    created_at        REAL NOT NULL,
+    updated_at        REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, kind);
 """
+
+# Steps that bring an existing index up to SCHEMA_VERSION; each runs in one transaction.
+_UPGRADES = {
+    # pool_usage was just created empty: count what the instances table already holds.
+    2: "DELETE FROM pool_usage; INSERT INTO pool_usage (pool, instances, bytes) "
+       "SELECT pool, count(*), coalesce(sum(size), 0) FROM instances GROUP BY pool",
+}
 
 # Columns of an instance row as ingest and reindex produce it, in insert order.
 INSTANCE_COLUMNS = (
@@ -142,6 +189,17 @@ class Index:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif version > SCHEMA_VERSION:
             raise RuntimeError(f"{self.path}: index schema {version} is newer than this pacsdeck ({SCHEMA_VERSION})")
+        elif version < SCHEMA_VERSION:
+            self._upgrade(version)
+
+    def _upgrade(self, version: int) -> None:
+        with self.transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have done it
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _UPGRADES.get(step, "").split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {max(version, SCHEMA_VERSION)}")
 
     def connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

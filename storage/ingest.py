@@ -19,6 +19,7 @@ from pydicom.multival import MultiValue
 from . import status
 from .committer import GroupCommitter
 from .index import Index, InstanceRecord
+from .placement import Placement
 from .pools import Pool, StoreFailed
 from .uids import InvalidUID, check_uid, instance_path
 
@@ -135,8 +136,10 @@ def build_record(ds: Dataset, *, transfer_syntax: str, source_ae: str) -> Instan
 class Ingestor:
     """The one way instances enter the node: C-STORE today, recovery and reindex share its parts."""
 
-    def __init__(self, pools: list[Pool], index: Index, committer: GroupCommitter, duplicates: str):
+    def __init__(self, pools: list[Pool], index: Index, committer: GroupCommitter, duplicates: str,
+                 placement: Placement | None = None):
         self._pools = pools
+        self._placement = placement
         self._index = index
         self._committer = committer
         self._duplicates = duplicates
@@ -197,14 +200,21 @@ class Ingestor:
         return Stored(cmd_sop, pool.name, rel, st.st_size, duplicate=False)
 
     def _write(self, rel: str, parts: tuple) -> tuple[Pool, os.stat_result]:
-        """Write to the first pool that takes it; a full or failing pool passes the instance on."""
-        errors = []
-        for pool in self._pools:
+        """Write to the first pool with room (see placement); a failing pool passes the instance on."""
+        errors: list[str] = []
+        pools = self._pools
+        if self._placement is not None:
+            pools, errors = self._placement.candidates(sum(len(p) for p in parts))
+        for pool in pools:
             try:
-                return pool, pool.write(rel, parts)
+                st = pool.write(rel, parts)
             except StoreFailed as err:
                 log.warning("pool %s refused %s: %s", pool.name, rel, err.strerror)
                 errors.append(f"{pool.name}: {err.strerror}")
+                continue
+            if self._placement is not None:
+                self._placement.placed(pool)
+            return pool, st
         raise NotStorable(status.OUT_OF_RESOURCES, "no pool could store it (" + "; ".join(errors) + ")")
 
     def _pool(self, name: str) -> Pool | None:

@@ -18,8 +18,11 @@ from .committer import GroupCommitter
 from .config import NodeConfig, default_config_text, load_config
 from .index import Index
 from .ingest import Ingestor
+from .placement import Placement
 from .pools import Pool
+from .migration import migration_lock
 from .recovery import RecoveryReport, recover
+from .scheduler import MigrationScheduler
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ class Node:
         self.config = config
         self.index = Index(config.index)
         self.pools = [Pool.from_config(p) for p in config.pools]
+        self.placement = Placement(config.pools, self.pools, self.index)
         self.committer: GroupCommitter | None = None
         self.ingestor: Ingestor | None = None
         self.server = None
@@ -64,7 +68,9 @@ class Node:
         for pool in self.pools:
             if not os.access(pool.root, os.W_OK | os.X_OK):
                 log.error("pool %s (%s) is not writable: instances go to the next pool", pool.name, pool.root)
-        report = recover(self.pools, self.index)
+        # A `node migrate` still running would have fresh copies that look like crash leftovers.
+        with migration_lock(self.config, wait=True):
+            report = recover(self.pools, self.index)
         log.info("recovery: %s", report.as_dict())
         return report
 
@@ -73,7 +79,8 @@ class Node:
         from .scp import start_scp
 
         self.committer = GroupCommitter(self.index, self.config.index.with_suffix(".writelock"))
-        self.ingestor = Ingestor(self.pools, self.index, self.committer, self.config.duplicates)
+        self.ingestor = Ingestor(self.pools, self.index, self.committer, self.config.duplicates,
+                                 placement=self.placement)
         self.server = start_scp(self, reuse_port=reuse_port)
         self.started_at = time.time()
 
@@ -150,18 +157,27 @@ def run_node(config_path: str) -> int:
         print(f"ready {config.ae_title}@{config.bind}:{config.port}", flush=True)
         _sd_notify("READY=1")
 
+    # Migrations run in exactly one process: this one, after any fork (see storage/scheduler.py).
+    scheduler = MigrationScheduler(node)
     if workers > 1:
         node.index.close()  # each worker opens its own connections after the fork
-        code = serve_in_workers(node, workers, announce)
+
+        def announce_and_schedule() -> None:  # called in this (supervisor) process once workers listen
+            announce()
+            scheduler.start()
+
+        code = serve_in_workers(node, workers, announce_and_schedule)
     else:
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         node.serve()
         announce()
+        scheduler.start()
         stop.wait()
         node.stop()
         code = 0
+    scheduler.stop()
     _sd_notify("STOPPING=1")
     log.info("stopped")
     lock.close()

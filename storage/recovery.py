@@ -73,10 +73,18 @@ def recover(pools: list[Pool], index: Index) -> RecoveryReport:
                 log.error("pool %s: %s cannot be read (%s); left in place", pool.name, rel, err)
                 report.unreadable.append(f"{pool.name}/{rel}")
                 continue
-            if index.instance(rec.sop_uid) is not None:
-                # Written but never committed while an indexed copy exists: never acknowledged.
-                os.unlink(pool.file(rel))
-                report.leftovers_removed += 1
+            row = index.instance(rec.sop_uid)
+            if row is not None:
+                # Written but never committed while an indexed copy exists (a crash mid-overwrite,
+                # mid-migration): an extra. Deleted only if the indexed copy is really there, so
+                # this is never the last copy.
+                if _intact(pools, row):
+                    os.unlink(pool.file(rel))
+                    report.leftovers_removed += 1
+                else:
+                    log.error("pool %s: %s is an un-indexed copy of %s whose indexed copy is missing or"
+                              " the wrong size; kept", pool.name, rel, rec.sop_uid)
+                    report.unreadable.append(f"{pool.name}/{rel}")
             else:
                 orphans.append(rec)
     if orphans:
@@ -88,6 +96,14 @@ def recover(pools: list[Pool], index: Index) -> RecoveryReport:
     for item in report.missing_files:
         log.error("index row points at a missing file: %s", item)
     return report
+
+
+def _intact(pools: list[Pool], row) -> bool:
+    pool = next((p for p in pools if p.name == row["pool"]), None)
+    try:
+        return pool is not None and os.stat(pool.file(row["path"])).st_size == row["size"]
+    except OSError:
+        return False
 
 
 def reindex(pools: list[Pool], index: Index) -> dict:

@@ -13,7 +13,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from . import status, tuning
+from . import qr_scp, status, tuning
 from .ingest import NotStorable
 from .part10 import file_meta
 
@@ -132,6 +132,8 @@ def build_ae(node: "Node") -> NodeAE:
     ae.maximum_associations = cfg.max_associations
     ae.require_called_aet = cfg.require_called_aet
     ae.add_supported_context(Verification)
+    for sop_class in qr_scp.FIND_CONTEXTS + qr_scp.RETRIEVE_CONTEXTS:
+        ae.add_supported_context(sop_class)
     return ae
 
 
@@ -143,6 +145,9 @@ def start_scp(node: "Node", reuse_port: bool = False) -> NodeServer:
         (evt.EVT_CONN_OPEN, tuning.on_connection_open),
         (evt.EVT_C_ECHO, handle_echo, [node]),
         (evt.EVT_C_STORE, handle_store, [node]),
+        (evt.EVT_C_FIND, qr_scp.handle_find, [node]),
+        (evt.EVT_C_MOVE, qr_scp.handle_move, [node]),
+        (evt.EVT_C_GET, qr_scp.handle_get, [node]),
         (evt.EVT_REQUESTED, log_.on_requested),
         (evt.EVT_ACCEPTED, log_.on_accepted),
         (evt.EVT_REJECTED, log_.on_rejected),

@@ -113,3 +113,33 @@ def studies(count: int, prefix: str = "PAT") -> Iterator[StudySpec]:
             accession=f"ACC{i:06d}",
             description=f"Synthetic study {i}",
         )
+
+
+def index_rows(index, instances: int, per_study: int = 10) -> None:
+    """Put `instances` index rows (no files) into an Index in one transaction: five studies per
+    patient, dates spread over ten years. For benchmarks and tests of what reads the index alone."""
+    from .index import InstanceRecord
+
+    studies = instances // per_study
+    with index.transaction() as conn:
+        batch = []
+        for s in range(studies):
+            patient_id = f"P{s // 5:06d}"
+            study_uid = f"2.25.{10**20 + s}"
+            series_uid = f"{study_uid}.1"
+            date = f"{2014 + (s % 3650) // 365:04d}{(s % 12) + 1:02d}{(s % 28) + 1:02d}"
+            for i in range(per_study):
+                batch.append(InstanceRecord(
+                    patient=(patient_id, f"Name{s // 5:06d}^Given", "19600101", "O"),
+                    study=(study_uid, patient_id, date, "120000", f"A{s:07d}", "1", "Filler", "", ""),
+                    series=(series_uid, study_uid, "CT", "1", "", ""),
+                    instance={"sop_uid": f"{series_uid}.{i + 1}", "series_uid": series_uid, "study_uid": study_uid,
+                              "sop_class_uid": str(CTImageStorage), "instance_number": str(i + 1),
+                              "transfer_syntax": str(ExplicitVRLittleEndian), "pool": "primary",
+                              "path": f"synthetic/{s}/{i}.dcm", "size": 0, "sha256": "", "received_at": 0.0,
+                              "last_access": 0.0, "source_ae": ""},
+                ))
+            if len(batch) >= 10_000:
+                index.put_instances(conn, batch)
+                batch.clear()
+        index.put_instances(conn, batch)

@@ -78,25 +78,33 @@ def _prepare_dul(dul) -> None:
     os.set_blocking(write_fd, False)
     weakref.finalize(dul, _close_pair, read_fd, write_fd)  # not before the DUL thread is gone
 
+    # Write to the pipe only while the DUL thread is (about to be) in select(): a C-GET or C-MOVE
+    # queues one primitive per PDU, and a pipe write for each cost more than the send itself.
+    waiting = [False]
+
     def notify() -> None:
-        try:
-            os.write(write_fd, b"\0")
-        except BlockingIOError:  # the pipe is full of wake-ups already
-            pass
+        if waiting[0]:
+            try:
+                os.write(write_fd, b"\0")
+            except BlockingIOError:  # the pipe is full of wake-ups already
+                pass
 
     outgoing = dul.to_provider_queue = _NotifyingQueue(notify)
 
     def wait(seconds: float) -> None:
-        if not outgoing.empty():
-            return
-        sock = getattr(dul.socket, "socket", None)
+        waiting[0] = True  # before the emptiness check: a put after it will write to the pipe
         try:
+            if not outgoing.empty():
+                return
+            sock = getattr(dul.socket, "socket", None)
             select.select([read_fd] if sock is None else [read_fd, sock], [], [], seconds)
             os.read(read_fd, 4096)
         except BlockingIOError:
             pass
         except (OSError, ValueError):  # socket closed under us: fall back to pynetdicom's sleep
             time.sleep(seconds)
+        finally:
+            waiting[0] = False
 
     dul._pacsdeck_wait = wait
 

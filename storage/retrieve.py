@@ -1,0 +1,208 @@
+"""C-MOVE / C-GET sub-operations: stored files sent as their stored bytes, from any pool, with last-access kept."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import _config, build_context, evt
+
+if TYPE_CHECKING:
+    from .node import Node
+
+log = logging.getLogger(__name__)
+
+# send_c_store(path) then sends the file's dataset bytes as stored, in chunks, never decoded or
+# re-encoded (pynetdicom's own mechanism). Only our retrieve code calls send_c_store with a path.
+_config.STORE_SEND_CHUNKED_DATASET = True
+
+MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1-255
+
+
+class StoredInstance(Dataset):
+    """What the C-MOVE/C-GET handlers yield for pynetdicom to send: the UIDs (for its failed-instance
+    list) and where the stored file is. `StoredSender` turns it into a send of the file's bytes."""
+
+    def __init__(self, row: sqlite3.Row, path: Path | None):
+        super().__init__()
+        self.SOPClassUID = row["sop_class_uid"]
+        self.SOPInstanceUID = row["sop_uid"]
+        self.stored_path = path
+        self.stored_syntax = UID(row["transfer_syntax"])
+
+
+def lossless_alternatives(syntax: UID) -> list[UID]:
+    """Syntaxes a stored instance may be sent in when the peer did not accept its own, with no loss.
+
+    Only what pynetdicom converts itself when it encodes a dataset: implicit <-> explicit VR little
+    endian and deflated -> inflated. Compressed pixel data is never decoded here (that would need a
+    codec and a decision about lossy output); big endian is left alone like pynetdicom does.
+    """
+    if syntax == ImplicitVRLittleEndian:
+        return [ExplicitVRLittleEndian]
+    if syntax.is_compressed or not syntax.is_little_endian:
+        return []
+    return [ImplicitVRLittleEndian] + ([ExplicitVRLittleEndian] if syntax.is_deflated else [])
+
+
+def store_contexts(rows: list[sqlite3.Row]) -> list:
+    """Presentation contexts for a C-MOVE's store association: one per stored (SOP class, syntax),
+    then one per lossless fallback. Each context has one syntax, so the peer cannot pick another
+    when it accepts the stored one, and the bytes go out as stored."""
+    wanted: dict[tuple[str, str], None] = {}
+    for row in rows:
+        wanted[(row["sop_class_uid"], row["transfer_syntax"])] = None
+    for sop_class, syntax in list(wanted):
+        for alt in lossless_alternatives(UID(syntax)):
+            wanted.setdefault((sop_class, str(alt)), None)
+    if len(wanted) > MAX_CONTEXTS:
+        log.warning("C-MOVE needs %d presentation contexts; proposing the first %d", len(wanted), MAX_CONTEXTS)
+    return [build_context(sop_class, [syntax]) for sop_class, syntax in list(wanted)[:MAX_CONTEXTS]]
+
+
+class _PausedReactor(threading.Event):
+    """Stands in for a C-MOVE store association's `_reactor_checkpoint`, keeping its reactor paused
+    while we send on it.
+
+    pynetdicom 3.0.4 pauses an association's reactor around each send_c_store from another thread
+    by clearing this event and polling `_is_paused`, which the reactor sets *before* it waits, so a
+    reactor just passing the wait is taken as paused and can take the C-STORE response off the queue
+    ("Received unexpected C-STORE service message", then a 30 s DIMSE timeout). Back-to-back sends
+    of small files hit that window. Held, the reactor stays in wait() for the whole move, and still
+    leaves within 50 ms once the association ends, so its thread always exits.
+    """
+
+    def __init__(self, assoc):
+        super().__init__()
+        self._assoc = assoc
+        self.held = True
+
+    def set(self) -> None:
+        if not self.held:
+            super().set()
+
+    def let_go(self) -> None:
+        self.held = False
+        super().set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        while self.held and not self._assoc._kill and (self._assoc.is_established or not self._assoc.is_released):
+            if super().wait(0.05):
+                return True
+        return super().wait(timeout) if not self.held else True
+
+
+class StoredSender:
+    """Sends StoredInstance items over one association (the C-GET's own, or a C-MOVE's store
+    association) and remembers which arrived, for last-access and the log.
+
+    pynetdicom 3.0.4's C-GET/C-MOVE loops accept only Datasets and re-encode them; this wraps that
+    one association's send_c_store so our items go out through pynetdicom's send-from-file path
+    (the stored bytes) instead. Other calls pass through untouched.
+    """
+
+    def __init__(self, node: "Node"):
+        self.node = node
+        self.sent: list[str] = []
+        self.failed: dict[str, str] = {}
+        self._assoc = None
+        self._original = None
+        self._paused: _PausedReactor | None = None
+
+    def bind(self, assoc) -> None:
+        self._assoc = assoc
+        self._original = assoc.send_c_store
+        assoc.send_c_store = self._send_c_store
+
+    def unbind(self) -> None:
+        if self._assoc is not None and self._original is not None:
+            self._assoc.send_c_store = self._original
+        if self._paused is not None:
+            self._paused.let_go()
+        self._assoc = None
+
+    def on_store_connection(self, event) -> None:
+        """EVT_CONN_OPEN of a C-MOVE's store association: before its A-ASSOCIATE, so before any send."""
+        sock = getattr(event.assoc.dul.socket, "socket", None)
+        if sock is not None:  # DCMTK receivers leave Nagle on too; small PDUs must not wait for it
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Before the association is established, so before its reactor runs.
+        self._paused = event.assoc._reactor_checkpoint = _PausedReactor(event.assoc)
+        self.bind(event.assoc)
+
+    def instance(self, row: sqlite3.Row) -> StoredInstance:
+        pool = next((p for p in self.node.pools if p.name == row["pool"]), None)
+        return StoredInstance(row, pool.file(row["path"]) if pool is not None else None)
+
+    def _send_c_store(self, dataset, *args, **kwargs):
+        if not isinstance(dataset, StoredInstance):
+            return self._original(dataset, *args, **kwargs)
+        uid = str(dataset.SOPInstanceUID)
+        try:
+            status = self._send_stored(dataset, *args, **kwargs)
+        except Exception as err:
+            self.failed[uid] = str(err)
+            log.warning("retrieve of %s failed: %s", uid, err)
+            raise  # pynetdicom counts the sub-operation as failed and lists the UID
+        code = getattr(status, "Status", None)
+        if code is not None and (code == 0 or code & 0xF000 == 0xB000):
+            self.sent.append(uid)
+        else:
+            self.failed[uid] = "peer answered " + ("nothing" if code is None else f"0x{code:04X}")
+        return status
+
+    def _send_stored(self, item: StoredInstance, *args, **kwargs):
+        path = item.stored_path
+        if path is None or not path.is_file():  # moved by a migration since the rows were read?
+            row = self.node.index.instance(str(item.SOPInstanceUID))
+            if row is not None:
+                item = self.instance(row)
+                path = item.stored_path
+        if path is None or not path.is_file():
+            raise FileNotFoundError(f"{item.SOPInstanceUID}: stored file is missing ({path})")
+        try:
+            return self._original(path, *args, **kwargs)
+        except ValueError as err:  # no accepted presentation context for the stored syntax
+            if not lossless_alternatives(item.stored_syntax):
+                raise ValueError(f"{item.SOPInstanceUID} is stored as {item.stored_syntax.name}, which the peer did "
+                                 f"not accept, and it has no lossless conversion here") from err
+            # Decoded and re-encoded by pynetdicom into an uncompressed syntax the peer accepted.
+            return self._original(dcmread(path), *args, **kwargs)
+
+    def touch(self) -> None:
+        """Record the read in last_access (tiering keeps recently read studies on fast pools)."""
+        if not self.sent:
+            return
+        now = time.time()
+        try:
+            with self.node.index.transaction() as conn:
+                conn.executemany("UPDATE instances SET last_access = ? WHERE sop_uid = ?",
+                                 [(now, uid) for uid in self.sent])
+        except sqlite3.Error as err:  # a missed last-access must not turn a good retrieve into a failure
+            log.warning("cannot update last_access of %d instances: %s", len(self.sent), err)
+
+
+def move_destination(node: "Node", title: str) -> dict | None:
+    """The registered AE a C-MOVE may send to, or None (unknown, not a move destination, no address)."""
+    aet = node.index.aet(title.strip())
+    if aet is None or not aet["move_destination"] or not aet["host"] or not aet["port"]:
+        return None
+    return aet
+
+
+def store_association_args(node: "Node", aet: dict, rows: list, sender: StoredSender) -> tuple:
+    """What a C-MOVE handler yields first: (host, port, kwargs for pynetdicom's associate)."""
+    return aet["host"], aet["port"], {
+        "ae_title": aet["ae_title"],
+        "contexts": store_contexts(rows),
+        "max_pdu": node.config.max_pdu,
+        "evt_handlers": [(evt.EVT_CONN_OPEN, sender.on_store_connection)],
+    }

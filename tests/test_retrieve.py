@@ -1,0 +1,149 @@
+"""C-MOVE and C-GET with DCMTK movescu/getscu against a real node: bytes as stored, statuses, access control."""
+
+from __future__ import annotations
+
+import re
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+
+from storage import synthetic
+
+from .conftest import dataset_bytes, free_port, wait_for
+from .qr_support import PYDICOM_TEST_FILES, expected_instances, final_status, run_tool, send_files
+
+# One pydicom test file per stored transfer syntax, so retrieval is shown to keep each as stored.
+# (Distinct SOP Instance UIDs: several pydicom files are one instance in different syntaxes.)
+SYNTAX_SAMPLES = ["rtplan.dcm", "ExplVR_BigEnd.dcm", "image_dfl.dcm", "SC_rgb_jpeg_dcmtk.dcm", "MR_small_RLE.dcm",
+                  "emri_small_jpeg_2k_lossless.dcm", "JPEGLSNearLossless_16.dcm", "CT_small.dcm"]
+_FAILED_LIST = re.compile(r"\(0008,0058\) UI \[([^\]]*)\]")
+
+
+@pytest.fixture
+def setup(node_factory, storescp_factory, tmp_path):
+    scp = storescp_factory()
+    idle = socket.socket()  # a port that must never see a connection
+    idle.bind(("127.0.0.1", 0))
+    idle.listen()
+    idle.setblocking(False)
+    aets = [{"ae_title": "STORESCU", "host": "127.0.0.1"},
+            {"ae_title": "MOVESCU", "host": "127.0.0.1", "operations": ["find", "move", "get"]},
+            {"ae_title": "GETSCU", "host": "127.0.0.1", "operations": ["get"]},
+            {"ae_title": "FINDONLY", "host": "127.0.0.1", "operations": ["find"]},
+            {"ae_title": scp.ae_title, "host": "127.0.0.1", "port": scp.port, "operations": ["store"],
+             "move_destination": True},
+            {"ae_title": "NOTDEST", "host": "127.0.0.1", "port": idle.getsockname()[1], "move_destination": False}]
+    node = node_factory(aets=aets).start()
+    spec = synthetic.StudySpec(patient_id="RT1", patient_name="Retrieve^Ten", study_uid=generate_uid())
+    study = synthetic.write_study(tmp_path / "study", spec, 10, rows=16, cols=16, series=2)
+    samples = [p for p in PYDICOM_TEST_FILES if p.name in SYNTAX_SAMPLES]
+    sent = send_files(node, study + samples)
+    assert set(study) <= set(sent) and len(sent) >= len(study) + 6, sorted(set(study + samples) - set(sent))
+    yield node, scp, idle, spec.study_uid, expected_instances(sent)
+    idle.close()
+
+
+def movescu(node, keys: dict, *, dest: str, aet: str = "MOVESCU", model: str = "study"):
+    args = ["-d", "-S" if model == "study" else "-P", "-aet", aet, "-aec", node.ae_title, "-aem", dest]
+    for key, value in keys.items():
+        args += ["-k", f"{key}={value}"]
+    proc = run_tool("movescu", *args, "127.0.0.1", str(node.port))
+    return final_status(proc.stdout + proc.stderr), proc.stdout + proc.stderr
+
+
+def _stored_bytes(node) -> dict[str, bytes]:
+    return {r["sop_uid"]: dataset_bytes(node.file(r)) for r in node.rows("SELECT * FROM instances")}
+
+
+def _received(folder: Path) -> dict[str, bytes]:
+    return {str(dcmread(p, stop_before_pixels=True).file_meta.MediaStorageSOPInstanceUID): dataset_bytes(p)
+            for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_move_sends_every_instance_byte_identical(setup):
+    node, scp, _, study_uid, instances = setup
+    before = {r["sop_uid"]: r["last_access"] for r in node.rows("SELECT sop_uid, last_access FROM instances")}
+    code, output = movescu(node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}, dest=scp.ae_title)
+    assert code == 0x0000, output[-3000:]
+    assert "Remaining Suboperations" in output or "Number of Remaining Sub-operations" in output  # pending counts
+    stored = _stored_bytes(node)
+    received = wait_for(lambda: len(got := _received(scp.dir)) == 10 and got, what="10 instances at storescp")
+    assert received == {uid: stored[uid] for uid in received}
+    assert set(received) == {uid for uid, i in instances.items() if i["StudyInstanceUID"] == study_uid}
+    after = {r["sop_uid"]: r["last_access"] for r in node.rows("SELECT sop_uid, last_access FROM instances")}
+    assert all(after[uid] > before[uid] for uid in received)
+
+    # Every other stored syntax (implicit, big endian, deflated, JPEG, RLE, JPEG 2000, JPEG-LS), by a UID list
+    others = sorted({i["StudyInstanceUID"] for i in instances.values()} - {study_uid})
+    code, output = movescu(node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "\\".join(others)},
+                           dest=scp.ae_title)
+    assert code == 0x0000, output[-3000:]
+    received = wait_for(lambda: len(got := _received(scp.dir)) == len(stored) and got, what="every instance")
+    assert received == stored
+
+
+def test_move_to_unknown_or_unregistered_destination(setup):
+    node, scp, idle, study_uid, _ = setup
+    for dest in ("NOSUCHAE", "NOTDEST", "STORESCU"):  # unknown; registered but not a destination; no port
+        code, output = movescu(node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}, dest=dest)
+        assert code == 0xA801, (dest, output[-2000:])
+    with pytest.raises(BlockingIOError):
+        idle.accept()  # NOTDEST's port never saw a connection
+    assert list(scp.dir.iterdir()) == []
+
+
+def test_move_partial_failure_lists_failed_instances(setup):
+    node, scp, _, study_uid, _ = setup
+    rows = node.rows("SELECT * FROM instances WHERE study_uid=? ORDER BY sop_uid", study_uid)
+    node.file(rows[3]).unlink()  # a file lost from its pool
+    code, output = movescu(node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}, dest=scp.ae_title)
+    assert code == 0xB000, output[-3000:]
+    assert _FAILED_LIST.findall(output)[-1] == rows[3]["sop_uid"]
+    wait_for(lambda: len(_received(scp.dir)) == 9, what="the 9 instances that exist")
+
+
+def test_move_and_get_refused_without_permission(setup):
+    node, scp, _, study_uid, _ = setup
+    code, output = movescu(node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}, dest=scp.ae_title,
+                           aet="FINDONLY")
+    assert code is not None and code & 0xF000 == 0xC000, output[-2000:]  # pynetdicom: destination first, see qr_scp
+    with tempfile.TemporaryDirectory() as out:
+        proc = run_tool("getscu", "-d", "-S", "-aet", "FINDONLY", "-aec", node.ae_title, "-od", out,
+                        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+                        "127.0.0.1", str(node.port))
+        assert final_status(proc.stdout + proc.stderr) == 0x0124
+        assert list(Path(out).iterdir()) == []
+    assert list(scp.dir.iterdir()) == []
+
+
+def test_get_study_files_identical_and_unconvertible_syntax_fails(setup):
+    node, _, _, study_uid, instances = setup
+    stored = _stored_bytes(node)
+    with tempfile.TemporaryDirectory() as out:
+        proc = run_tool("getscu", "-d", "-S", "-aet", "GETSCU", "-aec", node.ae_title, "-od", out,
+                        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+                        "127.0.0.1", str(node.port))
+        assert final_status(proc.stdout + proc.stderr) == 0x0000, (proc.stdout + proc.stderr)[-3000:]
+        received = _received(Path(out))
+    assert len(received) == 10 and received == {uid: stored[uid] for uid in received}
+
+    # getscu accepts only explicit VR little endian by default (the first syntax it proposes): the
+    # implicit-VR RT Plan is converted losslessly, the JPEG instance cannot be and fails alone.
+    jpeg = next(uid for uid, i in instances.items() if i["path"].name == "SC_rgb_jpeg_dcmtk.dcm")
+    implicit = next(uid for uid, i in instances.items() if i["path"].name == "rtplan.dcm")
+    uids = {uid: instances[uid]["StudyInstanceUID"] for uid in (jpeg, implicit)}
+    with tempfile.TemporaryDirectory() as out:
+        proc = run_tool("getscu", "-d", "-S", "-aet", "GETSCU", "-aec", node.ae_title, "-od", out,
+                        "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=" + "\\".join(sorted(set(uids.values()))),
+                        "127.0.0.1", str(node.port))
+        output = proc.stdout + proc.stderr
+        received = _received(Path(out))
+    assert final_status(output) == 0xB000, output[-3000:]
+    assert "Number of Failed Suboperations    : 1" in output, output[-3000:]  # getscu prints no identifier
+    assert implicit in received and jpeg not in received
+    assert received[implicit] != stored[implicit]  # re-encoded as explicit VR: same elements, other bytes
+    assert free_port()  # the node is still serving ports normally (no leaked listener)
