@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -108,21 +109,14 @@ class QueryOrthanc(OrthancServer):
 # --- timing ---------------------------------------------------------------------------------------
 
 
-def timed(argv: list[str], runs: int, before=None) -> dict:
-    """Wall time of `runs` runs of one DCMTK process (spawn and association included)."""
-    times = []
-    for _ in range(runs):
-        if before is not None:
-            before()
-        start = time.perf_counter()
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=dcmtk_env())
-        elapsed = (time.perf_counter() - start) * 1000
-        if result.returncode != 0:
-            raise BenchError(f"{Path(argv[0]).name} failed ({result.returncode}): {result.stderr[-500:]}")
-        times.append(elapsed)
-    times.sort()
-    return {"median_ms": statistics.median(times), "p95_ms": times[min(len(times) - 1, int(len(times) * 0.95))],
-            "runs": runs}
+def timed(argv: list[str]) -> float:
+    """Wall time in ms of one DCMTK process (spawn and association included)."""
+    start = time.perf_counter()
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=dcmtk_env())
+    elapsed = (time.perf_counter() - start) * 1000
+    if result.returncode != 0:
+        raise BenchError(f"{Path(argv[0]).name} failed ({result.returncode}): {result.stderr[-500:]}")
+    return elapsed
 
 
 def operations(tools: dict, spec: synthetic.StudySpec, called: str, port: int, get_dir: Path) -> dict:
@@ -145,7 +139,7 @@ def operations(tools: dict, spec: synthetic.StudySpec, called: str, port: int, g
     }
 
 
-def measure_peer(server, tools: dict, spec, files: list[Path], extra: list[Path], runs: int, workdir: Path) -> dict:
+def load(server, tools: dict, files: list[Path], extra: list[Path]) -> None:
     send = [tools["storescu"], "-aet", SENDER_AET, "-aec", server.ae_title, LOOPBACK, str(server.port)]
     for chunk in (files, *[extra[i:i + 500] for i in range(0, len(extra), 500)]):
         if chunk:
@@ -153,20 +147,38 @@ def measure_peer(server, tools: dict, spec, files: list[Path], extra: list[Path]
                                     env=dcmtk_env())
             if result.returncode != 0:
                 raise BenchError(f"loading {server.name} failed: {result.stderr[-500:]}")
-    get_dir = workdir / f"get-{server.name}"
 
-    def fresh_get_dir() -> None:
-        shutil.rmtree(get_dir, ignore_errors=True)
-        get_dir.mkdir(parents=True)
 
+def measure(servers: list, tools: dict, spec, files: list[Path], runs: int, workdir: Path) -> dict:
+    """Time every operation on every peer, interleaved run by run, so that a noisy moment on this
+    shared machine falls on all peers alike instead of on whichever ran then."""
+    plans = {}
+    for server in servers:
+        get_dir = workdir / f"get-{server.name}"
+        plans[server.name] = (get_dir, operations(tools, spec, server.ae_title, server.port, get_dir))
+    times: dict = {server.name: {name: [] for name in plans[server.name][1]} for server in servers}
+    for _ in range(runs):
+        for name in plans[servers[0].name][1]:
+            for server in servers:
+                get_dir, ops = plans[server.name]
+                if name.startswith("get"):
+                    shutil.rmtree(get_dir, ignore_errors=True)
+                    get_dir.mkdir(parents=True)
+                times[server.name][name].append(timed(ops[name]))
     out = {}
-    for name, argv in operations(tools, spec, server.ae_title, server.port, get_dir).items():
-        out[name] = timed(argv, runs, before=fresh_get_dir if name.startswith("get") else None)
-        print(f"  {server.name:<9} {name:<26} median {out[name]['median_ms']:7.1f} ms  "
-              f"p95 {out[name]['p95_ms']:7.1f} ms", flush=True)
-    got = len(list(get_dir.glob("*")))
-    if got != len(files):
-        raise BenchError(f"{server.name}: C-GET delivered {got} of {len(files)} files")
+    for server in servers:
+        get_dir = plans[server.name][0]
+        got = len(list(get_dir.glob("*")))
+        if got != len(files):
+            raise BenchError(f"{server.name}: C-GET delivered {got} of {len(files)} files")
+        out[server.name] = {}
+        for name, samples in times[server.name].items():
+            samples.sort()
+            out[server.name][name] = {"median_ms": statistics.median(samples),
+                                      "p95_ms": samples[min(len(samples) - 1, int(len(samples) * 0.95))],
+                                      "runs": runs}
+            print(f"  {server.name:<9} {name:<26} median {out[server.name][name]['median_ms']:7.1f} ms  "
+                  f"p95 {out[server.name][name]['p95_ms']:7.1f} ms", flush=True)
     return out
 
 
@@ -209,14 +221,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dest = StorescpServer(workdir / "dest", tools["echoscu"], tools["storescp"])
         dest.ae_title = DEST_AET
-        with dest:
-            with QueryPacsdeck(workdir / "pacsdeck", tools["echoscu"], dest.port, args.instances) as node:
-                results["pacsdeck"] = measure_peer(node, tools, spec, files, [], args.runs, workdir)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(dest)
+            servers = [stack.enter_context(QueryPacsdeck(workdir / "pacsdeck", tools["echoscu"], dest.port,
+                                                         args.instances))]
+            load(servers[0], tools, files, [])
             if orthanc:
-                with QueryOrthanc(workdir / "orthanc", tools["echoscu"], orthanc, dest.port) as peer:
-                    results["orthanc"] = measure_peer(peer, tools, spec, files, extra, args.runs, workdir)
+                servers.append(stack.enter_context(QueryOrthanc(workdir / "orthanc", tools["echoscu"], orthanc,
+                                                                dest.port)))
+                load(servers[1], tools, files, extra)
             else:
                 print("note: Orthanc not installed: no comparison (apt-get install orthanc)")
+            results.update(measure(servers, tools, spec, files, args.runs, workdir))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report(results)
