@@ -15,6 +15,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import _config, build_context, evt
 
+from . import tuning
+
 if TYPE_CHECKING:
     from .node import Node
 
@@ -134,6 +136,7 @@ class StoredSender:
         sock = getattr(event.assoc.dul.socket, "socket", None)
         if sock is not None:  # DCMTK receivers leave Nagle on too; small PDUs must not wait for it
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tuning.prepare(event.assoc)  # its DUL wakes for each PDU to send or read, not once a millisecond
         # Before the association is established, so before its reactor runs.
         self._paused = event.assoc._reactor_checkpoint = _PausedReactor(event.assoc)
         self.bind(event.assoc)

@@ -144,12 +144,17 @@ def _prepare_socket(assoc_socket) -> None:
     assoc_socket.recv = recv
 
 
+def prepare(assoc) -> None:
+    """Give one association event-driven wake-ups; call before its threads start (EVT_CONN_OPEN)."""
+    _prepare_association(assoc)
+    _prepare_dul(assoc.dul)
+    if assoc.dul.socket is not None and assoc.dul.socket.socket is not None:
+        _prepare_socket(assoc.dul.socket)
+
+
 def on_connection_open(event) -> None:
-    """EVT_CONN_OPEN handler: runs before the association's threads start, so swapping queues is safe."""
-    _prepare_association(event.assoc)
-    _prepare_dul(event.assoc.dul)
-    if event.assoc.dul.socket is not None and event.assoc.dul.socket.socket is not None:
-        _prepare_socket(event.assoc.dul.socket)
+    """EVT_CONN_OPEN handler for accepted connections: runs before their threads start."""
+    prepare(event.assoc)
 
 
 # --- presentation context negotiation ------------------------------------------------------------
