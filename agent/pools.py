@@ -1,0 +1,61 @@
+"""pools.list, pools.migrate, pools.verify: disk pools and tiers, their migration plan and checksums."""
+
+from __future__ import annotations
+
+from storage.migration import MigrationBusy, migrate, verify
+from storage.placement import pool_stats
+
+from . import validate as v
+from .protocol import CONFLICT, INVALID_PARAMS, NOT_FOUND, RPCError
+from .registry import Method, Param
+
+
+def _pool_name(ctx, value, field: str) -> str:
+    name = v.safe_text(value, field, max_len=32)
+    if ctx.require_node().placement.pool(name) is None:
+        raise RPCError(NOT_FOUND, f"{field}: no pool named {name!r}", {"field": field})
+    return name
+
+
+def list_pools(ctx, params: dict) -> dict:
+    return pool_stats(ctx.require_node().placement)
+
+
+def run_migration(ctx, params: dict) -> dict:
+    """No study list: apply the node's rules. The default is a dry run: the plan, nothing moved."""
+    node = ctx.require_node()
+    studies = params.get("study_uids")
+    if studies is not None:
+        if not isinstance(studies, list) or not studies or len(studies) > 1000:
+            raise v.invalid("study_uids", "a list of 1 to 1000 Study Instance UIDs")
+        studies = [v.uid(s, f"study_uids[{i}]") for i, s in enumerate(studies)]
+    target = _pool_name(ctx, params["target"], "target") if params.get("target") is not None else None
+    dry_run = v.boolean(params.get("dry_run", True), "dry_run")
+    try:
+        return migrate(node, study_uids=studies, target=target, dry_run=dry_run)
+    except ValueError as err:
+        raise RPCError(INVALID_PARAMS, str(err)) from None
+    except MigrationBusy as err:
+        raise RPCError(CONFLICT, f"{err}; try again when it has finished") from None
+
+
+def run_verify(ctx, params: dict) -> dict:
+    node = ctx.require_node()
+    sample = params.get("sample", 100)
+    if isinstance(sample, bool) or not isinstance(sample, int) or not 0 <= sample <= 1_000_000:
+        raise v.invalid("sample", "an integer from 0 (every instance) to 1000000")
+    pool = _pool_name(ctx, params["pool"], "pool") if params.get("pool") is not None else None
+    return verify(node, sample=sample, pool=pool)
+
+
+METHODS = (
+    Method("pools.list", list_pools, "Used, free and capacity per pool and tier; overflow state"),
+    Method("pools.migrate", run_migration, "The migration plan (dry_run, the default) or the migration itself",
+           {"study_uids": Param("array", "studies to move; without it the node's rules apply",
+                                extra={"items": {"type": "string"}}),
+            "target": Param("string", "pool to move to; default: the next tier with room"),
+            "dry_run": Param("boolean", "only return the plan (default true)")}, audit=True),
+    Method("pools.verify", run_verify, "Re-read instances and compare size and SHA-256 with the index",
+           {"sample": Param("integer", "how many random instances; 0 = all (default 100)"),
+            "pool": Param("string", "only this pool")}),
+)
