@@ -17,7 +17,7 @@ import pytest
 
 from agent.protocol import RPCError, encode, unwrap
 
-from .conftest import IN_CI, REPO, DCMTK_ENV, free_port, port_open, require_tool, terminate, wait_for
+from .conftest import IN_CI, REPO, DCMTK_ENV, free_port, make_node, port_open, require_tool, terminate, wait_for
 
 
 def agent_env(authorized_keys: Path, **extra: str) -> dict:
@@ -105,6 +105,18 @@ def agents():
     yield start
     for agent in started:
         agent.close()
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A node folder (initialised, not running) for agent tests."""
+    return make_node(tmp_path / "node")
+
+
+@pytest.fixture
+def env(tmp_path):
+    """The agent's environment, with its authorized_keys file in the test's folder."""
+    return agent_env(tmp_path / "authorized_keys")
 
 
 def agent_call(config: Path, method: str, params: str | None = None, *, as_user: str | None = None,

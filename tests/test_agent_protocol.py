@@ -14,18 +14,8 @@ import pytest
 from agent import protocol
 from agent.protocol import RPCError
 
-from .agent_support import agent_call, agent_env, agents  # noqa: F401 - fixture
-from .conftest import REPO, make_node
-
-
-@pytest.fixture
-def node(tmp_path):
-    return make_node(tmp_path / "node")
-
-
-@pytest.fixture
-def env(tmp_path):
-    return agent_env(tmp_path / "authorized_keys")
+from .agent_support import agent_call, agent_env, agents, env, node  # noqa: F401 - fixtures
+from .conftest import REPO
 
 
 def test_protocol_is_stdlib_only():

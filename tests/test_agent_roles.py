@@ -7,20 +7,9 @@ import pytest
 from agent.registry import build_table
 from agent.roles import ADMIN, OPERATOR, ROLES, VIEWER, required_role
 
-from .agent_support import agent_env, agents  # noqa: F401 - fixture
-from .conftest import make_node
+from .agent_support import agent_env, agents, env, node  # noqa: F401 - fixtures
 
 READ_METHODS = ("node.status", "studies.find", "aets.list", "associations.recent", "audit.recent")
-
-
-@pytest.fixture
-def node(tmp_path):
-    return make_node(tmp_path / "node")
-
-
-@pytest.fixture
-def env(tmp_path):
-    return agent_env(tmp_path / "authorized_keys")
 
 
 @pytest.fixture
