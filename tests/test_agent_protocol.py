@@ -14,7 +14,7 @@ import pytest
 from agent import protocol
 from agent.protocol import RPCError
 
-from .agent_support import agent_call, agent_env, agents, env, node  # noqa: F401 - fixtures
+from .agent_support import agent_call, agents, env, node  # noqa: F401 - fixtures
 from .conftest import REPO
 
 

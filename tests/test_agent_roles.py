@@ -7,7 +7,7 @@ import pytest
 from agent.registry import build_table
 from agent.roles import ADMIN, OPERATOR, ROLES, VIEWER, required_role
 
-from .agent_support import agent_env, agents, env, node  # noqa: F401 - fixtures
+from .agent_support import agents, env, node  # noqa: F401 - fixtures
 
 READ_METHODS = ("node.status", "studies.find", "aets.list", "associations.recent", "audit.recent")
 
