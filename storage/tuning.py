@@ -18,6 +18,7 @@ Threads we did not prepare (our own SCU associations) keep plain time.sleep.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import select
@@ -191,5 +192,10 @@ pynetdicom.acse.negotiate_unrestricted = negotiate_storage_unrestricted
 # for getscu's A-ASSOCIATE-RQ (120 contexts with role items) that was ~8 ms of CPU per association,
 # and every P-DATA PDU of every C-STORE paid its share. We log at WARNING; the text was never shown.
 pynetdicom._config.LOG_HANDLER_LEVEL = "none"
+
+# pynetdicom checks every UID of every A-ASSOCIATE-RQ with a regular expression, through its
+# documented VALIDATORS hook; a viewer's C-GET proposes the same ~120 SOP classes every time.
+# The check depends only on the value (and a setting we never change), so remember the answers.
+pynetdicom._config.VALIDATORS["UI"] = functools.lru_cache(maxsize=4096)(pynetdicom._config.VALIDATORS["UI"])
 pynetdicom.association.time = _TimeWithWakeups()
 pynetdicom.dul.time = _TimeWithWakeups()
