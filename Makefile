@@ -28,6 +28,8 @@ test: venv lint
 
 bench: venv
 	$(BIN)/python bench/ingest.py --repeat 3 --json bench/out/ingest.json
+	$(BIN)/python bench/query.py --json bench/out/query.json
+	$(BIN)/python bench/migrate.py --gb 2 --repeat 3
 	$(BIN)/python bench/agent_latency.py
 
 clean:
