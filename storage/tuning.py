@@ -8,8 +8,8 @@ pass finds nothing to do (`dul.py`, `run_reactor`). Every C-STORE crosses both: 
 waits for the association thread to wake, the response for the DUL thread. On one association that
 latency, not CPU, bounds the rate (see README, Benchmarks, for the figures before and after).
 
-How: for each accepted connection (from EVT_CONN_OPEN, before its threads start) the two sleeps
-become waits that end as soon as there is work. The association thread waits on an Event set when
+How: for each accepted connection, and for the association a C-MOVE opens to its destination (from
+EVT_CONN_OPEN), the two sleeps become waits that end as soon as there is work. The association thread waits on an Event set when
 the DUL queues a DIMSE message or an A-RELEASE/A-ABORT for it; the DUL thread waits in select() on
 its socket and on a self-pipe written when a primitive is queued for sending. The timeouts are
 pynetdicom's own, so an idle association wakes exactly as often as before (idle CPU unchanged).
@@ -34,16 +34,17 @@ from pydicom.uid import UID
 from pynetdicom.presentation import _STORAGE_CLASSES, negotiate_as_acceptor
 
 
-class _NotifyingQueue(queue.Queue):
-    """A queue.Queue that calls `notify` after each put."""
+def _notify_on_put(q: queue.Queue, notify) -> queue.Queue:
+    """Make `q` call `notify` after each put. The queue object stays the same, so a thread already
+    blocked in q.get() (a requestor waiting for its A-ASSOCIATE-AC) is not left on a stale queue."""
+    put = q.put
 
-    def __init__(self, notify) -> None:
-        super().__init__()
-        self._notify = notify
+    def put_and_notify(item, block: bool = True, timeout: float | None = None) -> None:
+        put(item, block, timeout)
+        notify()
 
-    def put(self, item, block: bool = True, timeout: float | None = None) -> None:
-        super().put(item, block, timeout)
-        self._notify()
+    q.put = put_and_notify
+    return q
 
 
 class _TimeWithWakeups:
@@ -63,8 +64,8 @@ class _TimeWithWakeups:
 
 def _prepare_association(assoc) -> None:
     wake = threading.Event()
-    messages = assoc.dimse.msg_queue = _NotifyingQueue(wake.set)
-    to_user = assoc.dul.to_user_queue = _NotifyingQueue(wake.set)
+    messages = _notify_on_put(assoc.dimse.msg_queue, wake.set)
+    to_user = _notify_on_put(assoc.dul.to_user_queue, wake.set)
 
     def wait(seconds: float) -> None:
         if messages.empty() and to_user.empty():
@@ -91,7 +92,7 @@ def _prepare_dul(dul) -> None:
             except BlockingIOError:  # the pipe is full of wake-ups already
                 pass
 
-    outgoing = dul.to_provider_queue = _NotifyingQueue(notify)
+    outgoing = _notify_on_put(dul.to_provider_queue, notify)
 
     def wait(seconds: float) -> None:
         waiting[0] = True  # before the emptiness check: a put after it will write to the pipe
@@ -146,7 +147,8 @@ def _prepare_socket(assoc_socket) -> None:
 
 
 def prepare(assoc) -> None:
-    """Give one association event-driven wake-ups; call before its threads start (EVT_CONN_OPEN)."""
+    """Give one association event-driven wake-ups, from its EVT_CONN_OPEN (for a requestor that
+    fires in the DUL thread while the association thread may already wait: nothing is replaced)."""
     _prepare_association(assoc)
     _prepare_dul(assoc.dul)
     if assoc.dul.socket is not None and assoc.dul.socket.socket is not None:
