@@ -1,19 +1,20 @@
-"""Event-driven wake-ups for pynetdicom's polling loops: the one place pacsdeck adjusts pynetdicom.
-
-(Also here: a fix to pynetdicom's unrestricted storage negotiation, at the end of the module.)
+"""The one place pacsdeck adjusts pynetdicom: event-driven wake-ups, and three fixes at the end.
 
 Why: pynetdicom 3.0.4 polls. The association reactor sleeps 1 ms on every pass
 (`association.py`, `_run_reactor`) and the DUL reactor sleeps `_run_loop_delay` (1 ms) whenever a
 pass finds nothing to do (`dul.py`, `run_reactor`). Every C-STORE crosses both: the decoded request
 waits for the association thread to wake, the response for the DUL thread. On one association that
-latency, not CPU, bounds the rate (see README, Benchmarks, for the figures before and after).
+latency, not CPU, bounds the rate (see README, Benchmarks, for the figures).
 
-How: for each accepted connection, and for the association a C-MOVE opens to its destination (from
-EVT_CONN_OPEN), the two sleeps become waits that end as soon as there is work. The association thread waits on an Event set when
-the DUL queues a DIMSE message or an A-RELEASE/A-ABORT for it; the DUL thread waits in select() on
-its socket and on a self-pipe written when a primitive is queued for sending. The timeouts are
-pynetdicom's own, so an idle association wakes exactly as often as before (idle CPU unchanged).
-Threads we did not prepare (our own SCU associations) keep plain time.sleep.
+How: for each accepted connection, and for the association a C-MOVE opens to its destination
+(from EVT_CONN_OPEN), the two sleeps become waits that end as soon as there is work. The
+association thread waits on an Event set when the DUL queues a DIMSE message or an
+A-RELEASE/A-ABORT for it; the DUL thread waits in select() on its socket and on a self-pipe written
+when a primitive is queued for sending. The timeouts are pynetdicom's own, so an idle association
+wakes exactly as often as before (idle CPU unchanged). Threads we did not prepare keep time.sleep.
+
+At the end: unrestricted storage negotiation that no longer takes worklist FIND for storage,
+pynetdicom's PDU-formatting log handlers off, and cached UID validation.
 """
 
 from __future__ import annotations
