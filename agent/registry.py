@@ -58,10 +58,10 @@ class Method:
 
 
 def build_table() -> dict[str, Method]:
-    from . import aets, associations, audit, node_status, pools, studies, users
+    from . import aets, associations, audit, diagnose, health, node_status, pools, preview, studies, users
 
     table: dict[str, Method] = {}
-    for module in (node_status, studies, associations, audit, aets, users, pools):
+    for module in (node_status, studies, associations, audit, aets, users, pools, health, diagnose, preview):
         for m in module.METHODS:
             if m.name in table:
                 raise RuntimeError(f"method {m.name} registered twice")

@@ -10,6 +10,7 @@ _RANK = {role: rank for rank, role in enumerate(ROLES)}
 # forget its role: anything not listed is read-only and open to viewers.
 OPERATOR_METHODS = frozenset({
     "aets.echo",
+    "diagnose.run",  # it opens associations to every registered AE, like aets.echo
     "queue.retry", "queue.cancel",
     "backups.run",
     "pools.migrate",

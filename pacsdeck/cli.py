@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 
 EXIT_OK = 0
@@ -129,6 +130,30 @@ def cmd_node_verify(args) -> int:
     return EXIT_FAILURE if report["problems"] else EXIT_OK
 
 
+def cmd_node_check(args) -> int:
+    """health.check as a Nagios plugin: first line status and summary (| perfdata), exit 0/1/2/3."""
+    from agent.health import NAGIOS_EXIT
+    from agent.server import call_once
+
+    label = {"ok": "OK", "warn": "WARNING", "crit": "CRITICAL", "unknown": "UNKNOWN"}
+    try:
+        response = call_once(_config_path(args), None, None, "health.check", {})
+    except Exception as err:  # noqa: BLE001 - a plugin that cannot evaluate says UNKNOWN, never a traceback
+        response = {"error": {"message": f"{type(err).__name__}: {err}"}}
+    if "error" in response:
+        message = response["error"].get("message", "health.check failed")
+        _emit(args, {"status": "unknown", "error": response["error"]}, f"PACSDECK UNKNOWN - {message}")
+        return NAGIOS_EXIT["unknown"]
+    result = response["result"]
+    perf = " ".join(f"'{c['name']}'={c['value']}{c['unit'] if c['unit'] in ('%', 'ms', 's') else ''}"
+                    for c in result["checks"]
+                    if isinstance(c["value"], (int, float)) and not isinstance(c["value"], bool))
+    lines = [f"PACSDECK {label[result['status']]} - {result['summary']} | {perf}"]
+    lines += [f"{c['status']:<8} {c['name']:<28} {c['message']}" for c in result["checks"]]
+    _emit(args, result, "\n".join(lines))
+    return NAGIOS_EXIT[result["status"]]
+
+
 # --- agent ------------------------------------------------------------------------------------
 
 
@@ -168,6 +193,49 @@ def cmd_agent_call(args) -> int:
         print(f"pacsdeck: {args.method}: {err.kind}: {err.message}", file=sys.stderr)
         return err.exit_code
     print(json.dumps(response["result"], indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+# --- preview ----------------------------------------------------------------------------------
+
+
+def cmd_preview(args) -> int:
+    import re
+
+    from storage import encoders
+    from storage.preview import PreviewError, Window, instance_path, read
+
+    target = args.target
+    try:
+        window = Window.parse(args.window) if args.window else None
+        mode = encoders.detect_mode(args.mode)
+        if os.path.exists(target):
+            path = target
+        elif re.fullmatch(r"[0-9]+(\.[0-9]+)+", target):
+            try:
+                path = instance_path(_node_context(args), target)
+            except LookupError as err:
+                raise CLIError(str(err)) from None
+        else:
+            raise CLIError(f"{target}: no such file, and not a SOP Instance UID", EXIT_USAGE)
+        size = shutil.get_terminal_size((80, 24)) if sys.stdout.isatty() else None
+        columns = args.width or (max(1, size.columns - 1) if size else 80)
+        # On a screen the whole image should be visible without scrolling; in a log the width decides.
+        max_rows = max(1, size.lines - 2) if size and not args.width else None
+        image, where, text = encoders.render_text(read(path), mode, columns, max_rows=max_rows,
+                                                  cell=encoders.terminal_cell_size(), frame=args.frame,
+                                                  window=window, upscale=bool(args.width))
+    except (PreviewError, encoders.EncodeError) as err:
+        usage = isinstance(err, encoders.EncodeError) or err.reason in ("bad_frame", "bad_window")
+        raise CLIError(str(err), EXIT_USAGE if usage else EXIT_FAILURE) from None
+    sys.stdout.write(text)
+    w = image.window
+    window_text = f"window {w.center:g},{w.width:g} ({image.window_source})" if w else image.window_source
+    if image.window_source == "none":
+        window_text = "colour"
+    print(f"{os.path.basename(str(path))}: frame {image.frame}/{image.frames}, {image.source_size[0]}x"
+          f"{image.source_size[1]}, {window_text}{', inverted' if image.inverted else ''}, {mode} "
+          f"{where.columns}x{where.rows} cells")
     return EXIT_OK
 
 
@@ -220,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_node_verify)
 
+    p = node_sub.add_parser("check", help="health checks as a Nagios plugin: exit 0 ok, 1 warning, 2 critical, "
+                            "3 unknown")
+    p.add_argument("--config", help="node.yaml (default $PACSDECK_CONFIG, then /etc/pacsdeck/node.yaml)")
+    p.add_argument("--json", action="store_true", help="print the health.check result as JSON")
+    p.set_defaults(func=cmd_node_check)
+
     agent = sub.add_parser("agent", help="the JSON-RPC agent: a stdio session or one call")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True, metavar="ACTION")
     config_help = "node.yaml (default $PACSDECK_CONFIG, then /etc/pacsdeck/node.yaml)"
@@ -239,6 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as", dest="as_user", metavar="USER", help=as_help)
     p.add_argument("--authorized-keys", metavar="FILE", help=keys_help)
     p.set_defaults(func=cmd_agent_call)
+
+    p = sub.add_parser("preview", help="one image in the terminal: sixel, kitty, half-cell blocks or ASCII")
+    p.add_argument("target", metavar="FILE|SOPInstanceUID", help="a DICOM file, or an instance in the node's index")
+    p.add_argument("--frame", type=int, default=1, help="frame number of a multi-frame instance (1-based; default 1)")
+    p.add_argument("--window", metavar="C,W", help="window center,width in modality units, e.g. 40,400 "
+                   "(default: the file's window, its VOI LUT, else automatic)")
+    p.add_argument("--mode", default="auto", choices=["auto", "sixel", "kitty", "halfcell", "ascii"],
+                   help="how to draw it (default auto: $PACSDECK_PREVIEW_MODE, else what the terminal supports; "
+                   "ascii when not a terminal)")
+    p.add_argument("--width", type=int, metavar="COLS", help="width in terminal columns (default: the terminal's)")
+    p.add_argument("--config", help=config_help + "; only for a SOPInstanceUID")
+    p.set_defaults(func=cmd_preview)
     return parser
 
 

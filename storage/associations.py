@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from . import metrics
+
 if TYPE_CHECKING:
     from .node import Node
 
@@ -119,6 +121,7 @@ class AssociationLog:
             rec.result = "rejected"
             rec.reason = rec.reason or self._node.rejection_reason(rec.calling_ae, rec.called_ae)
         rec.ended_at = time.time()
+        metrics.association_closed(rec.result)
         try:
             self._node.index.log_association(rec.__dict__)
         except Exception:  # noqa: BLE001 - losing a log row must not disturb DICOM service

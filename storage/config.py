@@ -76,6 +76,8 @@ class NodeConfig:
     workers: int | str = "auto"
     query_limit: int = 1000  # C-FIND matches answered per request (0 = no limit)
     migration: MigrationConfig = MigrationConfig()
+    metrics_port: int = 0  # Prometheus /metrics on 127.0.0.1 (0 = off)
+    health: object = None  # storage.health_config.HealthConfig; None = the defaults
 
     def worker_count(self) -> int:
         """Processes serving the port: `auto` is one per core, at most 4."""
@@ -388,6 +390,12 @@ def parse_config(data, path: Path, create_dirs: bool = False) -> NodeConfig:
     kw["pools"] = tuple(pools)
     if "migration" in data:
         kw["migration"] = parse_migration(data["migration"], names)
+    if "metrics_port" in data:
+        kw["metrics_port"] = validate_port(data["metrics_port"], "metrics_port", allow_zero=True)
+    if "health" in data:
+        from .health_config import parse_health  # it imports ConfigError from here
+
+        kw["health"] = parse_health(data["health"])
 
     aets_raw = data.get("aets", [])
     if not isinstance(aets_raw, list):
@@ -432,6 +440,12 @@ max_pdu: 131072                # maximum PDU we receive, bytes (0 = unlimited)
 max_associations: 32           # per worker process
 workers: auto                  # processes sharing the port (auto: one per core, at most 4)
 query_limit: 1000              # C-FIND matches per query; more are cut with status 0xFE00 (0 = no limit)
+metrics_port: 0                # Prometheus /metrics, /healthz, /readyz on 127.0.0.1:PORT (0 = off)
+# health:                      # thresholds of health.check / `pacsdeck node check` (defaults shown)
+#   disk_percent: {{warn: 85, crit: 95}}
+#   fsync_ms: {{warn: 100, crit: 1000}}
+#   forecast_days: {{warn: 30, crit: 7}}   # days until a pool is full, from the last 7 days of ingest
+#   forecast_window_days: 7
 index: index.sqlite
 pools:                         # ordered by tier: new instances go to the first pool with room
   - name: primary

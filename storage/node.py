@@ -138,6 +138,7 @@ def _sd_notify(message: str) -> None:
 
 def run_node(config_path: str) -> int:
     """`pacsdeck node run`: recover, serve in the foreground until SIGTERM or SIGINT."""
+    from . import metrics
     from .workers import hold_node_lock, serve_in_workers
 
     config = load_config(config_path)
@@ -149,11 +150,13 @@ def run_node(config_path: str) -> int:
     lock = hold_node_lock(config)  # one node process tree per node folder
     node = Node(config)
     node.recover()
+    metrics.setup(config)  # before the fork: the workers inherit the metrics and their folder
     workers = config.worker_count()
 
     def announce() -> None:
         log.info("pacsdeck %s node %s listening on %s:%d (%d worker%s)", __version__, config.ae_title, config.bind,
                  config.port, workers, "" if workers == 1 else "s")
+        metrics.serve(node)  # here, in the supervisor, once the SCP listens (/readyz asks it)
         print(f"ready {config.ae_title}@{config.bind}:{config.port}", flush=True)
         _sd_notify("READY=1")
 
@@ -178,6 +181,7 @@ def run_node(config_path: str) -> int:
         node.stop()
         code = 0
     scheduler.stop()
+    metrics.stop()
     _sd_notify("STOPPING=1")
     log.info("stopped")
     lock.close()

@@ -13,7 +13,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from . import qr_scp, status, tuning
+from . import metrics, qr_scp, status, tuning
 from .ingest import NotStorable
 from .part10 import file_meta
 
@@ -155,6 +155,7 @@ def start_scp(node: "Node", reuse_port: bool = False) -> NodeServer:
         (evt.EVT_RELEASED, log_.on_released),
         (evt.EVT_ABORTED, log_.on_aborted),
         (evt.EVT_CONN_CLOSE, log_.on_closed),
+        *metrics.scp_handlers(),  # empty unless node.yaml sets metrics_port
     ]
     server = ae.make_server((node.config.bind, node.config.port), evt_handlers=handlers, server_class=server_class)
     thread = threading.Thread(target=server.serve_forever, name="scp-accept", daemon=True)

@@ -290,3 +290,13 @@ def dataset_bytes(path: Path) -> bytes:
     assert data[132:136] == b"\x02\x00\x00\x00", f"{path}: meta group length missing"
     group_length = int.from_bytes(data[140:144], "little")
     return data[144 + group_length:]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print what tests attached with record_property("summary", text); it survives xdist workers."""
+    for key in ("passed", "failed"):
+        for report in terminalreporter.stats.get(key, []):
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "summary" and report.when == "call":
+                    terminalreporter.write_sep("-", f"summary: {report.nodeid}")
+                    terminalreporter.write_line(str(value))
