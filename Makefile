@@ -31,6 +31,8 @@ bench: venv
 	$(BIN)/python bench/query.py --json bench/out/query.json
 	$(BIN)/python bench/migrate.py --gb 2 --repeat 3
 	$(BIN)/python bench/agent_latency.py
+	$(BIN)/python bench/health.py
+	$(BIN)/python bench/preview.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
