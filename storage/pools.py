@@ -8,7 +8,6 @@ import mmap
 import os
 import secrets
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
