@@ -74,14 +74,14 @@ class Node:
         log.info("recovery: %s", report.as_dict())
         return report
 
-    def serve(self, reuse_port: bool = False) -> None:
+    def serve(self, listening=None) -> None:
         """Start the group committer and the SCP (threads: after any fork)."""
         from .scp import start_scp
 
         self.committer = GroupCommitter(self.index, self.config.index.with_suffix(".writelock"))
         self.ingestor = Ingestor(self.pools, self.index, self.committer, self.config.duplicates,
                                  placement=self.placement)
-        self.server = start_scp(self, reuse_port=reuse_port)
+        self.server = start_scp(self, listening)
         self.started_at = time.time()
 
     def start(self) -> RecoveryReport:

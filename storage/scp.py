@@ -51,7 +51,9 @@ class NodeAE(AE):
 
 
 class NodeServer(ThreadedAssociationServer):
-    reuse_port = False
+    # Worker processes accept on one listening socket the supervisor bound before forking, so a
+    # second node configured on the same port fails to bind instead of silently sharing it.
+    listening_socket: socket.socket | None = None
     # socketserver's default listen backlog of 5 drops SYNs when modalities connect in a burst;
     # each dropped one costs the sender a 1 s retransmission.
     request_queue_size = 128
@@ -63,15 +65,28 @@ class NodeServer(ThreadedAssociationServer):
     """
 
     def get_request(self):
+        # With workers every process is woken for a new connection; the losers' accept() raises
+        # BlockingIOError (the shared socket is non-blocking), which socketserver ignores.
         sock, address = super().get_request()
+        sock.setblocking(True)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock, address
 
     def server_bind(self) -> None:
-        if self.reuse_port:  # worker processes each bind the port; the kernel spreads connections
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        if self.listening_socket is None:
+            super().server_bind()
+            return
+        self.socket.close()  # the fresh socket socketserver made: we use the inherited one
+        self.socket = self.listening_socket
+        self.server_address = self.socket.getsockname()
 
+    def server_activate(self) -> None:
+        if self.listening_socket is None:
+            super().server_activate()
+
+    def server_close(self) -> None:
+        if self.listening_socket is None:
+            super().server_close()  # an inherited socket stays open for the other workers
     def shutdown(self) -> None:
         # pynetdicom's shutdown also unregisters from ae._servers, where only start_server() puts a
         # server; we build ours with make_server() to choose the class.
@@ -137,9 +152,29 @@ def build_ae(node: "Node") -> NodeAE:
     return ae
 
 
-def start_scp(node: "Node", reuse_port: bool = False) -> NodeServer:
+class PortInUse(OSError):
+    """The DICOM port is taken (another node or program listens there)."""
+
+
+def _port_in_use(node: "Node", err: OSError) -> PortInUse:
+    return PortInUse(err.errno, f"cannot listen on {node.config.bind}:{node.config.port}: {err.strerror} "
+                                f"(another node or program uses that port; change `port` in {node.config.path})")
+
+
+def listen(node: "Node") -> socket.socket:
+    """The supervisor's listening socket, bound once and shared by the forked workers."""
+    try:
+        sock = socket.create_server((node.config.bind, node.config.port), backlog=NodeServer.request_queue_size)
+    except OSError as err:
+        raise _port_in_use(node, err) from None
+    sock.setblocking(False)
+    return sock
+
+
+def start_scp(node: "Node", listening: socket.socket | None = None) -> NodeServer:
     ae = build_ae(node)
-    server_class = type("NodeServerReusePort", (NodeServer,), {"reuse_port": True}) if reuse_port else NodeServer
+    server_class = NodeServer if listening is None else type(
+        "WorkerNodeServer", (NodeServer,), {"listening_socket": listening})
     log_ = node.associations
     handlers = [
         (evt.EVT_CONN_OPEN, tuning.on_connection_open),
@@ -157,7 +192,11 @@ def start_scp(node: "Node", reuse_port: bool = False) -> NodeServer:
         (evt.EVT_CONN_CLOSE, log_.on_closed),
         *metrics.scp_handlers(),  # empty unless node.yaml sets metrics_port
     ]
-    server = ae.make_server((node.config.bind, node.config.port), evt_handlers=handlers, server_class=server_class)
+    try:
+        server = ae.make_server((node.config.bind, node.config.port), evt_handlers=handlers,
+                                server_class=server_class)
+    except OSError as err:
+        raise _port_in_use(node, err) from None
     thread = threading.Thread(target=server.serve_forever, name="scp-accept", daemon=True)
     thread.start()
     return server

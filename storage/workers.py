@@ -69,7 +69,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _worker(node: "Node", ready_fd: int, parent: int) -> None:
+def _worker(node: "Node", listening, ready_fd: int, parent: int) -> None:
     """Runs in the child: serve until SIGTERM. Never returns."""
     code = 0
     try:
@@ -77,7 +77,7 @@ def _worker(node: "Node", ready_fd: int, parent: int) -> None:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides
-        node.serve(reuse_port=True)
+        node.serve(listening)
         os.write(ready_fd, b"1")
         os.close(ready_fd)
         stop.wait()
@@ -91,19 +91,23 @@ def _worker(node: "Node", ready_fd: int, parent: int) -> None:
 
 
 def serve_in_workers(node: "Node", count: int, announce: Callable[[], None]) -> int:
-    """Fork `count` workers, announce once all listen, stop them on SIGTERM/SIGINT.
+    """Bind the port, fork `count` workers that accept on it, announce once all serve, stop them
+    on SIGTERM/SIGINT.
 
     If a worker dies the others are stopped and the exit code is 1, so a service manager restarts
     the node (and its recovery runs again) instead of serving with part of its capacity.
     """
+    from .scp import listen
+
     parent = os.getpid()
+    listening = listen(node)  # bound here, once: a port already in use fails the node at start
     read_fd, write_fd = os.pipe()
     children: list[int] = []
     for _ in range(count):
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
-            _worker(node, write_fd, parent)
+            _worker(node, listening, write_fd, parent)
         children.append(pid)
     os.close(write_fd)
 

@@ -230,3 +230,17 @@ def test_rejected_presentation_contexts_are_logged(node_factory):
     rejected = json.loads(row["rejected_contexts"])
     assert [c["abstract_syntax"] for c in rejected] == ["1.2.840.10008.5.1.4.31"]
     assert rejected[0]["reason"] == "abstract-syntax-not-supported"
+
+
+def test_a_second_node_on_the_same_port_is_refused(node_factory):
+    """Two nodes must never share a port (each would get some of the other's associations)."""
+    first = node_factory("first").start()
+    for workers in (1, 2):
+        second = node_factory(f"second{workers}", workers=workers)
+        cfg = yaml.safe_load(second.config.read_text())
+        cfg["port"] = first.port
+        second.config.write_text(yaml.safe_dump(cfg))
+        result = pacsdeck("node", "run", "--config", str(second.config), timeout=30)
+        assert result.returncode == 1, result.stderr
+        assert f"cannot listen on 127.0.0.1:{first.port}" in result.stderr
+    assert dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", first.ae_title, "127.0.0.1", str(first.port)).returncode == 0
