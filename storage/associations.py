@@ -86,8 +86,9 @@ class AssociationLog:
         rec = self.record(event.assoc)
         if rec is None:
             return
-        rec.result = "rejected"
+        # The reason first: EVT_CONN_CLOSE may write the row (in the DUL thread) at any moment.
         rec.reason = self._node.rejection_reason(rec.calling_ae, rec.called_ae)
+        rec.result = "rejected"
         log.warning("association rejected: calling %r called %r from %s: %s", rec.calling_ae, rec.called_ae,
                     rec.peer_host, rec.reason)
 
@@ -117,7 +118,7 @@ class AssociationLog:
             return
         if rec.result == "accepted":  # closed without release or abort: the peer dropped the connection
             rec.result = "dropped"
-        elif rec.result == "requested":  # refused before EVT_REJECTED (it can come after the close)
+        elif rec.result in ("requested", "rejected"):  # EVT_REJECTED may come after the close, or be mid-way
             rec.result = "rejected"
             rec.reason = rec.reason or self._node.rejection_reason(rec.calling_ae, rec.called_ae)
         rec.ended_at = time.time()
