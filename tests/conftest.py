@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -278,6 +279,40 @@ def terminate(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+# --- real filesystems for full-disk and read-only tests -----------------------------------------
+
+
+@contextmanager
+def tmpfs(folder: Path, size: str):
+    """A real small filesystem at `folder` (created); skips with the reason where mount is not
+    permitted (the tests need root, which CI has)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip()}); needs root and mount permission")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@contextmanager
+def read_only(folder: Path):
+    """Make `folder` read-only in place with a bind mount and a remount; skips where not permitted."""
+    result = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True, text=True)
+    if result.returncode == 0:  # a bind mount becomes read-only only by a remount
+        result = subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], capture_output=True, text=True)
+        if result.returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot bind-mount read-only here: {result.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
 def dataset_bytes(path: Path) -> bytes:

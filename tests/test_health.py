@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import yaml
 from storage.config import ConfigError, parse_config
 
 from .agent_support import agents, env  # noqa: F401 - fixtures
-from .conftest import IN_CI, pacsdeck
+from .conftest import IN_CI, pacsdeck, read_only, tmpfs
 
 KEYS = {"name", "status", "value", "unit", "threshold", "message"}
 STATUSES = {"ok", "warn", "crit", "unknown"}
@@ -93,18 +92,9 @@ def test_metrics_port_is_validated(tmp_path):
 
 
 @pytest.fixture
-def tmpfs(tmp_path):
-    """A real 4 MiB filesystem; skipped with the reason only where mount is not permitted."""
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(mnt)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        if IN_CI:
-            pytest.fail(f"cannot mount a tmpfs: {result.stderr.strip()}")
-        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip()}); needs root and mount permission")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+def small_fs(tmp_path):
+    with tmpfs(tmp_path / "tmpfs", "4m") as mnt:
+        yield mnt
 
 
 def _fill_to(mnt: Path, percent: float) -> None:
@@ -117,8 +107,8 @@ def _fill_to(mnt: Path, percent: float) -> None:
         os.fsync(fh.fileno())
 
 
-def test_tmpfs_pool_flips_to_warn_then_crit(node_factory, agents, env, tmpfs):  # noqa: F811
-    pool = tmpfs / "primary"
+def test_tmpfs_pool_flips_to_warn_then_crit(node_factory, agents, env, small_fs):  # noqa: F811
+    pool = small_fs / "primary"
     node = node_factory(pools=[{"name": "primary", "path": str(pool), "tier": "primary"}],
                         health={"disk_percent": {"warn": 40, "crit": 75}})
     agent = agents(node.config, env=env)
@@ -127,11 +117,11 @@ def test_tmpfs_pool_flips_to_warn_then_crit(node_factory, agents, env, tmpfs):  
         return by_name(agent.call("health.check"))["pool:primary:filesystem"]
 
     assert pool_check()["status"] == "ok"
-    _fill_to(tmpfs, 55)
+    _fill_to(small_fs, 55)
     check = pool_check()
     assert check["status"] == "warn" and 40 <= check["value"] < 75, check
     assert "pools.migrate" in check["message"]
-    _fill_to(tmpfs, 85)
+    _fill_to(small_fs, 85)
     check = pool_check()
     assert check["status"] == "crit" and check["value"] >= 75, check
     assert check["threshold"].startswith("warn >= 40%, crit >= 75%")
@@ -140,16 +130,8 @@ def test_tmpfs_pool_flips_to_warn_then_crit(node_factory, agents, env, tmpfs):  
 @pytest.mark.skipif(os.geteuid() != 0 and not IN_CI, reason="needs root for a read-only bind mount")
 def test_read_only_pool_is_critical_with_what_to_do(node_factory, agents, env):  # noqa: F811
     node = node_factory()
-    primary = node.dir / "pools" / "primary"
-    result = subprocess.run(["mount", "--bind", str(primary), str(primary)], capture_output=True, text=True)
-    if result.returncode == 0:  # a bind mount becomes read-only only by a remount
-        result = subprocess.run(["mount", "-o", "remount,ro,bind", str(primary)], capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot bind-mount read-only here: {result.stderr.strip()}")
-    try:
+    with read_only(node.dir / "pools" / "primary"):
         checks = by_name(agents(node.config, env=env).call("health.check"))
-    finally:
-        subprocess.run(["umount", "-l", str(primary)], capture_output=True)
     fs, probe = checks["pool:primary:filesystem"], checks["pool:primary:fsync"]
     assert fs["status"] == "crit" and fs["detail"]["read_only"] is True
     assert "read-only" in fs["message"] and "remount" in fs["message"] and "dmesg" in fs["message"]

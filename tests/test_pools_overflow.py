@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
 from storage import synthetic
 
-from .conftest import pacsdeck, storescu
+from .conftest import pacsdeck, storescu, tmpfs
 from .test_store import assert_index_matches_disk
 
 
@@ -51,21 +50,9 @@ def test_logical_capacity_overflows_to_archive_then_out_of_resources(node_factor
 
 @pytest.fixture
 def two_small_tmpfs(tmp_path):
-    """Two real 1 MiB filesystems; skipped with the reason only where mount is not permitted."""
-    mounts = []
-    for name in ("fast", "slow"):
-        mnt = tmp_path / name
-        mnt.mkdir()
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            for m in mounts:
-                subprocess.run(["umount", "-l", str(m)], capture_output=True)
-            pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip()}); needs root and mount permission")
-        mounts.append(mnt)
-    yield mounts
-    for mnt in mounts:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    """Two real 1 MiB filesystems."""
+    with tmpfs(tmp_path / "fast", "1m") as fast, tmpfs(tmp_path / "slow", "1m") as slow:
+        yield [fast, slow]
 
 
 def test_full_filesystem_overflows_to_archive_then_out_of_resources(node_factory, tmp_path, two_small_tmpfs):

@@ -15,7 +15,7 @@ from pynetdicom import _config as pynetdicom_config
 
 from storage import synthetic
 
-from .conftest import DCMTK_ENV, IN_CI, parse_storescu, storescu, wait_for
+from .conftest import DCMTK_ENV, IN_CI, parse_storescu, read_only, storescu, tmpfs, wait_for
 from .test_store import assert_index_matches_disk, temp_files
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -93,15 +93,8 @@ def test_command_dataset_mismatch_empty_uid_and_truncation(node_factory, tmp_pat
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    """A real 2 MiB filesystem; skipped with the reason only where mount is not permitted."""
-    mnt = tmp_path / "tmpfs"
-    mnt.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mnt)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip()}); needs root and mount permission")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    with tmpfs(tmp_path / "tmpfs", "2m") as mnt:
+        yield mnt
 
 
 def test_full_disk_answers_out_of_resources_and_recovers(node_factory, tmp_path, small_tmpfs):
@@ -157,18 +150,12 @@ def test_kill_9_mid_transfer_loses_no_acknowledged_instance(node_factory, tmp_pa
 def test_read_only_pool_fails_over_to_the_next_pool(node_factory, tmp_path):
     """A pool that refuses writes passes instances to the next pool instead of failing them."""
     node = node_factory()
-    primary = node.dir / "pools" / "primary"
-    result = subprocess.run(["mount", "--bind", str(primary), str(primary)], capture_output=True, text=True)
-    if result.returncode == 0:  # a bind mount becomes read-only only by a remount
-        result = subprocess.run(["mount", "-o", "remount,ro,bind", str(primary)], capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot bind-mount read-only here: {result.stderr.strip()}")
-    try:
-        node.start()
-        files = synthetic.write_study(tmp_path / "study", next(synthetic.studies(1)), 3, rows=16, cols=16)
-        results, _ = storescu(node, files)
-        assert set(results.values()) == {"Success"}
-        assert {r["pool"] for r in node.rows("SELECT pool FROM instances")} == {"archive"}
-    finally:
-        node.stop()
-        subprocess.run(["umount", "-l", str(primary)], capture_output=True)
+    with read_only(node.dir / "pools" / "primary"):
+        try:
+            node.start()
+            files = synthetic.write_study(tmp_path / "study", next(synthetic.studies(1)), 3, rows=16, cols=16)
+            results, _ = storescu(node, files)
+            assert set(results.values()) == {"Success"}
+            assert {r["pool"] for r in node.rows("SELECT pool FROM instances")} == {"archive"}
+        finally:
+            node.stop()
