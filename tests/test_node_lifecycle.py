@@ -244,3 +244,17 @@ def test_a_second_node_on_the_same_port_is_refused(node_factory):
         assert result.returncode == 1, result.stderr
         assert f"cannot listen on 127.0.0.1:{first.port}" in result.stderr
     assert dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", first.ae_title, "127.0.0.1", str(first.port)).returncode == 0
+
+
+def test_the_example_node_yaml_is_valid(tmp_path):
+    """configs/node.example.yaml parses (its absolute pool paths moved under a temporary folder)."""
+    from storage.config import parse_config
+
+    from .conftest import REPO
+
+    data = yaml.safe_load((REPO / "configs" / "node.example.yaml").read_text())
+    for pool in data["pools"]:
+        pool["path"] = str(tmp_path / pool["path"].lstrip("/"))
+    config = parse_config(data, tmp_path / "node.yaml", create_dirs=True)
+    assert [p.name for p in config.pools] == ["primary", "archive"]
+    assert [a.ae_title for a in config.aets] == ["CT1", "READING1"]
