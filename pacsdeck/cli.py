@@ -300,18 +300,19 @@ def build_parser() -> argparse.ArgumentParser:
     as_help = "act as this agent user (set by the SSH forced command); default: the node's owner as admin"
     keys_help = "authorized_keys that users.* writes (default $PACSDECK_AUTHORIZED_KEYS, then ~/.ssh/authorized_keys)"
 
+    def agent_options(p) -> None:
+        p.add_argument("--config", help=config_help)
+        p.add_argument("--as", dest="as_user", metavar="USER", help=as_help)
+        p.add_argument("--authorized-keys", metavar="FILE", help=keys_help)
+
     p = agent_sub.add_parser("stdio", help="JSON-RPC 2.0 on stdin/stdout, one JSON object per line")
-    p.add_argument("--config", help=config_help)
-    p.add_argument("--as", dest="as_user", metavar="USER", help=as_help)
-    p.add_argument("--authorized-keys", metavar="FILE", help=keys_help)
+    agent_options(p)
     p.set_defaults(func=cmd_agent_stdio)
 
     p = agent_sub.add_parser("call", help="one call; the result is printed as JSON, the exit code says how it went")
     p.add_argument("method", metavar="METHOD", help="e.g. node.status; rpc.discover lists them")
     p.add_argument("--params", metavar="JSON", help='params as a JSON object, e.g. \'{"limit": 5}\'')
-    p.add_argument("--config", help=config_help)
-    p.add_argument("--as", dest="as_user", metavar="USER", help=as_help)
-    p.add_argument("--authorized-keys", metavar="FILE", help=keys_help)
+    agent_options(p)
     p.set_defaults(func=cmd_agent_call)
 
     p = sub.add_parser("preview", help="one image in the terminal: sixel, kitty, half-cell blocks or ASCII")

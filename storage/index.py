@@ -209,7 +209,6 @@ class Index:
             conn.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk when it returns, so an acknowledged instance survives power loss.
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
         return conn
 
@@ -262,19 +261,6 @@ class Index:
         out["bytes"] = conn.execute("SELECT coalesce(sum(size), 0) FROM instances").fetchone()[0]
         return out
 
-    def delete_instance(self, conn: sqlite3.Connection, sop_uid: str) -> None:
-        """Remove an instance row and any parents it leaves empty (inside the caller's transaction)."""
-        row = conn.execute("SELECT series_uid, study_uid FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
-        if row is None:
-            return
-        conn.execute("DELETE FROM instances WHERE sop_uid=?", (sop_uid,))
-        conn.execute("DELETE FROM series WHERE series_uid=? AND NOT EXISTS "
-                     "(SELECT 1 FROM instances WHERE series_uid=?)", (row[0], row[0]))
-        conn.execute("DELETE FROM studies WHERE study_uid=? AND NOT EXISTS "
-                     "(SELECT 1 FROM series WHERE study_uid=?)", (row[1], row[1]))
-        conn.execute("DELETE FROM patients WHERE NOT EXISTS "
-                     "(SELECT 1 FROM studies WHERE studies.patient_id = patients.patient_id)")
-
     def clear_instances(self, conn: sqlite3.Connection) -> None:
         for table in ("instances", "series", "studies", "patients"):
             conn.execute(f"DELETE FROM {table}")
@@ -303,10 +289,6 @@ class Index:
     def remove_aet(self, conn: sqlite3.Connection, ae_title: str) -> bool:
         return conn.execute("DELETE FROM aets WHERE ae_title=?", (ae_title,)).rowcount > 0
 
-    def data_version(self) -> int:
-        """Changes when another connection commits: a cheap way to notice edits made by the agent."""
-        return self.connection().execute("PRAGMA data_version").fetchone()[0]
-
     # --- association log -----------------------------------------------------------------------
 
     def log_association(self, entry: dict) -> None:
@@ -317,16 +299,6 @@ class Index:
         with self.transaction() as conn:
             conn.execute(f"INSERT INTO associations ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
                          values)
-
-    def recent_associations(self, limit: int = 100) -> list[dict]:
-        rows = self.connection().execute(
-            "SELECT * FROM associations ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        out = []
-        for r in rows:
-            d = dict(r)
-            d["rejected_contexts"] = json.loads(d["rejected_contexts"])
-            out.append(d)
-        return out
 
 
 def _aet_dict(row: sqlite3.Row) -> dict:

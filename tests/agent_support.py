@@ -17,7 +17,7 @@ import pytest
 
 from agent.protocol import RPCError, encode, unwrap
 
-from .conftest import IN_CI, REPO, DCMTK_ENV, free_port, make_node, port_open, require_tool, terminate, wait_for
+from .conftest import IN_CI, REPO, free_port, make_node, port_open, require_tool, start_listener, terminate, wait_for
 
 
 def agent_env(authorized_keys: Path, **extra: str) -> dict:
@@ -278,11 +278,8 @@ def dcmqrscp_factory(tmp_path):
         cfg.write_text(f"NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n"
                        "HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
                        f"AETable BEGIN\n{ae_title} {folder / 'db'} RW (10, 64mb) ANY\nAETable END\n")
-        proc = subprocess.Popen([binary, "-s", "-c", str(cfg), str(port)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env=DCMTK_ENV)
-        scp = QRSCP(port=port, ae_title=ae_title, proc=proc)
+        scp = QRSCP(port=port, ae_title=ae_title, proc=start_listener([binary, "-s", "-c", str(cfg), str(port)], port))
         started.append(scp)
-        wait_for(lambda: port_open(port), what=f"dcmqrscp on port {port}")
         return scp
 
     yield factory

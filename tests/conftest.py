@@ -259,16 +259,22 @@ def storescp_factory(tmp_path):
         folder = tmp_path / name
         folder.mkdir()
         port = port or free_port()
-        proc = subprocess.Popen([require_tool("storescp"), "-aet", ae_title, "+B", "+xa", "-od", str(folder),
-                                 str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV)
+        proc = start_listener([require_tool("storescp"), "-aet", ae_title, "+B", "+xa", "-od", str(folder),
+                               str(port)], port)
         scp = StoreSCP(port=port, dir=folder, ae_title=ae_title, proc=proc)
         started.append(scp)
-        wait_for(lambda: port_open(port), what=f"storescp on port {port}")
         return scp
 
     yield factory
     for scp in started:
         terminate(scp.proc)
+
+
+def start_listener(argv: list[str], port: int) -> subprocess.Popen:
+    """Start a DCMTK server process and return once it accepts connections on `port`."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=DCMTK_ENV)
+    wait_for(lambda: port_open(port), what=f"{Path(argv[0]).name} on port {port}")
+    return proc
 
 
 def terminate(proc: subprocess.Popen) -> None:
