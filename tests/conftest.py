@@ -255,11 +255,12 @@ def port_open(port: int) -> bool:
 def storescp_factory(tmp_path):
     started: list[StoreSCP] = []
 
-    def factory(name: str = "storescp", ae_title: str = "STORESCP", port: int | None = None) -> StoreSCP:
+    def factory(name: str = "storescp", ae_title: str = "STORESCP", port: int | None = None,
+                extra: tuple[str, ...] = ()) -> StoreSCP:
         folder = tmp_path / name
         folder.mkdir()
         port = port or free_port()
-        proc = start_listener([require_tool("storescp"), "-aet", ae_title, "+B", "+xa", "-od", str(folder),
+        proc = start_listener([require_tool("storescp"), "-aet", ae_title, "+B", "+xa", "-od", str(folder), *extra,
                                str(port)], port)
         scp = StoreSCP(port=port, dir=folder, ae_title=ae_title, proc=proc)
         started.append(scp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import tempfile
@@ -13,7 +14,7 @@ from pydicom.uid import generate_uid
 
 from storage import synthetic
 
-from .conftest import dataset_bytes, free_port, wait_for
+from .conftest import dataset_bytes, free_port, pacsdeck, wait_for
 from .qr_support import PYDICOM_TEST_FILES, expected_instances, final_status, run_tool, send_files
 
 # One pydicom test file per stored transfer syntax, so retrieval is shown to keep each as stored.
@@ -104,6 +105,22 @@ def test_move_partial_failure_lists_failed_instances(setup):
     assert code == 0xB000, output[-3000:]
     assert _FAILED_LIST.findall(output)[-1] == rows[3]["sop_uid"]
     wait_for(lambda: len(_received(scp.dir)) == 9, what="the 9 instances that exist")
+
+
+def test_move_cancelled_midway_stops_sending(setup, storescp_factory):
+    node, _, _, study_uid, _ = setup
+    slow = storescp_factory("slow", ae_title="SLOWSCP", extra=("--sleep-after", "1"))  # 1 s per sub-operation
+    pacsdeck("agent", "call", "aets.add", "--params", json.dumps(
+        {"ae_title": slow.ae_title, "host": "127.0.0.1", "port": slow.port, "move_destination": True}),
+        "--config", str(node.config), check=True)
+    keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}"]
+    proc = run_tool("movescu", "-d", "-S", "--cancel", "2", "-aet", "MOVESCU", "-aec", node.ae_title,
+                    "-aem", slow.ae_title, *keys, "127.0.0.1", str(node.port))
+    output = proc.stdout + proc.stderr
+    assert final_status(output) == 0xFE00, output[-3000:]  # Cancel, with the counts so far
+    arrived = len(_received(slow.dir))
+    assert 2 <= arrived < 10, output[-3000:]
+    assert f"cancelled after {arrived} of 10" in node.log_text()
 
 
 def test_move_and_get_refused_without_permission(setup):
