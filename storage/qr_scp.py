@@ -121,7 +121,7 @@ def handle_move(event, node: "Node"):
     except Refused as err:
         log.warning("C-MOVE from %s refused (0x%04X would say why): %s", _calling(event), err.status, err.reason)
         raise
-    sender = retrieve.StoredSender(node)
+    sender = retrieve.StoredSender(node, originator_aet=event.assoc.requestor.ae_title)
     yield retrieve.store_association_args(node, aet, rows, sender)
     yield len(rows)
     try:

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import _config, build_context, evt
 
-from . import tuning
+from . import part10, tuning
 
 if TYPE_CHECKING:
     from .node import Node
@@ -111,8 +111,11 @@ class StoredSender:
     (the stored bytes) instead. Other calls pass through untouched.
     """
 
-    def __init__(self, node: "Node"):
+    def __init__(self, node: "Node", originator_aet: str | None = None):
         self.node = node
+        # PS3.7 9.1.1.1: the AE that asked for the C-MOVE (pynetdicom 3.0.4 puts the node's own title).
+        self.originator_aet = originator_aet
+        self._contexts: dict[tuple[str, str], int] = {}
         self.sent: list[str] = []
         self.failed: dict[str, str] = {}
         self._assoc = None
@@ -172,13 +175,31 @@ class StoredSender:
         if path is None or not path.is_file():
             raise FileNotFoundError(f"{item.SOPInstanceUID}: stored file is missing ({path})")
         try:
-            return self._original(path, *args, **kwargs)
+            return self._send_file(item, path, *args, **kwargs)
         except ValueError as err:  # no accepted presentation context for the stored syntax
             if not lossless_alternatives(item.stored_syntax):
                 raise ValueError(f"{item.SOPInstanceUID} is stored as {item.stored_syntax.name}, which the peer did "
                                  f"not accept, and it has no lossless conversion here") from err
             # Decoded and re-encoded by pynetdicom into an uncompressed syntax the peer accepted.
             return self._original(dcmread(path), *args, **kwargs)
+
+    def _send_file(self, item: StoredInstance, path: Path, msg_id: int = 1, priority: int = 2,
+                   originator_aet: str | None = None, originator_id: int | None = None):
+        """The stored bytes as they are, by tuning.send_stored_file; pynetdicom's own send_c_store(path)
+        for a file with an unusual File Meta layout. ValueError when no context takes the syntax."""
+        offset = part10.dataset_offset(path)
+        if offset is None:
+            return self._original(path, msg_id, priority, originator_aet, originator_id)
+        key = (str(item.SOPClassUID), str(item.stored_syntax))
+        context_id = self._contexts.get(key)
+        if context_id is None:
+            context = self._assoc._get_valid_context(item.SOPClassUID, item.stored_syntax, "scu",
+                                                     allow_conversion=False)
+            context_id = self._contexts[key] = context.context_id
+        originator = (self.originator_aet or originator_aet) if originator_aet else None
+        command = tuning.c_store_request(msg_id, priority, key[0], str(item.SOPInstanceUID), originator,
+                                         originator_id)
+        return tuning.send_stored_file(self._assoc, context_id, command, path, offset)
 
     def touch(self) -> None:
         """Record the read in last_access (tiering keeps recently read studies on fast pools)."""

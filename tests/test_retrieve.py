@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
+from pynetdicom import AE, StoragePresentationContexts, evt
 
 from storage import synthetic
 
@@ -121,6 +122,31 @@ def test_move_cancelled_midway_stops_sending(setup, storescp_factory):
     arrived = len(_received(slow.dir))
     assert 2 <= arrived < 10, output[-3000:]
     assert f"cancelled after {arrived} of 10" in node.log_text()
+
+
+def test_move_names_the_requesting_ae_as_move_originator(setup):
+    """PS3.7 9.1.1.1: each C-STORE of a C-MOVE carries the AE title and message ID of the C-MOVE's requester."""
+    node, _, _, study_uid, _ = setup
+    seen = []
+
+    def on_store(event):
+        seen.append((event.request.MoveOriginatorApplicationEntityTitle, event.request.MoveOriginatorMessageID))
+        return 0x0000
+
+    dest = AE(ae_title="PYDEST")
+    dest.supported_contexts = StoragePresentationContexts
+    port = free_port()
+    server = dest.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        pacsdeck("agent", "call", "aets.add", "--params", json.dumps(
+            {"ae_title": "PYDEST", "host": "127.0.0.1", "port": port, "move_destination": True}),
+            "--config", str(node.config), check=True)
+        code, output = movescu(node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}, dest="PYDEST")
+    finally:
+        server.shutdown()
+    assert code == 0x0000, output[-3000:]
+    assert len(seen) == 10 and {aet for aet, _ in seen} == {"MOVESCU"}, seen
+    assert len({msg_id for _, msg_id in seen}) == 1
 
 
 def test_move_and_get_refused_without_permission(setup):

@@ -62,6 +62,21 @@ def test_command_sets_are_written_as_pydicom_writes_them(primitive):
     assert len(command_set) >= 4  # a real command set, not an empty one that trivially matches
 
 
+@pytest.mark.parametrize("originator", [None, "MOVESCU", "ODD"])
+def test_c_store_request_is_pynetdicoms_command_set(originator):
+    store = C_STORE()
+    store.MessageID, store.Priority = 65535, 1
+    store.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    store.AffectedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.1234567890123"
+    if originator:
+        store.MoveOriginatorApplicationEntityTitle, store.MoveOriginatorMessageID = originator, 42
+    store.DataSet = BytesIO(b"\x08\x00\x60\x00\x02\x00\x00\x00CT")  # present: Command Data Set Type says so
+    expected = tuning._encode_dataset(_message(store).command_set, True, True)
+    built = tuning.c_store_request(65535, 1, store.AffectedSOPClassUID, store.AffectedSOPInstanceUID,
+                                   originator, 42 if originator else None)
+    assert built == expected
+
+
 def test_other_encodings_and_values_go_to_pydicom():
     ds = Dataset()
     ds.PatientName = "Müller^Jörg"  # not ASCII, and not a command set
@@ -103,3 +118,18 @@ def _dataset_bytes(path: Path) -> bytes:
 
     _, offset = split_dataset(path)
     return path.read_bytes()[offset:]
+
+
+def test_dataset_offset_matches_pydicom_reading_of_the_file_meta(tmp_path):
+    from pynetdicom.dsutils import split_dataset
+
+    from storage import part10
+
+    ours = tmp_path / "ours.dcm"
+    ours.write_bytes(part10.file_meta("1.2.840.10008.5.1.4.1.1.2", "1.2.3.45", "1.2.840.10008.1.2.1", "CT1")
+                     + b"\x08\x00\x60\x00CS\x02\x00CT")
+    for path in (ours, Path(get_testdata_file("CT_small.dcm"))):
+        assert part10.dataset_offset(path) == split_dataset(path)[1]
+    bare = tmp_path / "bare.dcm"
+    bare.write_bytes(b"\x08\x00\x60\x00CS\x02\x00CT")  # no preamble: pynetdicom's own reader decides
+    assert part10.dataset_offset(bare) is None
