@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
-from pynetdicom import AE, StoragePresentationContexts, evt
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE, StoragePresentationContexts, build_role, evt
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
 
 from storage import synthetic
 
@@ -147,6 +150,35 @@ def test_move_names_the_requesting_ae_as_move_originator(setup):
     assert code == 0x0000, output[-3000:]
     assert len(seen) == 10 and {aet for aet, _ in seen} == {"MOVESCU"}, seen
     assert len({msg_id for _, msg_id in seen}) == 1
+
+
+def test_get_cancelled_midway_stops_sending(setup):
+    """A C-CANCEL sent while the second instance arrives: that one completes, no third is sent."""
+    node, _, _, study_uid, _ = setup
+    scu = AE(ae_title="GETSCU")
+    scu.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    scu.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    received = []
+
+    def on_store(event):
+        received.append(event.request.AffectedSOPInstanceUID)
+        if len(received) == 2:
+            event.assoc.send_c_cancel(1, context_id=get_context)
+        return 0x0000
+
+    assoc = scu.associate("127.0.0.1", node.port, ae_title=node.ae_title,
+                          ext_neg=[build_role(CTImageStorage, scp_role=True)], evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    get_context = next(cx.context_id for cx in assoc.accepted_contexts
+                       if cx.abstract_syntax == StudyRootQueryRetrieveInformationModelGet)
+    query = Dataset()
+    query.QueryRetrieveLevel, query.StudyInstanceUID = "STUDY", study_uid
+    statuses = [s.Status for s, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet, msg_id=1)
+                if s is not None and "Status" in s]
+    assoc.release()
+    assert statuses[-1] == 0xFE00, [hex(s) for s in statuses]
+    assert len(received) == 2
+    wait_for(lambda: "cancelled after 2 of 10" in node.log_text(), what="the cancel in the node log")
 
 
 def test_move_and_get_refused_without_permission(setup):
