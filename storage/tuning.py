@@ -338,6 +338,7 @@ _STORAGE_UIDS = frozenset(_STORAGE_CLASSES.values())
 _negotiate_unrestricted = pynetdicom.acse.negotiate_unrestricted
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the UID; getscu proposes the same 120 each time
 def _known_non_storage(uid: str) -> bool:
     """A public SOP class pydicom knows by name that is not a storage class (worklist, query, print…).
 
