@@ -207,24 +207,44 @@ _encode_msg = C_STORE_RQ.encode_msg
 
 
 def _framed_batches(context_id: int, command: bytes, path, offset: int, max_pdu_length: int):
-    """FramedPData for one C-STORE-RQ: its command set, then the file's bytes from `offset`."""
-    with open(path, "rb") as f:
-        size = f.seek(0, os.SEEK_END) - offset
+    """FramedPData for one C-STORE-RQ: its command set, then the file's bytes from `offset`, read
+    straight into place between the PDU headers (one copy, from the page cache)."""
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size - offset
         f.seek(offset)
         fragment = max_pdu_length - 6 if max_pdu_length else max(size, 1)
-        batch = max(1, _BATCH_BYTES // fragment) * fragment
-        out = bytearray()
-        _frame(out, context_id, 0x01, command, fragment, last=True)
-        sent = 0
+        per_batch = max(1, _BATCH_BYTES // fragment)
+        head = bytearray()
+        _frame(head, context_id, 0x01, command, fragment, last=True)
+        done = 0
         while True:
-            data = f.read(min(batch, size - sent))
-            sent += len(data)
-            last = sent >= size or not data
-            _frame(out, context_id, 0x00, data, fragment, last)
-            yield FramedPData(out)
-            if last:
+            nbytes = min(per_batch * fragment, size - done)
+            count = max(1, -(-nbytes // fragment))
+            buf = bytearray(len(head) + nbytes + _PDV_HEADER.size * count)
+            buf[:len(head)] = head
+            view, pos = memoryview(buf), len(head)
+            for i in range(count):
+                length = min(fragment, nbytes - i * fragment)
+                last = done + i * fragment + length >= size
+                _PDV_HEADER.pack_into(buf, pos, 0x04, 0, length + 6, length + 2, context_id, 0x02 if last else 0x00)
+                pos += _PDV_HEADER.size
+                _read_exactly(f, view[pos:pos + length], path)
+                pos += length
+            view.release()
+            done += nbytes
+            yield FramedPData(buf)
+            if done >= size:
                 return
-            out = bytearray()
+            head = bytearray()
+
+
+def _read_exactly(f, into: memoryview, path) -> None:
+    got = 0
+    while got < len(into):
+        n = f.readinto(into[got:])
+        if not n:
+            raise OSError(f"{path}: the file ended {len(into) - got} bytes early (changed while being sent?)")
+        got += n
 
 
 def _encode_stored_file(self, context_id: int, max_pdu_length: int):
@@ -269,8 +289,15 @@ def send_stored_file(assoc, context_id: int, command: bytes, path, offset: int):
     pydicom or building the command through pydicom datasets (~0.5 ms per instance). The caller
     owns the association's reactor (a C-GET handler runs in it; a C-MOVE holds its store
     association's paused), so no other thread takes the response. Returns the status Dataset."""
-    for primitive in _framed_batches(context_id, command, path, offset, assoc.dimse.maximum_pdu_size):
-        assoc.dul.send_pdu(primitive)
+    queued = False
+    try:
+        for primitive in _framed_batches(context_id, command, path, offset, assoc.dimse.maximum_pdu_size):
+            assoc.dul.send_pdu(primitive)
+            queued = True
+    except OSError:
+        if queued:  # half a message is on its way: the association cannot carry another one
+            assoc.abort()
+        raise
     _, rsp = assoc.dimse.get_msg(block=True)
     if rsp is None:  # DIMSE timeout: pynetdicom aborts the association
         assoc._handle_no_response()
