@@ -59,9 +59,11 @@ class Method:
 
 def build_table() -> dict[str, Method]:
     from . import aets, associations, audit, diagnose, health, node_status, pools, preview, studies, users
+    from . import queue, routes
 
     table: dict[str, Method] = {}
-    for module in (node_status, studies, associations, audit, aets, users, pools, health, diagnose, preview):
+    for module in (node_status, studies, associations, audit, aets, users, pools, health, diagnose, preview,
+                   queue, routes):
         for m in module.METHODS:
             if m.name in table:
                 raise RuntimeError(f"method {m.name} registered twice")

@@ -12,6 +12,7 @@ OPERATOR_METHODS = frozenset({
     "aets.echo",
     "diagnose.run",  # it opens associations to every registered AE, like aets.echo
     "queue.retry", "queue.cancel",
+    "studies.send",  # it sends a study to another AE, like a C-MOVE the operator starts
     "backups.run",
     "pools.migrate",
 })

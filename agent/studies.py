@@ -1,4 +1,4 @@
-"""studies.find, series.list, instances.list: filters on the index, with C-FIND style matching."""
+"""studies.find, series.list, instances.list: filters on the index, with C-FIND style matching; studies.send."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import re
 
 from storage import query as q
 from storage.query import match_clause
+from storage.queue import QueueError, enqueue_study
 
 from .protocol import NOT_FOUND, RPCError, iso_time
 from .registry import Method, Param
@@ -126,6 +127,24 @@ def instances_list(ctx, params: dict) -> dict:
     return {"instances": instances, "count": len(instances), "truncated": len(rows) > limit}
 
 
+def send(ctx, params: dict) -> dict:
+    """Queue a forward of every instance of a study to a registered AE; the node's forwarder sends it."""
+    node = ctx.require_node()
+    study_uid = v.uid(params.get("StudyInstanceUID"), "StudyInstanceUID")
+    destination = v.ae_title(params.get("destination"), "destination")
+    aet = node.index.aet(destination)
+    if aet is None:
+        raise RPCError(NOT_FOUND, f"no AE title {destination!r} is registered; aets.list shows them",
+                       {"field": "destination"})
+    if not aet["host"] or not aet["port"]:
+        raise v.invalid("destination", f"{destination} has no host and port to send to; set them with aets.update")
+    try:
+        job = enqueue_study(node.index, study_uid, destination, node.config.queue.max_attempts)
+    except QueueError as err:
+        raise RPCError(NOT_FOUND, str(err), {"field": err.field}) from None
+    return {**job, "destination": destination, "StudyInstanceUID": study_uid}
+
+
 _LIMIT = Param("integer", "at most this many rows (1-1000, default 100)")
 METHODS = (
     Method("studies.find", find, "Studies in the index matching every given filter, newest first", {
@@ -141,6 +160,10 @@ METHODS = (
         "StudyInstanceUID": Param("string", "the study", required=True),
         "limit": _LIMIT,
     }),
+    Method("studies.send", send, "Queue a forward of a whole study to a registered AE (a job in queue.list)", {
+        "StudyInstanceUID": Param("string", "the study", required=True),
+        "destination": Param("string", "registered AE title with host and port", required=True),
+    }, audit=True),
     Method("instances.list", instances_list, "Instances of one series, with pool, size and checksum", {
         "SeriesInstanceUID": Param("string", "the series", required=True),
         "limit": _LIMIT,

@@ -49,6 +49,18 @@ class MigrationConfig:
 
 
 @dataclass(frozen=True)
+class QueueConfig:
+    """The job queue: how forwards are retried (exponential backoff) and run."""
+
+    backoff_base: float = 10.0  # seconds before the 2nd attempt; doubled for each further one ...
+    backoff_max: float = 600.0  # ... up to this
+    max_attempts: int = 10  # then the job is failed, with the last error
+    concurrency: int = 4  # associations open at once, over all destinations
+    associations: int = 1  # per destination: more serve several studies to it in parallel
+    timeout: float = 30.0  # seconds to connect, to be accepted, and for each C-STORE response
+
+
+@dataclass(frozen=True)
 class AETConfig:
     ae_title: str
     host: str | None = None
@@ -78,6 +90,7 @@ class NodeConfig:
     migration: MigrationConfig = MigrationConfig()
     metrics_port: int = 0  # Prometheus /metrics on 127.0.0.1 (0 = off)
     health: object = None  # storage.health_config.HealthConfig; None = the defaults
+    queue: QueueConfig = QueueConfig()
 
     def worker_count(self) -> int:
         """Processes serving the port: `auto` is one per core, at most 4."""
@@ -300,6 +313,44 @@ def parse_migration(raw, pool_names: set[str]) -> MigrationConfig:
     return MigrationConfig(**kw)
 
 
+def _seconds(value, where: str, low: float, high: float) -> float:
+    """Seconds as a number (fractions allowed, for tests) or a duration such as 30s, 5m."""
+    seconds = parse_duration(value, where) if isinstance(value, str) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not low <= seconds <= high:
+        raise ConfigError(f"{where}: seconds from {low:g} to {high:g} (or like 30s, 5m), got {value!r}")
+    return float(seconds)
+
+
+def parse_queue(raw) -> QueueConfig:
+    """The `queue:` section: retry backoff, attempts, destinations at once, network timeout."""
+    if raw is None:
+        return QueueConfig()
+    if not isinstance(raw, dict):
+        raise ConfigError("queue: must be a mapping with backoff_base, backoff_max, max_attempts, concurrency, "
+                          "associations, timeout")
+    unknown = set(raw) - set(QueueConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"queue: unknown key(s) {', '.join(sorted(unknown))}")
+    kw: dict = {}
+    if "backoff_base" in raw:
+        kw["backoff_base"] = _seconds(raw["backoff_base"], "queue.backoff_base", 0.05, 86400)
+    if "backoff_max" in raw:
+        kw["backoff_max"] = _seconds(raw["backoff_max"], "queue.backoff_max", 0.05, 7 * 86400)
+    if "timeout" in raw:
+        kw["timeout"] = _seconds(raw["timeout"], "queue.timeout", 1, 600)
+    for key, high in (("max_attempts", 1000), ("concurrency", 64), ("associations", 8)):
+        if key in raw:
+            v = raw[key]
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= high:
+                raise ConfigError(f"queue.{key}: an integer from 1 to {high}, got {v!r}")
+            kw[key] = v
+    cfg = QueueConfig(**kw)
+    if cfg.backoff_max < cfg.backoff_base:
+        raise ConfigError(f"queue.backoff_max: must not be below backoff_base ({cfg.backoff_max:g} < "
+                          f"{cfg.backoff_base:g})")
+    return cfg
+
+
 def parse_config(data, path: Path, create_dirs: bool = False) -> NodeConfig:
     """Turn the YAML mapping into a NodeConfig; `create_dirs` makes missing pool folders (init)."""
     if not isinstance(data, dict):
@@ -390,6 +441,8 @@ def parse_config(data, path: Path, create_dirs: bool = False) -> NodeConfig:
     kw["pools"] = tuple(pools)
     if "migration" in data:
         kw["migration"] = parse_migration(data["migration"], names)
+    if "queue" in data:
+        kw["queue"] = parse_queue(data["queue"])
     if "metrics_port" in data:
         kw["metrics_port"] = validate_port(data["metrics_port"], "metrics_port", allow_zero=True)
     if "health" in data:
@@ -467,6 +520,13 @@ migration:
 #      to: archive
 #      after_days: 90
 #      since: last_access       # or received
+queue:                         # forwards (routes.*, studies.send): retried with exponential backoff
+  backoff_base: 10s            # wait before the 2nd attempt, doubled for each further one ...
+  backoff_max: 10m             # ... up to this
+  max_attempts: 10             # then the job fails with its last error (queue.retry starts it again)
+  concurrency: 4               # associations open at once, over all destinations
+  associations: 1              # per destination (more: several studies to it in parallel)
+  timeout: 30s                 # connect, association and each C-STORE response
 # AE titles imported into the index at init; manage them later with the agent (aets.*)
 aets: []
 #  - ae_title: CT1

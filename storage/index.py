@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 2  # 2: pool_usage (kept by triggers) and jobs
+SCHEMA_VERSION = 3  # 2: pool_usage (kept by triggers) and jobs; 3: the job queue (retries, forwards) and routes
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS patients (
@@ -109,7 +109,8 @@ WHEN OLD.pool IS NOT NEW.pool OR OLD.size IS NOT NEW.size BEGIN
     INSERT INTO pool_usage (pool, instances, bytes) VALUES (NEW.pool, 1, NEW.size)
     ON CONFLICT(pool) DO UPDATE SET instances = instances + 1, bytes = bytes + excluded.bytes;
 END;
--- Background work with its progress: migrations and verifications now, the full queue later.
+-- The job queue: forwards, migrations, verifications (see storage/jobs.py, storage/queue.py).
+-- Columns after updated_at came with schema 3 (added by ALTER TABLE to older indexes).
 CREATE TABLE IF NOT EXISTS jobs (
     id                INTEGER PRIMARY KEY,
     kind              TEXT NOT NULL,
@@ -123,9 +124,50 @@ CREATE TABLE IF NOT EXISTS jobs (
     bytes_done        INTEGER NOT NULL DEFAULT 0,
     errors            TEXT NOT NULL DEFAULT '[]',
     created_at        REAL NOT NULL,
-    updated_at        REAL NOT NULL
+    updated_at        REAL NOT NULL,
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    max_attempts      INTEGER NOT NULL DEFAULT 1,
+    next_attempt_at   REAL,
+    last_error        TEXT,
+    destination       TEXT,
+    study_uid         TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, kind);
+-- The instances of a forward job, each pending until the destination acknowledged it (done).
+CREATE TABLE IF NOT EXISTS job_items (
+    job_id   INTEGER NOT NULL,
+    sop_uid  TEXT NOT NULL,
+    state    TEXT NOT NULL DEFAULT 'pending',
+    error    TEXT,
+    PRIMARY KEY (job_id, sop_uid)
+) WITHOUT ROWID;
+-- Auto-routing rules; routes_version changes with every edit so each process re-reads them only then.
+CREATE TABLE IF NOT EXISTS routes (
+    name          TEXT PRIMARY KEY,
+    match         TEXT NOT NULL,
+    destinations  TEXT NOT NULL,
+    created_at    REAL NOT NULL,
+    updated_at    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS routes_version (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    version  INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS routes_insert AFTER INSERT ON routes BEGIN
+    INSERT INTO routes_version (id, version) VALUES (1, 1) ON CONFLICT(id) DO UPDATE SET version = version + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS routes_update AFTER UPDATE ON routes BEGIN
+    INSERT INTO routes_version (id, version) VALUES (1, 1) ON CONFLICT(id) DO UPDATE SET version = version + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS routes_delete AFTER DELETE ON routes BEGIN
+    INSERT INTO routes_version (id, version) VALUES (1, 1) ON CONFLICT(id) DO UPDATE SET version = version + 1;
+END;
+"""
+
+# Indexes on columns that an older index gains only in its upgrade: created after it.
+_SCHEMA_AFTER_UPGRADE = """
+CREATE INDEX IF NOT EXISTS jobs_forward ON jobs(destination, study_uid) WHERE kind = 'forward';
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs(next_attempt_at) WHERE state = 'pending';
 """
 
 # Steps that bring an existing index up to SCHEMA_VERSION; each runs in one transaction.
@@ -133,7 +175,27 @@ _UPGRADES = {
     # pool_usage was just created empty: count what the instances table already holds.
     2: "DELETE FROM pool_usage; INSERT INTO pool_usage (pool, instances, bytes) "
        "SELECT pool, count(*), coalesce(sum(size), 0) FROM instances GROUP BY pool",
+    3: lambda conn: _upgrade_jobs(conn),
 }
+
+_JOB_COLUMNS_V3 = (
+    ("attempts", "INTEGER NOT NULL DEFAULT 0"), ("max_attempts", "INTEGER NOT NULL DEFAULT 1"),
+    ("next_attempt_at", "REAL"), ("last_error", "TEXT"), ("destination", "TEXT"), ("study_uid", "TEXT"),
+)
+
+
+def _upgrade_jobs(conn: sqlite3.Connection) -> None:
+    """The queue: retry bookkeeping and forward targets on the jobs table (a table created by this
+    version's schema already has them). A job left `interrupted` or `running` by an older version
+    failed its one attempt: migrations are re-planned by their next run, never resumed."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    for name, decl in _JOB_COLUMNS_V3:
+        if name not in have:
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+    conn.execute("UPDATE jobs SET attempts = 1 WHERE attempts = 0")
+    conn.execute("UPDATE jobs SET state = 'failed', last_error = 'interrupted: the process running it stopped'"
+                 " WHERE state IN ('interrupted', 'running')")
+
 
 # Columns of an instance row as ingest and reindex produce it, in insert order.
 INSTANCE_COLUMNS = (
@@ -191,12 +253,17 @@ class Index:
             raise RuntimeError(f"{self.path}: index schema {version} is newer than this pacsdeck ({SCHEMA_VERSION})")
         elif version < SCHEMA_VERSION:
             self._upgrade(version)
+        conn.executescript(_SCHEMA_AFTER_UPGRADE)
 
     def _upgrade(self, version: int) -> None:
         with self.transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have done it
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _UPGRADES.get(step, "").split(";"):
+                upgrade = _UPGRADES.get(step, "")
+                if callable(upgrade):
+                    upgrade(conn)
+                    continue
+                for statement in upgrade.split(";"):
                     if statement.strip():
                         conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {max(version, SCHEMA_VERSION)}")

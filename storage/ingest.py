@@ -156,17 +156,19 @@ class Ingestor:
             cmd_class = check_uid(sop_class_uid, "AffectedSOPClassUID")
         except InvalidUID as err:
             raise NotStorable(status.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(err)) from err
-        record = build_record(parse_received(stream, transfer_syntax), transfer_syntax=transfer_syntax,
-                              source_ae=calling_ae)
+        dataset = parse_received(stream, transfer_syntax)
+        record = build_record(dataset, transfer_syntax=transfer_syntax, source_ae=calling_ae)
         if record.sop_uid != cmd_sop:
             raise NotStorable(status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
                               "dataset SOPInstanceUID differs from the command's")
         if record.instance["sop_class_uid"] != cmd_class:
             raise NotStorable(status.DATASET_DOES_NOT_MATCH_SOP_CLASS, "dataset SOPClassUID differs from the command's")
         with stream.getbuffer() as body:
-            return self._store(record, (header, body), keep=self._duplicates == "keep", calling_ae=calling_ae)
+            return self._store(record, (header, body), keep=self._duplicates == "keep", calling_ae=calling_ae,
+                               dataset=dataset)
 
-    def _store(self, record: InstanceRecord, parts: tuple, keep: bool, calling_ae: str) -> Stored:
+    def _store(self, record: InstanceRecord, parts: tuple, keep: bool, calling_ae: str,
+               dataset: Dataset | None = None) -> Stored:
         cmd_sop = record.sop_uid
         if keep:  # the common duplicate: skip the write (the commit below settles any race)
             existing = self._index.instance(cmd_sop)
@@ -183,7 +185,7 @@ class Ingestor:
             received_at=st.st_mtime, last_access=st.st_mtime,
         )
         try:
-            outcome = self._committer.commit(record, pool.file(rel).parent, keep_existing=keep)
+            outcome = self._committer.commit(record, pool.file(rel).parent, keep_existing=keep, dataset=dataset)
         except Exception as err:  # noqa: BLE001
             row = self._index.instance(cmd_sop)
             if row is None or (row["pool"], row["path"]) != (pool.name, rel):

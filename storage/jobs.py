@@ -1,4 +1,4 @@
-"""Jobs: background work (migrations, verifications) recorded with its state and progress in the index."""
+"""Jobs: background work (forwards, migrations, verifications) recorded with its state and progress in the index."""
 
 from __future__ import annotations
 
@@ -10,17 +10,22 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .index import Index
 
-RUNNING, DONE, FAILED, INTERRUPTED = "running", "done", "failed", "interrupted"
+# pending: waiting for its next attempt (next_attempt_at); running: a process works on it now;
+# done / failed (attempts used up, last_error says why) / cancelled (by an operator or a shutdown).
+PENDING, RUNNING, DONE, FAILED, CANCELLED = "pending", "running", "done", "failed", "cancelled"
+STATES = (PENDING, RUNNING, DONE, FAILED, CANCELLED)
+FINISHED = (DONE, FAILED, CANCELLED)
 MAX_ERRORS = 100  # kept per job; the count in instances_failed is always complete
 
 
 def create(index: "Index", kind: str, reason: str, params: dict, instances_total: int = 0,
            bytes_total: int = 0) -> int:
+    """A job run at once by the caller (migrate, verify): running, its one attempt started."""
     now = time.time()
     with index.transaction() as conn:
         cur = conn.execute(
-            "INSERT INTO jobs (kind, state, reason, params, instances_total, bytes_total, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (kind, state, reason, params, instances_total, bytes_total, created_at, updated_at,"
+            " attempts, max_attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, 1)",
             (kind, RUNNING, reason, json.dumps(params, sort_keys=True), instances_total, bytes_total, now, now))
         return cur.lastrowid
 
@@ -36,16 +41,21 @@ def progress(conn: sqlite3.Connection, job_id: int, *, done: int = 0, failed: in
                  (done, failed, nbytes, json.dumps(kept), time.time(), job_id))
 
 
-def finish(index: "Index", job_id: int, state: str) -> None:
+def finish(index: "Index", job_id: int, state: str, error: str | None = None) -> None:
     with index.transaction() as conn:
-        conn.execute("UPDATE jobs SET state=?, updated_at=? WHERE id=?", (state, time.time(), job_id))
+        conn.execute("UPDATE jobs SET state=?, last_error=coalesce(?, last_error), updated_at=? WHERE id=?",
+                     (state, error, time.time(), job_id))
 
 
 def interrupt_stale(index: "Index", kind: str) -> int:
-    """Jobs left `running` by a process that died; call only while holding that kind's lock."""
+    """Jobs left `running` by a process that died; call only while holding that kind's lock.
+
+    They failed their one attempt. Migrations are re-planned from the rules (or the next request)
+    by their next run, so nothing resumes them."""
     with index.transaction() as conn:
-        return conn.execute("UPDATE jobs SET state=?, updated_at=? WHERE kind=? AND state=?",
-                            (INTERRUPTED, time.time(), kind, RUNNING)).rowcount
+        return conn.execute("UPDATE jobs SET state=?, last_error=?, updated_at=? WHERE kind=? AND state=?",
+                            (FAILED, "interrupted: the process running it stopped", time.time(), kind,
+                             RUNNING)).rowcount
 
 
 def get(index: "Index", job_id: int) -> dict | None:
@@ -60,6 +70,11 @@ def recent(index: "Index", kind: str | None = None, limit: int = 50) -> list[dic
         args.append(kind)
     rows = index.connection().execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
     return [_as_dict(r) for r in rows]
+
+
+def backoff(attempts: int, base: float, cap: float) -> float:
+    """Seconds before attempt `attempts + 1`: base, 2*base, 4*base, ... never more than cap."""
+    return min(cap, base * (2 ** max(0, attempts - 1)))
 
 
 def _as_dict(row) -> dict:

@@ -204,8 +204,10 @@ def migrate(node: "Node", *, study_uids: list[str] | None = None, target: str | 
         finally:
             mover.close()
         interrupted = stop is not None and stop.is_set()
-        state = jobs.INTERRUPTED if interrupted else (jobs.FAILED if mover.failed else jobs.DONE)
-        jobs.finish(node.index, job_id, state)
+        # Stopped by a shutdown: cancelled, not failed; the next run re-plans what is left.
+        state = jobs.CANCELLED if interrupted else (jobs.FAILED if mover.failed else jobs.DONE)
+        jobs.finish(node.index, job_id, state, "stopped: the node shut down; the next run re-plans what is left"
+                    if interrupted else (mover.errors[0] if mover.errors else None))
     seconds = time.monotonic() - started
     report.update(job_id=job_id, state=state, moved_instances=mover.moved, moved_bytes=mover.moved_bytes,
                   failed_instances=mover.failed, errors=mover.errors[:jobs.MAX_ERRORS], seconds=round(seconds, 3),

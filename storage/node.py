@@ -78,7 +78,8 @@ class Node:
         """Start the group committer and the SCP (threads: after any fork)."""
         from .scp import start_scp
 
-        self.committer = GroupCommitter(self.index, self.config.index.with_suffix(".writelock"))
+        self.committer = GroupCommitter(self.index, self.config.index.with_suffix(".writelock"),
+                                        max_attempts=self.config.queue.max_attempts)
         self.ingestor = Ingestor(self.pools, self.index, self.committer, self.config.duplicates,
                                  placement=self.placement)
         self.server = start_scp(self, listening)
@@ -139,6 +140,7 @@ def _sd_notify(message: str) -> None:
 def run_node(config_path: str) -> int:
     """`pacsdeck node run`: recover, serve in the foreground until SIGTERM or SIGINT."""
     from . import metrics
+    from .forward import Forwarder  # pynetdicom's SCU side: only the node process needs it
     from .workers import hold_node_lock, serve_in_workers
 
     config = load_config(config_path)
@@ -160,14 +162,17 @@ def run_node(config_path: str) -> int:
         print(f"ready {config.ae_title}@{config.bind}:{config.port}", flush=True)
         _sd_notify("READY=1")
 
-    # Migrations run in exactly one process: this one, after any fork (see storage/scheduler.py).
+    # Migrations and forwards run in exactly one process: this one, after any fork (see
+    # storage/scheduler.py, storage/forward.py).
     scheduler = MigrationScheduler(node)
+    forwarder = Forwarder(node)
     if workers > 1:
         node.index.close()  # each worker opens its own connections after the fork
 
         def announce_and_schedule() -> None:  # called in this (supervisor) process once workers listen
             announce()
             scheduler.start()
+            forwarder.start()
 
         code = serve_in_workers(node, workers, announce_and_schedule)
     else:
@@ -177,9 +182,12 @@ def run_node(config_path: str) -> int:
         node.serve()
         announce()
         scheduler.start()
+        forwarder.start()
         stop.wait()
+        forwarder.stop()
         node.stop()
         code = 0
+    forwarder.stop()
     scheduler.stop()
     metrics.stop()
     _sd_notify("STOPPING=1")

@@ -1,0 +1,105 @@
+"""queue.list, queue.retry, queue.cancel: the node's jobs (forwards, migrations, verifications) and their retries."""
+
+from __future__ import annotations
+
+from storage import jobs
+from storage.queue import KINDS, QueueError, cancel, list_jobs, retry
+
+from . import validate as v
+from .protocol import RPCError, iso_time
+from .registry import Method, Param
+
+
+def _job(row: dict) -> dict:
+    return {
+        "id": row["id"],
+        "kind": row["kind"],
+        "state": row["state"],
+        "attempts": row["attempts"],
+        "max_attempts": row["max_attempts"],
+        "next_attempt_at": iso_time(row["next_attempt_at"]) if row["state"] == jobs.PENDING else None,
+        "last_error": row["last_error"],
+        "destination": row["destination"],
+        "study_uid": row["study_uid"],
+        "items_done": row["instances_done"],
+        "items_total": row["instances_total"],
+        "bytes_done": row["bytes_done"],
+        "bytes_total": row["bytes_total"],
+        "reason": row["reason"],
+        "created_at": iso_time(row["created_at"]),
+        "updated_at": iso_time(row["updated_at"]),
+    }
+
+
+def _choice(value, field: str, choices: tuple[str, ...]) -> str | None:
+    if value is None:
+        return None
+    if value not in choices:
+        raise v.invalid(field, f"one of {', '.join(choices)}")
+    return value
+
+
+def _job_id(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**62:
+        raise v.invalid("id", "a job id (a positive integer) from queue.list")
+    return value
+
+
+def _translate(err: QueueError) -> RPCError:
+    return RPCError(err.kind, str(err), {"field": err.field})
+
+
+def list_queue(ctx, params: dict) -> dict:
+    node = ctx.require_node()
+    result = list_jobs(node.index.connection(),
+                       state=_choice(params.get("state"), "state", jobs.STATES),
+                       kind=_choice(params.get("kind"), "kind", KINDS),
+                       destination=v.ae_title(params["destination"], "destination")
+                       if params.get("destination") is not None else None,
+                       limit=v.limit(params.get("limit")))
+    return {**result, "jobs": [_job(r) for r in result["jobs"]]}
+
+
+def retry_jobs(ctx, params: dict) -> dict:
+    node = ctx.require_node()
+    if params.get("id") is not None:
+        if params.get("destination") is not None or params.get("state") is not None:
+            raise v.invalid("id", "give either id, or destination with state \"failed\"")
+        job_id = _job_id(params["id"])
+        try:
+            return {"retried": retry(node.index, job_id=job_id)}
+        except QueueError as err:
+            raise _translate(err) from None
+    if params.get("destination") is None:
+        raise v.invalid("id", "give a job id, or destination with state \"failed\" (every failed forward to it)")
+    destination = v.ae_title(params["destination"], "destination")
+    if params.get("state") != jobs.FAILED:
+        raise v.invalid("state", "must be \"failed\": retrying by destination restarts its failed jobs")
+    return {"retried": retry(node.index, destination=destination)}
+
+
+def cancel_job(ctx, params: dict) -> dict:
+    node = ctx.require_node()
+    try:
+        return {"cancelled": cancel(node.index, _job_id(params.get("id")))}
+    except QueueError as err:
+        raise _translate(err) from None
+
+
+_ID = Param("integer", "a job id from queue.list")
+METHODS = (
+    Method("queue.list", list_queue, "Jobs newest first, counts by state, age of the oldest pending job", {
+        "state": Param("string", "only jobs in this state", extra={"enum": list(jobs.STATES)}),
+        "kind": Param("string", "only jobs of this kind", extra={"enum": list(KINDS)}),
+        "destination": Param("string", "only forwards to this AE title"),
+        "limit": Param("integer", "at most this many jobs (1-1000, default 100)"),
+    }),
+    Method("queue.retry", retry_jobs, "Run a job again now, or every failed forward to a destination", {
+        "id": _ID,
+        "destination": Param("string", "with state \"failed\": every failed forward to this AE title"),
+        "state": Param("string", "\"failed\" (with destination)", extra={"enum": [jobs.FAILED]}),
+    }, audit=True),
+    Method("queue.cancel", cancel_job, "Cancel a forward job; a running one stops at its next instance", {
+        "id": Param("integer", "a job id from queue.list", required=True),
+    }, audit=True),
+)

@@ -1,0 +1,76 @@
+"""routes.list, routes.add, routes.remove: auto-routing rules that forward new instances to registered AEs."""
+
+from __future__ import annotations
+
+from storage import routes as r
+
+from . import validate as v
+from .protocol import CONFLICT, INVALID_PARAMS, NOT_FOUND, RPCError, iso_time
+from .registry import Method, Param
+
+
+def _public(route: dict) -> dict:
+    return {**route, "created_at": iso_time(route["created_at"]), "updated_at": iso_time(route["updated_at"])}
+
+
+def _checked(check, value):
+    try:
+        return check(value)
+    except r.RouteError as err:
+        raise RPCError(INVALID_PARAMS, str(err), {"field": err.field}) from None
+
+
+def _name(value) -> str:
+    v.safe_text(value, "name", max_len=64)
+    return _checked(r.check_name, value)
+
+
+def list_routes(ctx, params: dict) -> dict:
+    return {"routes": [_public(x) for x in r.load(ctx.require_node().index.connection())]}
+
+
+def add(ctx, params: dict) -> dict:
+    index = ctx.require_node().index
+    name = _name(params.get("name"))
+    match = _checked(r.check_match, params.get("match"))
+    destinations = params.get("destinations")
+    if not isinstance(destinations, list) or not 1 <= len(destinations) <= r.MAX_DESTINATIONS:
+        raise v.invalid("destinations", f"a list of 1 to {r.MAX_DESTINATIONS} registered AE titles")
+    titles = list(dict.fromkeys(v.ae_title(t, f"destinations[{i}]") for i, t in enumerate(destinations)))
+    with index.transaction() as conn:
+        for i, title in enumerate(titles):
+            row = conn.execute("SELECT host, port FROM aets WHERE ae_title = ?", (title,)).fetchone()
+            if row is None:
+                raise RPCError(NOT_FOUND, f"destinations[{i}]: no AE title {title!r} is registered; add it with "
+                                          "aets.add (host and port) first", {"field": f"destinations[{i}]"})
+            if not row["host"] or not row["port"]:
+                raise v.invalid(f"destinations[{i}]", f"{title} has no host and port to send to; set them with "
+                                                      "aets.update")
+        if not r.put(conn, name, match, titles):
+            raise RPCError(CONFLICT, f"a route named {name!r} exists; remove it first", {"field": "name"})
+    route = next(x for x in r.load(index.connection()) if x["name"] == name)
+    return {"route": _public(route)}
+
+
+def remove(ctx, params: dict) -> dict:
+    index = ctx.require_node().index
+    name = _name(params.get("name"))
+    with index.transaction() as conn:
+        if not r.remove(conn, name):
+            raise RPCError(NOT_FOUND, f"no route named {name!r}; routes.list shows them", {"field": "name"})
+    return {"removed": name}
+
+
+_NAME_PARAM = Param("string", "route name: letters, digits, '_', '.', '-' (max 64)", required=True)
+METHODS = (
+    Method("routes.list", list_routes, "Auto-routing rules"),
+    Method("routes.add", add, "Forward every new instance that matches to registered AEs", {
+        "name": _NAME_PARAM,
+        "match": Param("object", "{calling_ae or DICOM keyword: pattern with * and ?}; {} matches everything",
+                       required=True),
+        "destinations": Param("array", "registered AE titles to forward to", required=True,
+                              extra={"items": {"type": "string"}}),
+    }, audit=True),
+    Method("routes.remove", remove, "Delete a route; instances already queued are still forwarded", {
+        "name": _NAME_PARAM}, audit=True),
+)
