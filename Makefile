@@ -16,9 +16,9 @@ $(BIN)/pacsdeck: pyproject.toml
 
 venv: $(BIN)/pacsdeck
 
+# The node in $(NODE_DIR) (initialised if new) under the console; quitting the console stops it.
 run: venv
-	$(BIN)/pacsdeck node init --dir $(NODE_DIR)
-	$(BIN)/pacsdeck node run --config $(NODE_DIR)/node.yaml
+	$(BIN)/pacsdeck up --dir $(NODE_DIR)
 
 lint: venv
 	$(BIN)/lint-imports
@@ -30,9 +30,11 @@ bench: venv
 	$(BIN)/python bench/ingest.py --repeat 3 --json bench/out/ingest.json
 	$(BIN)/python bench/query.py --json bench/out/query.json
 	$(BIN)/python bench/migrate.py --gb 2 --repeat 3
+	$(BIN)/python bench/forward.py --repeat 3 --json bench/out/forward.json
 	$(BIN)/python bench/agent_latency.py
 	$(BIN)/python bench/health.py
 	$(BIN)/python bench/preview.py
+	$(BIN)/python bench/fleet.py --json bench/out/fleet.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -196,6 +196,206 @@ def cmd_agent_call(args) -> int:
     return EXIT_OK
 
 
+# --- fleet ------------------------------------------------------------------------------------
+
+
+def cmd_fleet_status(args) -> int:
+    """The fleet table for scripts and cron; exit 0 up, 1 degraded, 2 down/unreachable, 3 bad fleet file."""
+    from console import fleet_cli
+    from console.inventory import FleetConfigError
+
+    try:
+        fleet = fleet_cli.load(args.fleet)
+    except FleetConfigError as err:
+        print(f"pacsdeck: {err}", file=sys.stderr)
+        return fleet_cli.EXIT_FLEET_CONFIG
+    snapshots = fleet_cli.collect(fleet, timeout=args.timeout, ingest_sample=args.ingest_sample)
+    document = fleet_cli.status_document(fleet, snapshots)
+    print(json.dumps(document, indent=2, sort_keys=True) if args.json else fleet_cli.render_table(snapshots))
+    return document["exit_code"]
+
+
+def cmd_fleet_trust(args) -> int:
+    """Show NODE's SSH host key fingerprint and pin it in pacsdeck's known_hosts after confirmation."""
+    from console import fleet_cli
+    from console.inventory import FleetConfigError
+
+    try:
+        fleet = fleet_cli.load(args.fleet)
+    except FleetConfigError as err:
+        print(f"pacsdeck: {err}", file=sys.stderr)
+        return fleet_cli.EXIT_FLEET_CONFIG
+
+    def confirm(question: str) -> bool:
+        print(question, end="", file=sys.stderr, flush=True)
+        answer = sys.stdin.readline()
+        return answer.strip().lower() == "yes"
+
+    return fleet_cli.trust(fleet, args.node, yes=args.yes, replace=args.replace, confirm=confirm,
+                           out=lambda text: print(text, flush=True))
+
+
+# --- console and up ---------------------------------------------------------------------------
+
+
+def _run_console(fleet, readonly: bool) -> int:
+    from console.app import PacsdeckConsole
+
+    # Log lines written to the terminal would draw over the TUI; the console shows failures in its rows.
+    root = logging.getLogger()
+    saved = root.level
+    root.setLevel(logging.CRITICAL + 1)
+    try:
+        PacsdeckConsole(fleet, readonly=readonly).run()
+    finally:
+        root.setLevel(saved)
+    return EXIT_OK
+
+
+def cmd_console(args) -> int:
+    from pathlib import Path
+
+    from console.inventory import FleetConfigError, load_fleet
+
+    try:
+        fleet = load_fleet(Path(args.fleet) if args.fleet else None)
+    except FleetConfigError as err:
+        raise CLIError(str(err), EXIT_USAGE) from None
+    return _run_console(fleet, args.readonly)
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Linux: SIGTERM the node when the `up` that started it dies, even by kill -9 (a clean stop).
+
+    Best effort: it worked in every run by hand, but twice under a loaded parallel test run the node
+    outlived a killed `up`; the cause is not found yet, so no test relies on it."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # `up` died before the line above: no signal will ever come
+        os._exit(1)
+
+
+def _start_node(config_path, log_path, timeout: float = 60.0):
+    """`node run` as a child process; returns it once it printed `ready`, else raises CLIError."""
+    import functools
+    import subprocess
+    import threading
+
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "pacsdeck.cli", "node", "run", "--config", str(config_path)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+                                start_new_session=True,  # Ctrl-C in the console is for the console
+                                preexec_fn=functools.partial(_stop_with_parent, os.getpid()))  # no threads yet
+    first: list[bytes] = []
+    answered = threading.Event()
+
+    def read() -> None:  # the ready line, then drain stdout so the node never blocks on a full pipe
+        first.append(proc.stdout.readline())
+        answered.set()
+        for _ in proc.stdout:
+            pass
+
+    threading.Thread(target=read, daemon=True).start()
+    answered.wait(timeout)
+    if not first or not first[0].startswith(b"ready"):
+        _stop_node(proc)
+        raise CLIError(f"the node did not start (exit code {proc.returncode}); see {log_path}")
+    return proc
+
+
+def _stop_node(proc, timeout: float = 30.0) -> None:
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # by PID: the node this command started
+            proc.wait()
+
+
+DEMO_AE = "DEMO"
+
+
+def _send_demo_studies(config, studies: int = 3, per_study: int = 4) -> int:
+    """A new single box gets a few small synthetic CT studies, sent over DICOM as a modality would send
+    them (so the index, the association log and the console all have something to show)."""
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pynetdicom import AE
+
+    from agent.server import call_once
+    from storage import synthetic
+
+    response = call_once(str(config.path), None, None, "aets.add", {
+        "ae_title": DEMO_AE, "host": "127.0.0.1", "port": 104, "operations": ["store"],
+        "description": "pacsdeck up: sent the demo studies; remove it with aets.remove"})
+    if "error" in response:
+        return 0
+    ae = AE(ae_title=DEMO_AE)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", config.port, ae_title=config.ae_title)
+    if not assoc.is_established:
+        return 0
+    stored = 0
+    try:
+        for spec in synthetic.studies(studies, prefix="DEMO"):
+            series = generate_uid()
+            for number in range(1, per_study + 1):
+                ds = synthetic.instance(spec, series_uid=series, sop_uid=generate_uid(), number=number, rows=256,
+                                        cols=256)
+                status = assoc.send_c_store(ds)
+                stored += bool(status and status.Status == 0)
+    finally:
+        assoc.release()
+    return stored
+
+
+def _has_index(node_dir) -> bool:
+    """Was this folder's node initialised before? A node.yaml written by hand first (as `node init`
+    allows) but never initialised still counts as new, so it gets the demo studies too."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((node_dir / "node.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # no node.yaml, or one init will refuse with the reason
+    name = data.get("index") if isinstance(data, dict) else None
+    path = node_dir / (name if isinstance(name, str) and name else "index.sqlite")  # an absolute name wins
+    return path.exists()
+
+
+def cmd_up(args) -> int:
+    """Single box: init the folder if new, run its node unless one runs there, open the console on it."""
+    from pathlib import Path
+
+    from console.inventory import single_node_fleet
+    from storage.config import validate_ae_title, validate_port
+    from storage.node import init_node
+    from storage.workers import running_node_pid
+
+    node_dir = Path(args.dir).expanduser().absolute()
+    new = not _has_index(node_dir)
+    config, _ = init_node(node_dir, validate_ae_title(args.ae_title, "--ae-title"),
+                          validate_port(args.port, "--port"))
+    # The node lock says whether a node already serves this folder: then it is not ours to stop.
+    proc = None if running_node_pid(node_dir) is not None else _start_node(config.path, node_dir / "node.log")
+    try:
+        if new:
+            stored = _send_demo_studies(config)
+            print(f"{config.path}: new node; {stored} demo instances stored", file=sys.stderr)
+        return _run_console(single_node_fleet(config.path), args.readonly)
+    finally:
+        if proc is not None:
+            _stop_node(proc)
+
+
 # --- preview ----------------------------------------------------------------------------------
 
 
@@ -315,6 +515,41 @@ def build_parser() -> argparse.ArgumentParser:
     agent_options(p)
     p.set_defaults(func=cmd_agent_call)
 
+    fleet = sub.add_parser("fleet", help="every node of the fleet file: status table, host key trust")
+    fleet_sub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
+    fleet_help = "fleet file (default $PACSDECK_FLEET, then $XDG_CONFIG_HOME/pacsdeck/fleet.yaml)"
+
+    p = fleet_sub.add_parser("status", help="poll every node once and print the fleet table; exit 0 all up, "
+                             "1 degraded, 2 down/unreachable/critical, 3 bad fleet file")
+    p.add_argument("--fleet", metavar="FILE", help=fleet_help)
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    p.add_argument("--timeout", type=float, metavar="S", help="give up on nodes that have not answered after S "
+                   "seconds (default: the largest connect_timeout + 3 x call_timeout of the fleet)")
+    p.add_argument("--ingest-sample", type=float, default=0.0, metavar="S", help="poll twice, S seconds apart, "
+                   "to show ingest/s (default 0: no rate)")
+    p.set_defaults(func=cmd_fleet_status)
+
+    p = fleet_sub.add_parser("trust", help="show NODE's SSH host key fingerprint and pin it after confirmation")
+    p.add_argument("node", metavar="NODE", help="node name in the fleet file")
+    p.add_argument("--fleet", metavar="FILE", help=fleet_help)
+    p.add_argument("--yes", action="store_true", help="pin without asking (check the fingerprint first)")
+    p.add_argument("--replace", action="store_true", help="replace a pinned key that CHANGED (after verifying "
+                   "the new fingerprint on the server)")
+    p.set_defaults(func=cmd_fleet_trust)
+
+    p = sub.add_parser("console", help="the fleet console (TUI): every node of the fleet file in one view")
+    p.add_argument("--fleet", metavar="FILE", help="fleet file (default $PACSDECK_FLEET, then "
+                   "$XDG_CONFIG_HOME/pacsdeck/fleet.yaml)")
+    p.add_argument("--readonly", action="store_true", help="hide every action that changes a node")
+    p.set_defaults(func=cmd_console)
+
+    p = sub.add_parser("up", help="single box: init a node folder if new, run the node, open the console on it")
+    p.add_argument("--dir", default="demo", help="node folder (default ./demo; created if missing)")
+    p.add_argument("--ae-title", default="PACSDECK", help="AE title of a new node (default PACSDECK)")
+    p.add_argument("--port", type=int, default=11112, help="DICOM port of a new node (default 11112)")
+    p.add_argument("--readonly", action="store_true", help="hide every action that changes the node")
+    p.set_defaults(func=cmd_up)
+
     p = sub.add_parser("preview", help="one image in the terminal: sixel, kitty, half-cell blocks or ASCII")
     p.add_argument("target", metavar="FILE|SOPInstanceUID", help="a DICOM file, or an instance in the node's index")
     p.add_argument("--frame", type=int, default=1, help="frame number of a multi-frame instance (1-based; default 1)")
@@ -334,6 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # The fleet commands report each node's connection failure in its row; paramiko's own log is noise there.
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     from storage.config import ConfigError
     from storage.workers import NodeAlreadyRunning
 

@@ -1,0 +1,230 @@
+"""One node up close: overview, health with sparklines, storage and migration, queues, associations."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Header, Label, Sparkline, Static, TabbedContent, TabPane
+
+from ..widgets import format as fmt
+from ..widgets.detail_tables import fill_associations, fill_checks, fill_jobs, fill_plan, fill_pools, overview_text
+from .confirm import ConfirmScreen
+
+# What the node screen asks the agent for besides the poll (the poll's raw results are reused).
+DETAILS = {"pools.list": {}, "queue.list": {"limit": 200}, "associations.recent": {"limit": 100}}
+MUTATING_ACTIONS = {"retry_job", "cancel_job", "run_migration"}
+
+
+class NodeScreen(Screen):
+    """Attributes from the app (snapshot, history, details); actions go back to the app as node calls."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("p", "plan_migration", "Migration plan"),
+        Binding("m", "run_migration", "Run migration"),
+        Binding("e", "retry_job", "Retry job"),
+        Binding("c", "cancel_job", "Cancel job"),
+    ]
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.node_name = name
+        self.details: dict[str, object] = {}  # method -> result dict, or the error text
+        self._inflight = 0  # detail calls sent and not answered yet
+
+    def compose(self) -> ComposeResult:
+        readonly = self.app.locked_readonly  # started --readonly: mutating buttons are never even built
+        yield Header()
+        with Horizontal(id="node-title"):
+            yield Static(self.node_name, id="node-name")
+            yield Label("", id="node-status")
+            yield Static(id="node-reason")
+        with TabbedContent(initial="overview"):
+            with TabPane("Overview", id="overview"):
+                yield VerticalScroll(Static(id="overview-text"))
+            with TabPane("Health", id="health"):
+                yield DataTable(id="checks", cursor_type="row", zebra_stripes=True)
+                yield Label("ingest, instances/s", classes="spark-label")
+                yield Sparkline([], id="ingest-spark")
+                yield Label("free disk space", classes="spark-label")
+                yield Sparkline([], id="free-spark")
+            with TabPane("Storage", id="storage"):
+                yield DataTable(id="pools", cursor_type="row", zebra_stripes=True)
+                with Horizontal(classes="actions"):
+                    yield Button("Migration plan", id="plan-migration")
+                    if not readonly:
+                        yield Button("Run migration", id="run-migration", variant="warning", classes="mutating")
+                yield Static(id="plan-note")
+                yield DataTable(id="plan", cursor_type="row", zebra_stripes=True)
+            with TabPane("Queues", id="queues"):
+                yield Static(id="queue-note")
+                yield DataTable(id="jobs", cursor_type="row", zebra_stripes=True)
+                if not readonly:
+                    with Horizontal(classes="actions mutating"):
+                        yield Button("Retry job", id="retry-job", variant="primary")
+                        yield Button("Cancel job", id="cancel-job", variant="error")
+            with TabPane("Associations", id="associations"):
+                yield DataTable(id="associations-table", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = self.node_name
+        self.query(".mutating").set(display=not self.app.readonly)
+        self.app.fleet_changed.subscribe(self, self._fleet_changed)
+        self.show_snapshot()
+        self.refresh_details()
+
+    # --- data in ----------------------------------------------------------------------------------
+
+    @property
+    def snapshot(self):
+        return self.app.snapshot(self.node_name)
+
+    def _fleet_changed(self, name) -> None:
+        if name == self.node_name:
+            self.show_snapshot()
+            self.refresh_details()
+
+    def show_snapshot(self) -> None:
+        snap = self.snapshot
+        status = self.query_one("#node-status", Label)
+        reason = self.query_one("#node-reason", Static)
+        if snap is None:
+            status.update("not polled yet")
+            return
+        status.update(snap.status)
+        status.set_classes(f"status-{snap.status}")  # coloured in app.tcss
+        reason.update(Text(f"{snap.reason or ''}   polled {fmt.clock(snap.polled_at)}"))
+        self.query_one("#overview-text", Static).update(overview_text(snap))
+        fill_checks(self.query_one("#checks", DataTable), snap.checks)
+        history = self.app.history(self.node_name)
+        self.query_one("#ingest-spark", Sparkline).data = [h[1] for h in history if h[1] is not None] or [0]
+        self.query_one("#free-spark", Sparkline).data = [h[2] for h in history if h[2] is not None] or [0]
+
+    def refresh_details(self) -> None:
+        if self._inflight:  # a slow node: the last round is still out, do not stack another behind it
+            return
+        self._inflight = len(DETAILS)
+        for method, params in DETAILS.items():
+            self.app.call_node(self.node_name, method, params,
+                               lambda result, error, m=method: self._got_detail(m, result, error),
+                               owner=self, read_only=True)
+
+    def _got_detail(self, method: str, result, error) -> None:
+        self._inflight = max(0, self._inflight - 1)
+        self.details[method] = result if error is None else error
+        if method == "pools.list":
+            fill_pools(self.query_one("#pools", DataTable), result if error is None else None)
+        elif method == "queue.list":
+            self._show_queue(result, error)
+        elif method == "associations.recent":
+            fill_associations(self.query_one("#associations-table", DataTable),
+                              (result or {}).get("associations", []))
+
+    def _show_queue(self, result, error) -> None:
+        note = self.query_one("#queue-note", Static)
+        table = self.query_one("#jobs", DataTable)
+        if error is not None:
+            kind = getattr(error, "kind", None)
+            # A node from before the queue answers method-not-found: it has no queue, which is not an error.
+            note.update("this node has no queue (no queue.list)" if kind == "not_found"
+                        else f"queue.list failed: {error}")
+            table.display = False
+            return
+        table.display = True
+        counts = result.get("counts", {})
+        oldest = result.get("oldest_pending_age_s")
+        note.update(Text("  ".join(f"{k} {v}" for k, v in counts.items())
+                         + (f"  oldest pending {fmt.age(oldest)}" if oldest is not None else "")))
+        fill_jobs(table, result.get("jobs", []))
+
+    # --- actions ----------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        # Read-only: mutating actions are hidden from the footer and never run.
+        return not (action in MUTATING_ACTIONS and self.app.readonly)
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_refresh(self) -> None:
+        self.app.refresh_node(self.node_name)
+        self.refresh_details()
+
+    def _selected_job(self) -> int | None:
+        table = self.query_one("#jobs", DataTable)
+        if not table.display or table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        return int(key)
+
+    def action_retry_job(self) -> None:
+        self._job_call("queue.retry", "retried")
+
+    def action_cancel_job(self) -> None:
+        job = self._selected_job()
+        if job is None:
+            self.notify("no job selected", severity="warning")
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._job_call("queue.cancel", "cancelled")
+
+        self.app.push_screen(ConfirmScreen(f"Cancel job {job} on {self.node_name}?", "Cancel job"), confirmed)
+
+    def _job_call(self, method: str, counted: str) -> None:
+        job = self._selected_job()
+        if job is None:
+            self.notify("no job selected", severity="warning")
+            return
+
+        def done(result, error) -> None:
+            if error is not None:
+                self.notify(f"{method} job {job}: {error}", severity="error")
+            else:
+                self.notify(f"job {job}: {counted} {result.get(counted, 0)}")
+            self.refresh_details()
+
+        self.app.call_node(self.node_name, method, {"id": job}, done, owner=self)
+
+    def action_plan_migration(self) -> None:
+        def done(result, error) -> None:
+            self.details["plan"] = result if error is None else error
+            note = self.query_one("#plan-note", Static)
+            if error is not None:
+                note.update(Text(f"migration plan: {error}"))
+                return
+            note.update(Text(f"plan: {result.get('studies', 0)} studies, {result.get('instances', 0)} instances, "
+                             f"{fmt.size(result.get('bytes'))}; {len(result.get('skipped', []))} skipped"))
+            fill_plan(self.query_one("#plan", DataTable), result)
+
+        self.app.call_node(self.node_name, "pools.migrate", {"dry_run": True}, done, owner=self, read_only=True)
+
+    def action_run_migration(self) -> None:
+        def done(result, error) -> None:
+            if error is not None:
+                self.notify(f"migration: {error}", severity="error")
+            elif result.get("job_id") is None:
+                self.notify("migration: nothing to move")
+            else:
+                self.notify(f"migration job {result['job_id']} {result.get('state')}: moved "
+                            f"{result.get('moved_instances', 0)} instances")
+            self.refresh_details()
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self.app.call_node(self.node_name, "pools.migrate", {"dry_run": False}, done, owner=self)
+
+        self.app.push_screen(ConfirmScreen(f"Run the migration rules on {self.node_name} now?", "Run migration"),
+                             confirmed)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        actions = {"plan-migration": self.action_plan_migration, "run-migration": self.action_run_migration,
+                   "retry-job": self.action_retry_job, "cancel-job": self.action_cancel_job}
+        if event.button.id in actions:
+            actions[event.button.id]()

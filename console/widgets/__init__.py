@@ -1,0 +1,1 @@
+"""The console's widgets and the cell formatting they share."""
