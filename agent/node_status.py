@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import time
 
@@ -56,16 +55,19 @@ def node_process(ctx, node_dir) -> dict | None:
 
 
 def _pools(node) -> list[dict]:
-    per_pool = {row[0]: (row[1], row[2]) for row in node.index.connection().execute(
-        "SELECT pool, count(*), coalesce(sum(size), 0) FROM instances GROUP BY pool")}
+    """Per pool: instances and bytes (index), disk total/free, and how full it is as the node judges it
+    for placement and watermarks (`used_percent`: against its configured capacity, else its disk)."""
+    placement = node.placement
+    usage = placement.usage()
     out = []
     for pool in node.pools:
-        instances, size = per_pool.get(pool.name, (0, 0))
+        instances, size = usage.get(pool.name, (0, 0))
         entry = {"name": pool.name, "tier": pool.tier, "path": str(pool.root), "instances": instances,
-                 "bytes": size, "disk_total_bytes": None, "disk_free_bytes": None}
+                 "bytes": size, "disk_total_bytes": None, "disk_free_bytes": None, "used_percent": None}
         try:
-            usage = shutil.disk_usage(pool.root)
-            entry["disk_total_bytes"], entry["disk_free_bytes"] = usage.total, usage.free
+            space = placement.space(pool, usage)
+            entry.update(disk_total_bytes=space.disk_total, disk_free_bytes=space.disk_free,
+                         used_percent=round(space.used_percent, 2))
         except OSError as err:
             entry["error"] = f"{pool.root}: {err.strerror}"
         out.append(entry)

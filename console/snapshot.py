@@ -146,13 +146,16 @@ def _from_status(snap: NodeSnapshot, status: dict) -> None:
 
 
 def _used_pct(pools: list[dict]) -> float | None:
-    """How full the fullest filesystem of these pools is, in percent."""
+    """How full the fullest of these pools is, in percent, as the node judges it (against a pool's
+    configured capacity, the figure its watermarks use); from the disk for an agent that does not say."""
     worst = None
     for p in pools:
+        pct = p.get("used_percent")
         total, free = p.get("disk_total_bytes"), p.get("disk_free_bytes")
-        if isinstance(total, int) and isinstance(free, int) and total > 0:
-            pct = round(100.0 * (total - free) / total, 1)
-            worst = pct if worst is None else max(worst, pct)
+        if not isinstance(pct, (int, float)) and isinstance(total, int) and isinstance(free, int) and total > 0:
+            pct = 100.0 * (total - free) / total
+        if isinstance(pct, (int, float)):
+            worst = round(pct, 1) if worst is None else max(worst, round(pct, 1))
     return worst
 
 

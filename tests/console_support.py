@@ -154,7 +154,11 @@ def start_again(server: SSHD) -> None:
 def build_fleet_files(root: Path, *, run: tuple[str, ...] = ("alpha", "beta", "gamma")) -> FleetFiles:
     """The three-node fleet under `root`; nodes named in `run` are started."""
     root.mkdir(parents=True, exist_ok=True)
-    nodes = {name: make_node(root / name, ae_title=name.upper(), workers=1) for name in ("alpha", "beta", "gamma")}
+    # alpha's pools have a logical capacity: how full they are is then the node's figure, not the disk's.
+    pools = {"alpha": [{"name": "primary", "path": "pools/primary", "tier": "primary", "capacity": "1GB"},
+                       {"name": "archive", "path": "pools/archive", "tier": "archive", "capacity": "4GB"}]}
+    nodes = {name: make_node(root / name, ae_title=name.upper(), workers=1, pools=pools.get(name))
+             for name in ("alpha", "beta", "gamma")}
     server = start_sshd(root / "sshd")
     key = root / "console_ed25519"
     add_ssh_user(server, nodes["gamma"], "console", "operator", key)
