@@ -257,10 +257,12 @@ def cmd_console(args) -> int:
 
     from console.inventory import FleetConfigError, load_fleet
 
+    from console import fleet_cli
+
     try:
         fleet = load_fleet(Path(args.fleet) if args.fleet else None)
-    except FleetConfigError as err:
-        raise CLIError(str(err), EXIT_USAGE) from None
+    except FleetConfigError as err:  # the same code as fleet status/trust: scripts tell a bad file apart
+        raise CLIError(str(err), fleet_cli.EXIT_FLEET_CONFIG) from None
     return _run_console(fleet, args.readonly)
 
 

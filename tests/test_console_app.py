@@ -364,10 +364,10 @@ def test_console_command_names_the_bad_fleet_field(tmp_path):
     bad = tmp_path / "fleet.yaml"
     bad.write_text("nodes:\n  - name: a\n    transport: ssh\n    host: 127.0.0.1\n    port: 70000\n")
     result = pacsdeck("console", "--fleet", str(bad))
-    assert result.returncode == 2
+    assert result.returncode == 3  # as fleet status and fleet trust say of a bad fleet file
     assert "nodes[0].port" in result.stderr and "1-65535" in result.stderr
     missing = pacsdeck("console", "--fleet", str(tmp_path / "nope.yaml"))
-    assert missing.returncode == 2 and "nope.yaml" in missing.stderr
+    assert missing.returncode == 3 and "nope.yaml" in missing.stderr
 
 
 class Terminal:
