@@ -266,33 +266,21 @@ def cmd_console(args) -> int:
     return _run_console(fleet, args.readonly)
 
 
-def _stop_with_parent(parent: int) -> None:
-    """Linux: SIGTERM the node when the `up` that started it dies, even by kill -9 (a clean stop).
-
-    Best effort: it worked in every run by hand, but twice under a loaded parallel test run the node
-    outlived a killed `up`; the cause is not found yet, so no test relies on it."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # `up` died before the line above: no signal will ever come
-        os._exit(1)
-
-
 def _start_node(config_path, log_path, timeout: float = 60.0):
     """`node run` as a child process; returns it once it printed `ready`, else raises CLIError."""
-    import functools
     import subprocess
     import threading
 
+    # A lifeline: the node gets the read end of a pipe whose write end only this process holds. When we
+    # end, however (kill -9 too), the kernel closes it and the node stops as on SIGTERM (storage/node.py).
+    lifeline, keep = os.pipe()
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "pacsdeck.cli", "node", "run", "--config", str(config_path)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                                start_new_session=True,  # Ctrl-C in the console is for the console
-                                preexec_fn=functools.partial(_stop_with_parent, os.getpid()))  # no threads yet
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, pass_fds=(lifeline,),
+                                env={**os.environ, "PACSDECK_STOP_WITH_FD": str(lifeline)},
+                                start_new_session=True)  # Ctrl-C in the console is for the console
+    os.close(lifeline)
+    proc.lifeline = keep  # open until this process ends
     first: list[bytes] = []
     answered = threading.Event()
 

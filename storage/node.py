@@ -137,6 +137,34 @@ def _sd_notify(message: str) -> None:
         log.warning("sd_notify failed: %s", err)
 
 
+def _stop_with_lifeline() -> None:
+    """Under `pacsdeck up`: stop (as on SIGTERM) when the process that started us ends, even by kill -9.
+
+    It passes the read end of a pipe (PACSDECK_STOP_WITH_FD) whose write end only it holds; the
+    kernel closes that end when it exits, so the read below returns EOF.
+    """
+    value = os.environ.pop("PACSDECK_STOP_WITH_FD", None)
+    if value is None:
+        return
+    try:
+        fd = int(value)
+        os.fstat(fd)
+    except (ValueError, OSError):
+        log.warning("PACSDECK_STOP_WITH_FD=%r is not an open file descriptor; ignored", value)
+        return
+
+    def watch() -> None:
+        try:
+            while os.read(fd, 4096):
+                pass
+        except OSError:
+            pass
+        log.info("the process that started this node has ended: stopping")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
+
+
 def run_node(config_path: str) -> int:
     """`pacsdeck node run`: recover, serve in the foreground until SIGTERM or SIGINT."""
     from . import metrics
@@ -145,6 +173,7 @@ def run_node(config_path: str) -> int:
 
     config = load_config(config_path)
     logging.getLogger().setLevel(config.log_level)
+    _stop_with_lifeline()
     # We validate UIDs and values ourselves and answer with a status; pydicom's per-value
     # warnings would only flood the log with the same news.
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE

@@ -456,6 +456,28 @@ def test_up_runs_the_node_under_the_console_and_stops_it_on_exit(tmp_path):
     assert [r["calling_ae"] for r in node.rows("SELECT calling_ae FROM associations")] == ["DEMO"]
 
 
+def test_up_killed_takes_its_node_down(tmp_path):
+    """kill -9 of `pacsdeck up` runs no cleanup of its own: the node still stops (its lifeline pipe closed)."""
+    import os
+    import signal
+
+    from .conftest import make_node, port_open, wait_for
+
+    node = make_node(tmp_path / "box", ae_title="BOX", workers=2)  # initialised, not running
+    term = Terminal(up_command(node.dir))
+    try:
+        wait_for(lambda: port_open(node.port) and b"Filter" in term.output, what="the node and console of `up`")
+        assert _locked(node.dir)
+        os.kill(term.proc.pid, signal.SIGKILL)
+        term.proc.wait(timeout=10)
+        wait_for(lambda: not _locked(node.dir) and not port_open(node.port), timeout=30,
+                 what="the node stopped after `up` was killed")
+        assert "has ended: stopping" in (node.dir / "node.log").read_text()
+    finally:
+        term.kill()
+        stop_left_node(node.dir)
+
+
 def stop_left_node(node_dir) -> None:
     """After a test failed half-way: stop the node our `up` started, if it still runs (by its lock's PID)."""
     import os
