@@ -35,6 +35,7 @@ bench: venv
 	$(BIN)/python bench/health.py
 	$(BIN)/python bench/preview.py
 	$(BIN)/python bench/fleet.py --json bench/out/fleet.json
+	$(BIN)/python bench/console_ui.py --json bench/out/console_ui.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
