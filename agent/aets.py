@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from storage import routes
 from storage.config import OPERATIONS
 
 from . import validate as v
@@ -71,6 +72,12 @@ def remove(ctx, params: dict) -> dict:
     index = ctx.require_node().index
     title = v.ae_title(params.get("ae_title"))
     with index.transaction() as conn:
+        # Removing a destination under a route would turn every forward to it into a failure.
+        used_by = routes.using(conn, title)
+        if used_by:
+            raise RPCError(CONFLICT, f"{title} is a destination of route(s) {', '.join(used_by)}; remove it from "
+                           "them first (routes.remove, then routes.add without it)",
+                           {"field": "ae_title", "routes": used_by})
         if not index.remove_aet(conn, title):
             raise _missing(title)
     return {"removed": title}

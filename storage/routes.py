@@ -118,6 +118,11 @@ def put(conn: sqlite3.Connection, name: str, match: dict, destinations: list[str
     return cur.rowcount > 0
 
 
+def using(conn: sqlite3.Connection, ae_title: str) -> list[str]:
+    """Names of the routes that forward to this AE title."""
+    return [r["name"] for r in load(conn) if ae_title in r["destinations"]]
+
+
 def remove(conn: sqlite3.Connection, name: str) -> bool:
     return conn.execute("DELETE FROM routes WHERE name = ?", (name,)).rowcount > 0
 

@@ -41,6 +41,13 @@ def test_add_list_remove(node, agents, env):
     assert (gone.kind, gone.data["field"]) == ("not_found", "name")
     assert [r["name"] for r in admin.call("routes.list")["routes"]] == ["ct.reading-1"]
 
+    # A destination a route still forwards to cannot be unregistered (its forwards would all fail).
+    used = admin.error("aets.remove", {"ae_title": "READER"})
+    assert (used.kind, used.data["routes"]) == ("conflict", ["ct.reading-1"]) and "routes.remove" in used.message
+    assert "READER" in [a["ae_title"] for a in admin.call("aets.list")["aets"]]
+    admin.call("routes.remove", {"name": "ct.reading-1"})
+    assert admin.call("aets.remove", {"ae_title": "READER"}) == {"removed": "READER"}
+
 
 BAD_ROUTES = [
     ({"match": {}, "destinations": ["READER"]}, "invalid_params", "name"),
