@@ -449,7 +449,13 @@ class SSHTransport(Transport):
         except FileNotFoundError as err:
             client.close()
             raise TransportError(f"cannot read key file {err.filename or e.key}") from None
-        except (OSError, EOFError, paramiko.SSHException, ValueError) as err:
+        except paramiko.SSHException as err:
+            client.close()
+            if "banner" in str(err) or "No existing session" in str(err):  # paramiko's words when no SSH came
+                raise TransportError(f"{pattern} accepts connections but does not answer as an SSH server "
+                                     f"(no SSH banner within {t:g} s): wrong port?") from None
+            raise TransportError(f"cannot connect to {pattern}: {_why(err)}") from None
+        except (OSError, EOFError, ValueError) as err:
             client.close()
             raise TransportError(f"cannot connect to {pattern}: {_why(err)}") from None
         self._client = client
