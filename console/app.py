@@ -23,37 +23,9 @@ from .screens.help import HelpScreen
 from .screens.node import MUTATING_ACTIONS, NodeScreen
 from .screens.palette import FleetCommands
 from .screens.trust import HostKeyOffer, TrustScreen
+from .snapshot import NodeSnapshot
 
 HISTORY = 120  # polls kept per node for the sparklines
-
-
-@dataclass(frozen=True)
-class Unpolled:
-    """A row for a node before its first poll has come back: the table never has a hole."""
-
-    name: str
-    site: str
-    tags: tuple[str, ...]
-    status: str = "polling"
-    reason: str | None = "first poll in progress"
-    polled_at: float | None = None
-    latency_ms: float | None = None
-    version: str | None = None
-    ae_title: str | None = None
-    port: int | None = None
-    primary_used_pct: float | None = None
-    archive_used_pct: float | None = None
-    disk_free_bytes: int | None = None
-    instances: int | None = None
-    ingest_rate: float | None = None
-    queue_pending: int | None = None
-    queue_failed: int | None = None
-    oldest_pending_age_s: float | None = None
-    backup_age_s: float | None = None
-    worst_check: str | None = None
-    checks: list = field(default_factory=list)
-    pools: list = field(default_factory=list)
-    raw: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -179,7 +151,9 @@ class PacsdeckConsole(App):
 
     def snapshot(self, name: str):
         state = self.nodes[name]
-        return state.snapshot or Unpolled(state.entry.name, state.entry.site, state.entry.tags)
+        # Before its first poll has come back a node still has a row: the table never has a hole.
+        return state.snapshot or NodeSnapshot(state.entry.name, state.entry.site, state.entry.tags, status="polling",
+                                              reason="first poll in progress", polled_at=None)
 
     def current_snapshots(self) -> list:
         return [self.snapshot(name) for name in self.nodes]

@@ -199,16 +199,22 @@ def cmd_agent_call(args) -> int:
 # --- fleet ------------------------------------------------------------------------------------
 
 
-def cmd_fleet_status(args) -> int:
-    """The fleet table for scripts and cron; exit 0 up, 1 degraded, 2 down/unreachable, 3 bad fleet file."""
+def _fleet(args):
+    """The fleet file of --fleet (or its default places); a bad one is exit 3 for every fleet command."""
     from console import fleet_cli
     from console.inventory import FleetConfigError
 
     try:
-        fleet = fleet_cli.load(args.fleet)
+        return fleet_cli.load(args.fleet)
     except FleetConfigError as err:
-        print(f"pacsdeck: {err}", file=sys.stderr)
-        return fleet_cli.EXIT_FLEET_CONFIG
+        raise CLIError(str(err), fleet_cli.EXIT_FLEET_CONFIG) from None
+
+
+def cmd_fleet_status(args) -> int:
+    """The fleet table for scripts and cron; exit 0 up, 1 degraded, 2 down/unreachable, 3 bad fleet file."""
+    from console import fleet_cli
+
+    fleet = _fleet(args)
     snapshots = fleet_cli.collect(fleet, timeout=args.timeout, ingest_sample=args.ingest_sample)
     document = fleet_cli.status_document(fleet, snapshots)
     print(json.dumps(document, indent=2, sort_keys=True) if args.json else fleet_cli.render_table(snapshots))
@@ -218,13 +224,8 @@ def cmd_fleet_status(args) -> int:
 def cmd_fleet_trust(args) -> int:
     """Show NODE's SSH host key fingerprint and pin it in pacsdeck's known_hosts after confirmation."""
     from console import fleet_cli
-    from console.inventory import FleetConfigError
 
-    try:
-        fleet = fleet_cli.load(args.fleet)
-    except FleetConfigError as err:
-        print(f"pacsdeck: {err}", file=sys.stderr)
-        return fleet_cli.EXIT_FLEET_CONFIG
+    fleet = _fleet(args)
 
     def confirm(question: str) -> bool:
         print(question, end="", file=sys.stderr, flush=True)
@@ -253,17 +254,7 @@ def _run_console(fleet, readonly: bool) -> int:
 
 
 def cmd_console(args) -> int:
-    from pathlib import Path
-
-    from console.inventory import FleetConfigError, load_fleet
-
-    from console import fleet_cli
-
-    try:
-        fleet = load_fleet(Path(args.fleet) if args.fleet else None)
-    except FleetConfigError as err:  # the same code as fleet status/trust: scripts tell a bad file apart
-        raise CLIError(str(err), fleet_cli.EXIT_FLEET_CONFIG) from None
-    return _run_console(fleet, args.readonly)
+    return _run_console(_fleet(args), args.readonly)
 
 
 def _start_node(config_path, log_path, timeout: float = 60.0):
