@@ -112,18 +112,23 @@ def list_jobs(conn: sqlite3.Connection, *, state: str | None = None, kind: str |
             "oldest_pending_age_s": round(time.time() - oldest, 3) if oldest is not None else None}
 
 
+def _forward_job(conn: sqlite3.Connection, job_id: int, not_forward: str) -> sqlite3.Row:
+    """The job's kind and state; QueueError unless it exists and is a forward (`not_forward` says why not)."""
+    row = conn.execute("SELECT kind, state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise QueueError("not_found", "id", f"no job {job_id}; queue.list shows them")
+    if row["kind"] != FORWARD:
+        raise QueueError("conflict", "id", f"job {job_id} is a {row['kind']} job: {not_forward}")
+    return row
+
+
 def retry(index: "Index", *, job_id: int | None = None, destination: str | None = None) -> int:
     """Start a job again now: one job (pending: its backoff ends now; failed or cancelled: a fresh
     set of attempts), or every failed forward to a destination. Acknowledged instances stay done."""
     now = time.time()
     with index.transaction() as conn:
         if job_id is not None:
-            row = conn.execute("SELECT kind, state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                raise QueueError("not_found", "id", f"no job {job_id}; queue.list shows them")
-            if row["kind"] != FORWARD:
-                raise QueueError("conflict", "id", f"job {job_id} is a {row['kind']} job: those are not retried; "
-                                                   "run it again (pools.migrate, pools.verify)")
+            row = _forward_job(conn, job_id, "those are not retried; run it again (pools.migrate, pools.verify)")
             if row["state"] in (jobs.RUNNING, jobs.DONE):
                 raise QueueError("conflict", "id", f"job {job_id} is {row['state']}; only pending, failed or "
                                                    "cancelled jobs can be retried")
@@ -147,12 +152,7 @@ def cancel(index: "Index", job_id: int) -> int:
     say they were seen and will not be retried."""
     now = time.time()
     with index.transaction() as conn:
-        row = conn.execute("SELECT kind, state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
-            raise QueueError("not_found", "id", f"no job {job_id}; queue.list shows them")
-        if row["kind"] != FORWARD:
-            raise QueueError("conflict", "id", f"job {job_id} is a {row['kind']} job, which runs to its end "
-                                               "(a migration stops between batches when the node stops)")
+        row = _forward_job(conn, job_id, "it runs to its end (a migration stops between batches when the node stops)")
         if row["state"] in (jobs.DONE, jobs.CANCELLED):
             raise QueueError("conflict", "id", f"job {job_id} is already {row['state']}")
         conn.execute("UPDATE jobs SET state = 'cancelled', next_attempt_at = NULL, updated_at = ?,"
