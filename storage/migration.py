@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "migration.lock"  # in the node folder: held by whoever moves files between pools
+VERIFY_LOCK_NAME = "verify.lock"  # in the node folder: held (shared) by every running verification
 # A batch is copied, then committed in one transaction, then its sources deleted. Bounded so a
 # stop request or a crash never has much uncommitted work, and memory stays small.
 BATCH_INSTANCES = 64
@@ -52,6 +53,24 @@ def migration_lock(config: "NodeConfig", wait: bool = False) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             raise MigrationBusy(f"a migration is already running on {config.node_dir}") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def verification(node: "Node") -> Iterator[None]:
+    """Held (shared) while a verification runs, by whatever process runs it. Whoever gets it alone
+    knows that no verification runs, so a verify job still `running` is one whose process died:
+    it is marked failed, as migrations mark theirs."""
+    fd = os.open(node.config.node_dir / VERIFY_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            jobs.interrupt_stale(node.index, "verify")
+        except BlockingIOError:  # other verifications run: their jobs are not stale
+            pass
+        fcntl.flock(fd, fcntl.LOCK_SH)
         yield
     finally:
         os.close(fd)
@@ -433,9 +452,19 @@ def verify(node: "Node", sample: int | None = 100, pool: str | None = None) -> d
     if sample:
         sql += " ORDER BY random() LIMIT ?"
         args.append(sample)
-    rows = node.index.connection().execute(sql, args).fetchall()
-    job_id = jobs.create(node.index, "verify", "requested", {"sample": sample, "pool": pool},
-                         instances_total=len(rows), bytes_total=sum(r["size"] for r in rows))
+    with verification(node):
+        rows = node.index.connection().execute(sql, args).fetchall()
+        job_id = jobs.create(node.index, "verify", "requested", {"sample": sample, "pool": pool},
+                             instances_total=len(rows), bytes_total=sum(r["size"] for r in rows))
+        try:
+            return _verify_rows(node, job_id, rows, started)
+        except BaseException as err:  # the job must not stay `running`: say what stopped it
+            jobs.finish(node.index, job_id, jobs.FAILED, error=f"interrupted: {err or type(err).__name__}")
+            raise
+
+
+def _verify_rows(node: "Node", job_id: int, rows: list, started: float) -> dict:
+    """verify's work, once its job exists."""
 
     def check(row) -> dict | None:
         found = node.placement.pool(row["pool"])

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -159,6 +162,32 @@ def test_corrupt_copy_is_reported_by_verify_and_never_migrated(node_factory, tmp
     assert len(node.pool_files()) == 5  # no copy of the corrupt file was made anywhere
     jobs = node.rows("SELECT kind, state, instances_failed FROM jobs ORDER BY id")
     assert [tuple(j) for j in jobs] == [("migrate", "done", 0), ("verify", "failed", 1), ("migrate", "failed", 1)]
+
+
+def test_a_killed_verification_is_marked_failed_by_the_next(node_factory, tmp_path):
+    node = node_factory().start()
+    _send_studies(node, tmp_path, 1, 3)
+    victim = node.rows("SELECT * FROM instances ORDER BY sop_uid LIMIT 1")[0]
+    path = node.file(victim)
+    kept = path.read_bytes()
+    path.unlink()
+    os.mkfifo(path)  # reading it blocks: the verification hangs there until it is killed
+    proc = subprocess.Popen([sys.executable, "-m", "pacsdeck.cli", "node", "verify", "--config", str(node.config),
+                             "--sample", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: [tuple(r) for r in node.rows("SELECT kind, state FROM jobs")] == [("verify", "running")],
+                 what="the verification running")
+    finally:
+        proc.kill()
+        proc.wait()
+    path.unlink()
+    path.write_bytes(kept)
+
+    code, report = _cli_json("node", "verify", "--config", str(node.config), "--sample", "0")
+    assert code == 0 and report["ok"] == 3
+    jobs = [tuple(r) for r in node.rows("SELECT kind, state, last_error FROM jobs ORDER BY id")]
+    assert jobs[0][:2] == ("verify", "failed") and jobs[0][2].startswith("interrupted")
+    assert jobs[1][:2] == ("verify", "done")
 
 
 def test_recall_copies_a_study_back_to_primary(node_factory, tmp_path):
