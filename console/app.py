@@ -23,7 +23,9 @@ from .screens.help import HelpScreen
 from .screens.node import MUTATING_ACTIONS, NodeScreen
 from .screens.palette import FleetCommands
 from .screens.trust import HostKeyOffer, TrustScreen
-from .snapshot import NodeSnapshot
+from .hostkeys import KnownHosts, fingerprint, scan_host_key
+from .snapshot import NodeSnapshot, events, poll
+from .transport import open_transport
 
 HISTORY = 120  # polls kept per node for the sparklines
 
@@ -83,9 +85,6 @@ class PacsdeckConsole(App):
         self.push_screen(FleetScreen())
         if self.fixed:
             return
-        from .hostkeys import KnownHosts
-        from .transport import open_transport
-
         # Thread workers run on the loop's default executor, which has min(32, cores + 4) threads: on
         # two cores six nodes would hold them all and every other node would wait. One poll thread
         # per node, plus room for actions, keeps a hanging node from delaying any other.
@@ -117,8 +116,6 @@ class PacsdeckConsole(App):
 
     def _poll_loop(self, name: str) -> None:
         """Runs in this node's own thread: poll, post, wait its interval (or a refresh request)."""
-        from .snapshot import poll
-
         state = self.nodes[name]
         worker = get_current_worker()
         previous = None
@@ -132,7 +129,6 @@ class PacsdeckConsole(App):
             state.wake.wait(state.entry.poll_interval)
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
-        from .snapshot import events
 
         snap = message.snapshot
         state = self.nodes.get(snap.name)
@@ -222,8 +218,6 @@ class PacsdeckConsole(App):
             return
 
         def scan() -> None:
-            from .hostkeys import fingerprint, scan_host_key
-
             try:
                 key = scan_host_key(entry.host, entry.port, entry.connect_timeout)
             except Exception as err:  # noqa: BLE001 - socket or SSH errors, told to the person
@@ -256,8 +250,6 @@ class PacsdeckConsole(App):
 
     def _reconnect(self, name: str) -> None:
         """A fresh transport (no backoff left from the refusal), then an immediate poll."""
-        from .transport import open_transport
-
         state = self.nodes[name]
         old, state.transport = state.transport, open_transport(state.entry, self.known_hosts)
         _close_quietly(old)
