@@ -15,8 +15,18 @@ def _public(aet: dict) -> dict:
     return {**aet, "created_at": iso_time(aet["created_at"]), "updated_at": iso_time(aet["updated_at"])}
 
 
-def _missing(title: str) -> RPCError:
-    return RPCError(NOT_FOUND, f"no AE title {title!r} is registered; aets.list shows them", {"field": "ae_title"})
+def _missing(title: str, field: str = "ae_title") -> RPCError:
+    return RPCError(NOT_FOUND, f"no AE title {title!r} is registered; aets.list shows them", {"field": field})
+
+
+def addressed(row, title: str, field: str, use: str = "send to"):
+    """The registered AE `row` (looked up by the caller) when it has a host and port; else the error
+    that says which is missing. What aets.echo, studies.send and routes.add each need."""
+    if row is None:
+        raise _missing(title, field)
+    if not row["host"] or not row["port"]:
+        raise v.invalid(field, f"{title} has no host and port to {use}; set them with aets.update")
+    return row
 
 
 def list_aets(ctx, params: dict) -> dict:
@@ -87,11 +97,7 @@ def echo(ctx, params: dict) -> dict:
     node = ctx.require_node()
     title = v.ae_title(params.get("ae_title"))
     timeout = v.timeout(params.get("timeout"))
-    aet = node.index.aet(title)
-    if aet is None:
-        raise _missing(title)
-    if not aet["host"] or not aet["port"]:
-        raise v.invalid("ae_title", f"{title} has no host and port to call; set them with aets.update")
+    aet = addressed(node.index.aet(title), title, "ae_title", use="call")
     return c_echo(node.config.ae_title, title, aet["host"], aet["port"], timeout)
 
 

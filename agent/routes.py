@@ -5,6 +5,7 @@ from __future__ import annotations
 from storage import routes as r
 
 from . import validate as v
+from .aets import addressed
 from .protocol import CONFLICT, INVALID_PARAMS, NOT_FOUND, RPCError, iso_time
 from .registry import Method, Param
 
@@ -40,12 +41,7 @@ def add(ctx, params: dict) -> dict:
     with index.transaction() as conn:
         for i, title in enumerate(titles):
             row = conn.execute("SELECT host, port FROM aets WHERE ae_title = ?", (title,)).fetchone()
-            if row is None:
-                raise RPCError(NOT_FOUND, f"destinations[{i}]: no AE title {title!r} is registered; add it with "
-                                          "aets.add (host and port) first", {"field": f"destinations[{i}]"})
-            if not row["host"] or not row["port"]:
-                raise v.invalid(f"destinations[{i}]", f"{title} has no host and port to send to; set them with "
-                                                      "aets.update")
+            addressed(row, title, f"destinations[{i}]")
         if not r.put(conn, name, match, titles):
             raise RPCError(CONFLICT, f"a route named {name!r} exists; remove it first", {"field": "name"})
     route = next(x for x in r.load(index.connection()) if x["name"] == name)

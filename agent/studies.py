@@ -8,6 +8,7 @@ from storage import query as q
 from storage.query import match_clause
 from storage.queue import QueueError, enqueue_study
 
+from .aets import addressed
 from .protocol import NOT_FOUND, RPCError, iso_time
 from .registry import Method, Param
 from . import validate as v
@@ -132,12 +133,7 @@ def send(ctx, params: dict) -> dict:
     node = ctx.require_node()
     study_uid = v.uid(params.get("StudyInstanceUID"), "StudyInstanceUID")
     destination = v.ae_title(params.get("destination"), "destination")
-    aet = node.index.aet(destination)
-    if aet is None:
-        raise RPCError(NOT_FOUND, f"no AE title {destination!r} is registered; aets.list shows them",
-                       {"field": "destination"})
-    if not aet["host"] or not aet["port"]:
-        raise v.invalid("destination", f"{destination} has no host and port to send to; set them with aets.update")
+    addressed(node.index.aet(destination), destination, "destination")
     try:
         job = enqueue_study(node.index, study_uid, destination, node.config.queue.max_attempts)
     except QueueError as err:
