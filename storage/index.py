@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -238,12 +239,59 @@ class InstanceRecord:
         return self.instance["sop_uid"]
 
 
+class _IdleConnections:
+    """Connections of threads that have ended, for the next threads (one process: not across fork)."""
+
+    SIZE = 8
+
+    def __init__(self):
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def take(self) -> sqlite3.Connection | None:
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child: the parent's connections are not ours
+                self._conns, self._pid = [], os.getpid()
+            return self._conns.pop() if self._conns else None
+
+    def give_back(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:  # a thread ended inside a transaction: nothing of it is kept
+            conn.rollback()
+        with self._lock:
+            if self._pid == os.getpid() and len(self._conns) < self.SIZE:
+                self._conns.append(conn)
+                return
+        conn.close()
+
+
+class _Lease:
+    """One thread's use of a connection; dropped with the thread's locals when the thread ends."""
+
+    def __init__(self, conn: sqlite3.Connection, idle: _IdleConnections):
+        self.conn = conn
+        self._idle = idle
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+
+    def __del__(self) -> None:
+        if self.conn is not None:
+            try:
+                self._idle.give_back(self.conn)
+            except sqlite3.Error:
+                pass
+
+
 class Index:
     """One SQLite database in WAL mode; a connection per thread, writes serialised by SQLite."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self._local = threading.local()
+        self._idle = _IdleConnections()
         conn = self.connection()
         conn.executescript(_SCHEMA)
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -269,21 +317,26 @@ class Index:
             conn.execute(f"PRAGMA user_version = {max(version, SCHEMA_VERSION)}")
 
     def connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=True)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a commit is on disk when it returns, so an acknowledged instance survives power loss.
-            conn.execute("PRAGMA synchronous=FULL")
-            self._local.conn = conn
-        return conn
+        """This thread's connection. Each DICOM association runs in a new thread; opening a
+        connection and reading the schema cost ~0.5 ms, so a thread's connection goes back to a
+        small pool when the thread ends (its _Lease is dropped) and the next thread takes it."""
+        lease = getattr(self._local, "lease", None)
+        if lease is None:
+            conn = self._idle.take()
+            if conn is None:
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA journal_mode=WAL")
+                # FULL: a commit is on disk when it returns, so an acknowledged instance survives power loss.
+                conn.execute("PRAGMA synchronous=FULL")
+            lease = self._local.lease = _Lease(conn, self._idle)
+        return lease.conn
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        lease = getattr(self._local, "lease", None)
+        if lease is not None:
+            lease.close()
+            self._local.lease = None
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

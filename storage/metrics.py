@@ -115,6 +115,12 @@ def _on_dimse_sent(event) -> None:
             _metrics.store_seconds.observe(time.perf_counter() - started)
 
 
+def response_sent(operation: str, status: int) -> None:
+    """A final response written without pynetdicom's DIMSE layer (storage/suboperations.py)."""
+    if _metrics is not None:
+        _metrics.dimse.labels(operation, f"0x{status:04X}").inc()
+
+
 def scp_handlers() -> list:
     """pynetdicom event handlers for start_scp; none when metrics are off (no cost per message)."""
     if _metrics is None:

@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
+from pynetdicom.dsutils import decode
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -15,7 +16,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from . import migration, query, retrieve, status
+from . import query, retrieve, status, suboperations
 
 if TYPE_CHECKING:
     from .node import Node
@@ -57,15 +58,20 @@ def _calling(event) -> str:
 
 
 def _request(event, node: "Node", operation: str) -> tuple[str, Dataset]:
-    """(model, identifier) of a permitted request; Refused otherwise."""
-    calling = _calling(event)
-    if not node.associations.may(event.assoc, calling, operation):
+    """(model, identifier) of a permitted C-FIND; Refused otherwise."""
+    return _permitted(node, event.assoc, event.request, operation, lambda: event.identifier)
+
+
+def _permitted(node: "Node", assoc, request, operation: str, identifier) -> tuple[str, Dataset]:
+    """(model, decoded identifier) of a request the calling AE may make; Refused otherwise."""
+    calling = assoc.requestor.ae_title.strip()
+    if not node.associations.may(assoc, calling, operation):
         raise Refused(status.NOT_AUTHORIZED, f"{calling} may not {operation} here")
     try:
-        identifier = event.identifier
+        decoded = identifier()
     except Exception as err:  # noqa: BLE001 - pydicom raises many types for bad input
         raise Refused(status.CANNOT_UNDERSTAND, f"cannot decode the identifier: {err}") from err
-    return _MODEL[str(event.request.AffectedSOPClassUID)], identifier
+    return _MODEL[str(request.AffectedSOPClassUID)], decoded
 
 
 def handle_find(event, node: "Node"):
@@ -105,60 +111,89 @@ def _retrieve_rows(node: "Node", model: str, identifier: Dataset) -> list:
         raise Refused(status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(err)) from err
 
 
-def handle_move(event, node: "Node"):
-    destination = str(event.move_destination or "").strip()
-    aet = retrieve.move_destination(node, destination)
-    if aet is None:  # pynetdicom answers 0xA801 and opens no connection
-        log.warning("C-MOVE from %s refused: %r is not a registered move destination", _calling(event), destination)
-        yield None, None
-        return
-    # pynetdicom wants the destination before anything else, so a refusal after this point cannot
-    # carry its own status: raising here makes pynetdicom answer 0xC514 (Unable to process), still
-    # before any connection to the destination.
-    try:
-        model, identifier = _request(event, node, "move")
-        rows = _retrieve_rows(node, model, identifier)
-    except Refused as err:
-        log.warning("C-MOVE from %s refused (0x%04X would say why): %s", _calling(event), err.status, err.reason)
-        raise
-    sender = retrieve.StoredSender(node, originator_aet=event.assoc.requestor.ae_title)
-    yield retrieve.store_association_args(node, aet, rows, sender)
-    yield len(rows)
-    try:
-        yield from _sub_operations(event, rows, sender, f"C-MOVE from {_calling(event)} to {destination}")
-    finally:
-        sender.unbind()  # before pynetdicom releases the store association
+def _retrieve_request(service, req, context, node: "Node", operation: str) -> list:
+    """The rows a permitted C-GET / C-MOVE asks for; Refused otherwise."""
+    syntax = context.transfer_syntax[0]
+
+    def identifier() -> Dataset:
+        return decode(req.Identifier, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
+
+    model, ds = _permitted(node, service.assoc, req, operation, identifier)
+    rows = _retrieve_rows(node, model, ds)
+    if len(rows) > suboperations.MAX_SUB_OPERATIONS:
+        raise Refused(suboperations.TOO_MANY[f"C-{operation.upper()}"],
+                      f"{len(rows)} instances match; at most {suboperations.MAX_SUB_OPERATIONS} per request")
+    return rows
 
 
-def handle_get(event, node: "Node"):
+@suboperations.serves_whole_operation
+def handle_get(service, req, context, node: "Node") -> None:
+    """C-GET: the matching instances as C-STOREs on the requestor's own association."""
+    respond = suboperations.Responder(service, req, context, "C-GET")
     try:
-        model, identifier = _request(event, node, "get")
-        rows = _retrieve_rows(node, model, identifier)
+        rows = _retrieve_request(service, req, context, node, "get")
     except Refused as err:
-        log.warning("C-GET from %s refused 0x%04X: %s", _calling(event), err.status, err.reason)
-        yield 1  # pynetdicom sends a failure status only after a sub-operation count
-        yield _status(err.status, err.reason), None
+        respond.refuse(err.status, err.reason)
         return
     sender = retrieve.StoredSender(node)
-    sender.bind(event.assoc)
-    yield len(rows)
+    sender.bind(service.assoc)
+    what = f"C-GET from {_calling_ae(service)}"
     try:
-        yield from _sub_operations(event, rows, sender, f"C-GET from {_calling(event)}")
+        outcome = suboperations.run(
+            sender, rows, req.MessageID, lambda: service.is_cancelled(req.MessageID),
+            lambda o: respond.send(status.PENDING, o.counts()))
+        if not outcome.link_lost:  # else the association the answer would go on has ended
+            suboperations.finish(respond, outcome, what)
+    except Exception as err:  # noqa: BLE001 - a bug answers "unable to process", not an abort
+        log.exception("%s failed", what)
+        respond.send(suboperations.UNABLE_TO_PROCESS["C-GET"], None, str(err))
     finally:
         sender.unbind()
+        suboperations.after_retrieve(sender, rows, what)
 
 
-def _sub_operations(event, rows: list, sender: retrieve.StoredSender, what: str):
-    """Yield one pending item per instance; pynetdicom sends each and reports the counts."""
+@suboperations.serves_whole_operation
+def handle_move(service, req, context, node: "Node") -> None:
+    """C-MOVE: the matching instances as C-STOREs on a new association to a registered destination."""
+    respond = suboperations.Responder(service, req, context, "C-MOVE")
+    destination = str(req.MoveDestination or "").strip()
     try:
-        for row in rows:
-            if event.is_cancelled:
-                log.info("%s cancelled after %d of %d", what, len(sender.sent) + len(sender.failed), len(rows))
-                yield status.CANCEL, None
-                return
-            yield status.PENDING, sender.instance(row)
+        rows = _retrieve_request(service, req, context, node, "move")
+        aet = retrieve.move_destination(node, destination)
+        if aet is None:  # and no connection is opened
+            raise Refused(status.MOVE_DESTINATION_UNKNOWN, f"{destination!r} is not a registered move destination")
+    except Refused as err:
+        respond.refuse(err.status, err.reason)
+        return
+    if not rows:
+        respond.send(status.SUCCESS, (None, 0, 0, 0))
+        return
+    what = f"C-MOVE from {_calling_ae(service)} to {destination}"
+    sender = retrieve.StoredSender(node, originator_aet=service.assoc.requestor.ae_title)
+    host, port, kwargs = retrieve.store_association_args(node, aet, rows, sender)
+    store = service.ae.associate(host, port, **kwargs)
+    try:
+        if not store.is_established:
+            respond.refuse(status.MOVE_DESTINATION_UNKNOWN,
+                           f"cannot associate with {destination} at {host}:{port}")
+            return
+        # The requestor's association too is held by this thread: pending responses go straight out,
+        # and a C-CANCEL is looked for between sub-operations.
+        respond.hold()
+        outcome = suboperations.run(sender, rows, req.MessageID, lambda: respond.cancelled(service),
+                                    lambda o: respond.send(status.PENDING, o.counts()),
+                                    originator_id=req.MessageID)
+        sender.release_in_background(store)  # every sub-operation is answered: no need to wait for it
+        suboperations.finish(respond, outcome, what)
+    except Exception as err:  # noqa: BLE001 - a bug answers "unable to process", not an abort
+        log.exception("%s failed", what)
+        respond.send(suboperations.UNABLE_TO_PROCESS["C-MOVE"], None, str(err))
     finally:
-        sender.touch()
-        log.info("%s: %d sent, %d failed", what, len(sender.sent), len(sender.failed))
-        for study_uid in {row["study_uid"] for row in rows}:  # no-op unless migration.recall_on_access
-            migration.recall_on_access(sender.node, study_uid)
+        respond.let_go()
+        if sender.bound_to(store):
+            sender.release_in_background(store)
+        suboperations.after_retrieve(sender, rows, what)
+
+
+def _calling_ae(service) -> str:
+    return service.assoc.requestor.ae_title.strip()

@@ -13,7 +13,7 @@ from pynetdicom import dimse
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.pdu import P_DATA_TF
 
-from storage import tuning
+from storage import commands, tuning
 
 
 def _primitives():
@@ -72,7 +72,7 @@ def test_c_store_request_is_pynetdicoms_command_set(originator):
         store.MoveOriginatorApplicationEntityTitle, store.MoveOriginatorMessageID = originator, 42
     store.DataSet = BytesIO(b"\x08\x00\x60\x00\x02\x00\x00\x00CT")  # present: Command Data Set Type says so
     expected = tuning._encode_dataset(_message(store).command_set, True, True)
-    built = tuning.c_store_request(65535, 1, store.AffectedSOPClassUID, store.AffectedSOPInstanceUID,
+    built = commands.c_store_request(65535, 1, store.AffectedSOPClassUID, store.AffectedSOPInstanceUID,
                                    originator, 42 if originator else None)
     assert built == expected
 
