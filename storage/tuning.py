@@ -444,6 +444,7 @@ def _known_non_storage(uid: str) -> bool:
     return "Storage" not in uid.keyword or uid.keyword.startswith("StorageCommitment")
 
 
+_memo_lock = threading.Lock()  # the memos below are filled from several association threads
 _negotiated: dict[tuple, tuple] = {}
 _negotiated_objects: set[int] = set()  # ids of contexts and role items a remembered negotiation returned
 
@@ -465,11 +466,12 @@ def negotiate_storage_unrestricted(rq_contexts, ac_contexts, roles=None):
         return list(hit[1]), list(hit[2])
     result, reply_roles = _negotiate_storage_unrestricted(rq_contexts, ac_contexts, roles)
     if getattr(rq_contexts, "remembered", False):  # only lists kept alive by the RQ memo
-        if len(_negotiated) >= _RememberedRQ.MEMO_SIZE * 4:
-            _, old_result, old_roles = _negotiated.pop(next(iter(_negotiated)))
-            _negotiated_objects.difference_update(id(o) for o in (*old_result, *old_roles))
-        _negotiated[key] = (rq_contexts, result, reply_roles)
-        _negotiated_objects.update(id(o) for o in (*result, *reply_roles))  # never freed while remembered
+        with _memo_lock:
+            if len(_negotiated) >= _RememberedRQ.MEMO_SIZE * 4:
+                _, old_result, old_roles = _negotiated.pop(next(iter(_negotiated)))
+                _negotiated_objects.difference_update(id(o) for o in (*old_result, *old_roles))
+            _negotiated[key] = (rq_contexts, result, reply_roles)
+            _negotiated_objects.update(id(o) for o in (*result, *reply_roles))  # never freed while remembered
         return list(result), list(reply_roles)
     return result, reply_roles
 
@@ -505,12 +507,14 @@ class _RememberedRQ(pynetdicom.pdu.A_ASSOCIATE_RQ):
         hit = self._memo.get(key)
         if hit is None:
             super().decode(bytestream)
-            if len(self._memo) >= self.MEMO_SIZE:
-                self._memo.pop(next(iter(self._memo)))  # the oldest request seen
             primitive = super().to_primitive()
             contexts = _RememberedList(primitive.presentation_context_definition_list)
             primitive._presentation_context_definition_list = contexts
-            hit = self._memo[key] = (dict(self.__dict__), primitive, contexts)
+            hit = (dict(self.__dict__), primitive, contexts)
+            with _memo_lock:  # several DUL threads decode at once
+                if len(self._memo) >= self.MEMO_SIZE:
+                    self._memo.pop(next(iter(self._memo)))  # the oldest request seen
+                self._memo[key] = hit
         self.__dict__.update(hit[0])
         self._remembered = hit[1]
 
@@ -539,9 +543,12 @@ class _RememberedAC(pynetdicom.pdu.A_ASSOCIATE_AC):
             return
         super().from_primitive(primitive)
         if key is not None:
-            if len(self._memo) >= _RememberedRQ.MEMO_SIZE * 4:
-                self._memo.pop(next(iter(self._memo)))
-            self._memo[key] = (dict(self.__dict__), super().encode(), parts)
+            entry = (dict(self.__dict__), super().encode(), parts)
+            with _memo_lock:
+                if len(self._memo) >= _RememberedRQ.MEMO_SIZE * 4:
+                    self._memo.pop(next(iter(self._memo)))
+                self._memo[key] = entry
+            self._encoded = entry[1]
 
     def encode(self) -> bytes:
         encoded = self.__dict__.get("_encoded")

@@ -222,3 +222,122 @@ def test_get_study_files_identical_and_unconvertible_syntax_fails(setup):
     assert implicit in received and jpeg not in received
     assert received[implicit] != stored[implicit]  # re-encoded as explicit VR: same elements, other bytes
     assert free_port()  # the node is still serving ports normally (no leaked listener)
+
+
+def _register(node, title: str, port: int) -> None:
+    pacsdeck("agent", "call", "aets.add", "--params", json.dumps(
+        {"ae_title": title, "host": "127.0.0.1", "port": port, "move_destination": True}),
+        "--config", str(node.config), check=True)
+
+
+def _get_scu(node, on_store, study_uid: str):
+    """A pynetdicom C-GET of the study; returns (association, list of (status Dataset) as they came)."""
+    scu = AE(ae_title="GETSCU")
+    scu.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    scu.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = scu.associate("127.0.0.1", node.port, ae_title=node.ae_title,
+                          ext_neg=[build_role(CTImageStorage, scp_role=True)], evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel, query.StudyInstanceUID = "STUDY", study_uid
+    return assoc, assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet, msg_id=1)
+
+
+def test_get_pending_responses_count_the_sub_operations(setup):
+    """Each pending C-GET response carries the counts so far; the final one no Remaining (PS3.4 C.4.3.1.3)."""
+    node, _, _, study_uid, _ = setup
+    assoc, responses = _get_scu(node, lambda event: 0x0000, study_uid)
+    seen = [(s.Status, s.get("NumberOfRemainingSuboperations"), s.NumberOfCompletedSuboperations,
+             s.NumberOfFailedSuboperations, s.NumberOfWarningSuboperations) for s, _ in responses]
+    assoc.release()
+    assert seen[:-1] == [(0xFF00, 10 - n, n, 0, 0) for n in range(1, 11)], seen
+    assert seen[-1] == (0x0000, None, 10, 0, 0), seen
+
+
+def test_get_requestor_aborting_midway_leaves_the_node_serving(setup):
+    node, _, _, study_uid, _ = setup
+    received = []
+
+    def on_store(event):
+        received.append(event.request.AffectedSOPInstanceUID)
+        if len(received) == 3:
+            event.assoc.abort()
+        return 0x0000
+
+    assoc, responses = _get_scu(node, on_store, study_uid)
+    list(responses)  # ends when the association does
+    assert assoc.is_aborted and 3 <= len(received) < 10
+    wait_for(lambda: "association ended after" in node.log_text(), what="the node noticing the abort")
+    with tempfile.TemporaryDirectory() as out:  # the next retrieve is served in full
+        proc = run_tool("getscu", "-d", "-S", "-aet", "GETSCU", "-aec", node.ae_title, "-od", out,
+                        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
+                        "127.0.0.1", str(node.port))
+        assert final_status(proc.stdout + proc.stderr) == 0x0000, (proc.stdout + proc.stderr)[-3000:]
+        assert len(list(Path(out).iterdir())) == 10
+
+
+def test_move_requestor_aborting_midway_stops_the_transfer(setup, storescp_factory):
+    """The C-MOVE's requestor goes away: the node stops after the instance in flight, releases its
+    association to the destination, and serves the next C-MOVE in full."""
+    node, scp, _, study_uid, _ = setup
+    slow = storescp_factory("slow", ae_title="SLOWSCP", extra=("--sleep-after", "1"))
+    _register(node, slow.ae_title, slow.port)
+    scu = AE(ae_title="MOVESCU")
+    scu.add_requested_context("1.2.840.10008.5.1.4.1.2.2.2")  # Study Root Q/R MOVE
+    assoc = scu.associate("127.0.0.1", node.port, ae_title=node.ae_title)
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel, query.StudyInstanceUID = "STUDY", study_uid
+    for status, _ in assoc.send_c_move(query, slow.ae_title, "1.2.840.10008.5.1.4.1.2.2.2"):
+        if status is not None and status.Status == 0xFF00:
+            assoc.abort()  # after the first instance arrived
+            break
+    wait_for(lambda: "the requestor's association ended" in node.log_text(), what="the node noticing the abort")
+    wait_for(lambda: "C-MOVE from MOVESCU to SLOWSCP cancelled after" in node.log_text(), timeout=30,
+             what="the transfer stopping")
+    assert len(_received(slow.dir)) < 10
+    code, output = movescu(node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}, dest=scp.ae_title)
+    assert code == 0x0000, output[-3000:]
+    wait_for(lambda: len(_received(scp.dir)) == 10, what="the 10 instances at the destination")
+
+
+def test_move_to_a_destination_that_is_down(setup):
+    node, _, _, study_uid, _ = setup
+    _register(node, "DOWNSCP", free_port())  # registered, nothing listens there
+    code, output = movescu(node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}, dest="DOWNSCP")
+    assert code == 0xA801, output[-2000:]
+    assert "cannot associate with DOWNSCP" in output, output[-2000:]  # the ErrorComment says why
+
+
+def test_move_destination_aborting_midway_fails_the_rest(setup):
+    """The destination aborts during the third C-STORE: two completed, the other eight failed and listed."""
+    node, _, _, study_uid, instances = setup
+    arrived = []
+
+    def on_store(event):
+        arrived.append(event.request.AffectedSOPInstanceUID)
+        if len(arrived) == 3:
+            event.assoc.abort()
+        return 0x0000
+
+    dest = AE(ae_title="ABORTER")
+    dest.supported_contexts = StoragePresentationContexts
+    port = free_port()
+    server = dest.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        _register(node, "ABORTER", port)
+        code, output = movescu(node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}, dest="ABORTER")
+    finally:
+        server.shutdown()
+    assert code == 0xB000, output[-3000:]
+    assert _last_count(output, "Completed") == 2 and _last_count(output, "Failed") == 8, output[-3000:]
+    failed = set(_FAILED_LIST.findall(output)[-1].split("\\"))
+    study = {uid for uid, i in instances.items() if i["StudyInstanceUID"] == study_uid}
+    assert len(failed) == 8 and failed <= study and not failed & set(arrived[:2])
+
+
+def _last_count(output: str, which: str) -> int:
+    """The last '<which> Suboperations : n' in a DCMTK tool's output (movescu -d, getscu summary)."""
+    found = re.findall(rf"{which} Suboperations\s*: (\d+)", output)
+    assert found, f"no {which} Suboperations in the output"
+    return int(found[-1])
