@@ -114,9 +114,7 @@ def test_move_partial_failure_lists_failed_instances(setup):
 def test_move_cancelled_midway_stops_sending(setup, storescp_factory):
     node, _, _, study_uid, _ = setup
     slow = storescp_factory("slow", ae_title="SLOWSCP", extra=("--sleep-after", "1"))  # 1 s per sub-operation
-    pacsdeck("agent", "call", "aets.add", "--params", json.dumps(
-        {"ae_title": slow.ae_title, "host": "127.0.0.1", "port": slow.port, "move_destination": True}),
-        "--config", str(node.config), check=True)
+    _register(node, slow.ae_title, slow.port)
     keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}"]
     proc = run_tool("movescu", "-d", "-S", "--cancel", "2", "-aet", "MOVESCU", "-aec", node.ae_title,
                     "-aem", slow.ae_title, *keys, "127.0.0.1", str(node.port))
@@ -136,17 +134,7 @@ def test_move_names_the_requesting_ae_as_move_originator(setup):
         seen.append((event.request.MoveOriginatorApplicationEntityTitle, event.request.MoveOriginatorMessageID))
         return 0x0000
 
-    dest = AE(ae_title="PYDEST")
-    dest.supported_contexts = StoragePresentationContexts
-    port = free_port()
-    server = dest.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
-    try:
-        pacsdeck("agent", "call", "aets.add", "--params", json.dumps(
-            {"ae_title": "PYDEST", "host": "127.0.0.1", "port": port, "move_destination": True}),
-            "--config", str(node.config), check=True)
-        code, output = movescu(node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}, dest="PYDEST")
-    finally:
-        server.shutdown()
+    code, output = _move_to_pynetdicom_destination(node, "PYDEST", on_store, study_uid)
     assert code == 0x0000, output[-3000:]
     assert len(seen) == 10 and {aet for aet, _ in seen} == {"MOVESCU"}, seen
     assert len({msg_id for _, msg_id in seen}) == 1
@@ -230,6 +218,30 @@ def _register(node, title: str, port: int) -> None:
         "--config", str(node.config), check=True)
 
 
+def _aborting_at_the_third(arrived: list):
+    """An EVT_C_STORE handler that notes each instance and aborts the association at the third."""
+    def on_store(event):
+        arrived.append(event.request.AffectedSOPInstanceUID)
+        if len(arrived) == 3:
+            event.assoc.abort()
+        return 0x0000
+
+    return on_store
+
+
+def _move_to_pynetdicom_destination(node, title: str, on_store, study_uid: str):
+    """movescu of the study to a pynetdicom storage SCP registered as `title`: (status, output)."""
+    dest = AE(ae_title=title)
+    dest.supported_contexts = StoragePresentationContexts
+    port = free_port()
+    server = dest.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        _register(node, title, port)
+        return movescu(node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}, dest=title)
+    finally:
+        server.shutdown()
+
+
 def _get_scu(node, on_store, study_uid: str):
     """A pynetdicom C-GET of the study; returns (association, list of (status Dataset) as they came)."""
     scu = AE(ae_title="GETSCU")
@@ -257,14 +269,7 @@ def test_get_pending_responses_count_the_sub_operations(setup):
 def test_get_requestor_aborting_midway_leaves_the_node_serving(setup):
     node, _, _, study_uid, _ = setup
     received = []
-
-    def on_store(event):
-        received.append(event.request.AffectedSOPInstanceUID)
-        if len(received) == 3:
-            event.assoc.abort()
-        return 0x0000
-
-    assoc, responses = _get_scu(node, on_store, study_uid)
+    assoc, responses = _get_scu(node, _aborting_at_the_third(received), study_uid)
     list(responses)  # ends when the association does
     assert assoc.is_aborted and 3 <= len(received) < 10
     wait_for(lambda: "association ended after" in node.log_text(), what="the node noticing the abort")
@@ -313,22 +318,7 @@ def test_move_destination_aborting_midway_fails_the_rest(setup):
     """The destination aborts during the third C-STORE: two completed, the other eight failed and listed."""
     node, _, _, study_uid, instances = setup
     arrived = []
-
-    def on_store(event):
-        arrived.append(event.request.AffectedSOPInstanceUID)
-        if len(arrived) == 3:
-            event.assoc.abort()
-        return 0x0000
-
-    dest = AE(ae_title="ABORTER")
-    dest.supported_contexts = StoragePresentationContexts
-    port = free_port()
-    server = dest.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
-    try:
-        _register(node, "ABORTER", port)
-        code, output = movescu(node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}, dest="ABORTER")
-    finally:
-        server.shutdown()
+    code, output = _move_to_pynetdicom_destination(node, "ABORTER", _aborting_at_the_third(arrived), study_uid)
     assert code == 0xB000, output[-3000:]
     assert _last_count(output, "Completed") == 2 and _last_count(output, "Failed") == 8, output[-3000:]
     failed = set(_FAILED_LIST.findall(output)[-1].split("\\"))
