@@ -53,8 +53,8 @@ def _status(code: int, comment: str = "") -> Dataset:
     return ds
 
 
-def _calling(event) -> str:
-    return event.assoc.requestor.ae_title.strip()
+def _calling(assoc) -> str:
+    return assoc.requestor.ae_title.strip()
 
 
 def _request(event, node: "Node", operation: str) -> tuple[str, Dataset]:
@@ -64,7 +64,7 @@ def _request(event, node: "Node", operation: str) -> tuple[str, Dataset]:
 
 def _permitted(node: "Node", assoc, request, operation: str, identifier) -> tuple[str, Dataset]:
     """(model, decoded identifier) of a request the calling AE may make; Refused otherwise."""
-    calling = assoc.requestor.ae_title.strip()
+    calling = _calling(assoc)
     if not node.associations.may(assoc, calling, operation):
         raise Refused(status.NOT_AUTHORIZED, f"{calling} may not {operation} here")
     try:
@@ -79,11 +79,11 @@ def handle_find(event, node: "Node"):
         model, identifier = _request(event, node, "find")
         q = query.parse_identifier(identifier, model)
     except Refused as err:
-        log.warning("C-FIND from %s refused 0x%04X: %s", _calling(event), err.status, err.reason)
+        log.warning("C-FIND from %s refused 0x%04X: %s", _calling(event.assoc), err.status, err.reason)
         yield _status(err.status, err.reason), None
         return
     except query.QueryError as err:
-        log.warning("C-FIND from %s: %s", _calling(event), err)
+        log.warning("C-FIND from %s: %s", _calling(event.assoc), err)
         yield _status(status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(err)), None
         return
     limit = node.config.query_limit or None
@@ -97,7 +97,7 @@ def handle_find(event, node: "Node"):
             return
         if limit is not None and n == limit:
             log.warning("C-FIND from %s: more than query_limit=%d matches; answered the first %d",
-                        _calling(event), limit, limit)
+                        _calling(event.assoc), limit, limit)
             yield _status(status.CANCEL, f"more than {limit} matches; narrow the query"), None
             return
         yield pending, query.response(row, q, ae_title=node.config.ae_title)
@@ -137,17 +137,18 @@ def handle_get(service, req, context, node: "Node") -> None:
         return
     sender = retrieve.StoredSender(node)
     sender.bind(service.assoc)
-    what = f"C-GET from {_calling_ae(service)}"
+    what = f"C-GET from {_calling(service.assoc)}"
     try:
-        outcome = suboperations.run(
-            sender, rows, req.MessageID, lambda: service.is_cancelled(req.MessageID),
-            lambda o: respond.send(status.PENDING, o.counts()))
+        respond.hold()  # this thread writes and reads the association until the answer is out
+        outcome = suboperations.run(sender, rows, req.MessageID, lambda: respond.cancelled(service),
+                                    lambda o: respond.send(status.PENDING, o.counts()))
         if not outcome.link_lost:  # else the association the answer would go on has ended
             suboperations.finish(respond, outcome, what)
     except Exception as err:  # noqa: BLE001 - a bug answers "unable to process", not an abort
         log.exception("%s failed", what)
         respond.send(suboperations.UNABLE_TO_PROCESS["C-GET"], None, str(err))
     finally:
+        respond.let_go()
         sender.unbind()
         suboperations.after_retrieve(sender, rows, what)
 
@@ -168,7 +169,7 @@ def handle_move(service, req, context, node: "Node") -> None:
     if not rows:
         respond.send(status.SUCCESS, (None, 0, 0, 0))
         return
-    what = f"C-MOVE from {_calling_ae(service)} to {destination}"
+    what = f"C-MOVE from {_calling(service.assoc)} to {destination}"
     sender = retrieve.StoredSender(node, originator_aet=service.assoc.requestor.ae_title)
     host, port, kwargs = retrieve.store_association_args(node, aet, rows, sender)
     store = service.ae.associate(host, port, **kwargs)
@@ -193,7 +194,3 @@ def handle_move(service, req, context, node: "Node") -> None:
         if sender.bound_to(store):
             sender.release_in_background(store)
         suboperations.after_retrieve(sender, rows, what)
-
-
-def _calling_ae(service) -> str:
-    return service.assoc.requestor.ae_title.strip()

@@ -106,12 +106,13 @@ class _PausedReactor(threading.Event):
 
 
 class StoredSender:
-    """Sends StoredInstance items over one association (the C-GET's own, or a C-MOVE's store
-    association) and remembers which arrived, for last-access and the log.
+    """Sends stored instances as their stored bytes over one association (a C-GET's own, a C-MOVE's
+    store association, a forward's) and remembers which arrived, for last-access and the log.
 
-    pynetdicom 3.0.4's C-GET/C-MOVE loops accept only Datasets and re-encode them; this wraps that
-    one association's send_c_store so our items go out through pynetdicom's send-from-file path
-    (the stored bytes) instead. Other calls pass through untouched.
+    Retrieves call `send(row, ...)` (suboperations.py). The forwarder calls the association's
+    send_c_store with a StoredInstance, which `bind` routes here; other calls pass through to
+    pynetdicom untouched, as does the rare instance sent the pynetdicom way (a lossless conversion,
+    an unusual File Meta layout).
     """
 
     def __init__(self, node: "Node", originator_aet: str | None = None):

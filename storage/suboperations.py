@@ -73,7 +73,8 @@ class Responder:
         self.requestor_lost = False
 
     def hold(self) -> None:
-        """Write to the requestor from this thread, and read its C-CANCEL here (see cancelled)."""
+        """Write to the requestor from this thread, and look for its C-CANCEL here between
+        sub-operations (see cancelled) instead of through pynetdicom's DUL thread."""
         self.held = inline.claim(self.assoc)
 
     def let_go(self) -> None:
@@ -82,6 +83,8 @@ class Responder:
 
     def cancelled(self, service) -> bool:
         """Whether the requestor sent a C-CANCEL for this request (or went away)."""
+        if self.held is not None:
+            self.held = inline.claim(self.assoc)  # taken again if an instance sent the pynetdicom way let it go
         if self.held is not None:
             try:
                 inline.poll(self.held)
@@ -115,8 +118,8 @@ class Responder:
             metrics.response_sent(self.operation, code)
 
     def refuse(self, code: int, reason: str) -> None:
-        log.warning("%s from %s refused 0x%04X: %s", self.operation, self.assoc.requestor.ae_title.strip(),
-                    code, reason)
+        log.warning("%s from %s refused 0x%04X: %s", self.operation, self.assoc.requestor.ae_title.strip(), code,
+                    reason)
         self.send(code, None, reason)
 
 

@@ -1,4 +1,4 @@
-"""storage/tuning.py's remembered A-ASSOCIATE decoding, negotiation and AC encoding give exactly
+"""storage/negotiation.py's remembered A-ASSOCIATE decoding, negotiation and AC encoding give exactly
 what pynetdicom gives without them."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from storage import qr_scp, tuning
+from storage import negotiation, qr_scp
 
 SYNTAXES = ([ExplicitVRLittleEndian, ImplicitVRLittleEndian],
             [JPEGBaseline8Bit, ExplicitVRLittleEndian, ImplicitVRLittleEndian],
@@ -36,10 +36,10 @@ STORAGE = [str(cx.abstract_syntax) for cx in StoragePresentationContexts[:40]]
 @pytest.fixture(autouse=True)
 def fresh_memos(monkeypatch):
     """Each test starts with nothing remembered (other tests in this process decode requests too)."""
-    monkeypatch.setattr(tuning._RememberedRQ, "_memo", {})
-    monkeypatch.setattr(tuning._RememberedAC, "_memo", {})
-    monkeypatch.setattr(tuning, "_negotiated", {})
-    monkeypatch.setattr(tuning, "_negotiated_objects", set())
+    monkeypatch.setattr(negotiation._RememberedRQ, "_memo", {})
+    monkeypatch.setattr(negotiation._RememberedAC, "_memo", {})
+    monkeypatch.setattr(negotiation, "_negotiated", {})
+    monkeypatch.setattr(negotiation, "_negotiated_objects", set())
 
 
 def _request_bytes(calling: str = "VIEWER", async_ops: bool = False) -> bytes:
@@ -115,10 +115,10 @@ def _assert_same_negotiation(got, expected) -> None:
 
 def test_a_remembered_request_reencodes_to_the_bytes_received():
     data = _request_bytes()
-    first = _decode(tuning._RememberedRQ, data)
-    assert len(tuning._RememberedRQ._memo) == 1
-    second = _decode(tuning._RememberedRQ, data)
-    assert len(tuning._RememberedRQ._memo) == 1  # the second was a hit, not a second entry
+    first = _decode(negotiation._RememberedRQ, data)
+    assert len(negotiation._RememberedRQ._memo) == 1
+    second = _decode(negotiation._RememberedRQ, data)
+    assert len(negotiation._RememberedRQ._memo) == 1  # the second was a hit, not a second entry
     assert first is not second
     plain = _decode(pynetdicom.pdu.A_ASSOCIATE_RQ, data)
     for primitive in (first, second):
@@ -133,18 +133,18 @@ def test_a_remembered_request_reencodes_to_the_bytes_received():
     # A primitive's own attributes are its own: a handler changing one does not change the other.
     first.calling_ae_title = "CHANGED"
     assert second.calling_ae_title == plain.calling_ae_title
-    assert _decode(tuning._RememberedRQ, data).calling_ae_title == plain.calling_ae_title
+    assert _decode(negotiation._RememberedRQ, data).calling_ae_title == plain.calling_ae_title
 
 
 def test_requests_differing_only_in_calling_ae_are_not_confused():
     one, other = _request_bytes("VIEWER"), _request_bytes("OTHERVIEW")
     assert len(one) == len(other) and one != other
-    _decode(tuning._RememberedRQ, one)
-    got = _decode(tuning._RememberedRQ, other)
+    _decode(negotiation._RememberedRQ, one)
+    got = _decode(negotiation._RememberedRQ, other)
     assert got.calling_ae_title == _decode(pynetdicom.pdu.A_ASSOCIATE_RQ, other).calling_ae_title
     assert pynetdicom.pdu.A_ASSOCIATE_RQ(got).encode() == other
-    assert _decode(tuning._RememberedRQ, one).calling_ae_title == "VIEWER"
-    assert len(tuning._RememberedRQ._memo) == 2
+    assert _decode(negotiation._RememberedRQ, one).calling_ae_title == "VIEWER"
+    assert len(negotiation._RememberedRQ._memo) == 2
 
 
 # --- negotiation -----------------------------------------------------------------------------------
@@ -152,18 +152,18 @@ def test_requests_differing_only_in_calling_ae_are_not_confused():
 def test_remembered_negotiation_is_the_same_negotiation_and_a_hit_the_second_time():
     data = _request_bytes()
     supported = _supported_contexts()
-    first = _decode(tuning._RememberedRQ, data)
-    second = _decode(tuning._RememberedRQ, data)
+    first = _decode(negotiation._RememberedRQ, data)
+    second = _decode(negotiation._RememberedRQ, data)
     assert second.presentation_context_definition_list is first.presentation_context_definition_list
     plain = _decode(pynetdicom.pdu.A_ASSOCIATE_RQ, data)
     roles = _roles(plain)
-    expected = tuning._negotiate_storage_unrestricted(plain.presentation_context_definition_list, supported, roles)
+    expected = negotiation._negotiate_storage_unrestricted(plain.presentation_context_definition_list, supported, roles)
     assert any(cx.result != 0 for cx in expected[0])  # the worklist FIND is rejected: both outcomes covered
     assert len(expected[1]) == len(STORAGE)
 
-    got1 = tuning.negotiate_storage_unrestricted(first.presentation_context_definition_list, supported, _roles(first))
+    got1 = negotiation.negotiate_storage_unrestricted(first.presentation_context_definition_list, supported, _roles(first))
     _assert_same_negotiation(got1, expected)
-    got2 = tuning.negotiate_storage_unrestricted(second.presentation_context_definition_list, _supported_contexts(),
+    got2 = negotiation.negotiate_storage_unrestricted(second.presentation_context_definition_list, _supported_contexts(),
                                                  _roles(second))
     _assert_same_negotiation(got2, expected)
     assert got2[0] is not got1[0] and got2[1] is not got1[1]  # new lists, the caller may change them
@@ -173,28 +173,28 @@ def test_remembered_negotiation_is_the_same_negotiation_and_a_hit_the_second_tim
 
 def test_negotiation_with_other_roles_or_contexts_is_not_a_hit():
     data = _request_bytes()
-    primitive = _decode(tuning._RememberedRQ, data)
+    primitive = _decode(negotiation._RememberedRQ, data)
     contexts = primitive.presentation_context_definition_list
     supported = _supported_contexts()
-    got1 = tuning.negotiate_storage_unrestricted(contexts, supported, _roles(primitive))
+    got1 = negotiation.negotiate_storage_unrestricted(contexts, supported, _roles(primitive))
     other_roles = {uid: (True, True) for uid in _roles(primitive)}
-    got2 = tuning.negotiate_storage_unrestricted(contexts, supported, other_roles)
-    _assert_same_negotiation(got2, tuning._negotiate_storage_unrestricted(contexts, supported, other_roles))
+    got2 = negotiation.negotiate_storage_unrestricted(contexts, supported, other_roles)
+    _assert_same_negotiation(got2, negotiation._negotiate_storage_unrestricted(contexts, supported, other_roles))
     assert got2[0][0] is not got1[0][0]
     fewer = supported[:1]  # only Verification: the Q/R GET contexts are rejected now
-    got3 = tuning.negotiate_storage_unrestricted(contexts, fewer, _roles(primitive))
-    _assert_same_negotiation(got3, tuning._negotiate_storage_unrestricted(contexts, fewer, _roles(primitive)))
+    got3 = negotiation.negotiate_storage_unrestricted(contexts, fewer, _roles(primitive))
+    _assert_same_negotiation(got3, negotiation._negotiate_storage_unrestricted(contexts, fewer, _roles(primitive)))
     assert [cx.result for cx in got3[0]] != [cx.result for cx in got1[0]]
 
 
 def test_a_plain_list_is_negotiated_every_time():
     plain = _decode(pynetdicom.pdu.A_ASSOCIATE_RQ, _request_bytes())
     supported = _supported_contexts()
-    got1 = tuning.negotiate_storage_unrestricted(plain.presentation_context_definition_list, supported, _roles(plain))
-    got2 = tuning.negotiate_storage_unrestricted(plain.presentation_context_definition_list, supported, _roles(plain))
+    got1 = negotiation.negotiate_storage_unrestricted(plain.presentation_context_definition_list, supported, _roles(plain))
+    got2 = negotiation.negotiate_storage_unrestricted(plain.presentation_context_definition_list, supported, _roles(plain))
     _assert_same_negotiation(got2, got1)
     assert not any(a is b for a, b in zip(got1[0], got2[0]))
-    assert not tuning._negotiated
+    assert not negotiation._negotiated
 
 
 # --- A-ASSOCIATE-AC --------------------------------------------------------------------------------
@@ -220,8 +220,8 @@ def _accept(request, result, reply_roles, max_length: int = 16382, extra=()):
 
 
 def _negotiated(data: bytes):
-    request = _decode(tuning._RememberedRQ, data)
-    result, reply_roles = tuning.negotiate_storage_unrestricted(
+    request = _decode(negotiation._RememberedRQ, data)
+    result, reply_roles = negotiation.negotiate_storage_unrestricted(
         request.presentation_context_definition_list, _supported_contexts(), _roles(request))
     return request, result, reply_roles
 
@@ -231,17 +231,17 @@ def test_a_remembered_ac_is_the_bytes_pynetdicom_encodes_first_and_second_time()
     request, result, reply_roles = _negotiated(data)
     first = _accept(request, result, reply_roles)
     expected = pynetdicom.pdu.A_ASSOCIATE_AC(first).encode()
-    ac1 = tuning._RememberedAC(first)  # a miss: encoded as usual, then remembered
+    ac1 = negotiation._RememberedAC(first)  # a miss: encoded as usual, then remembered
     assert ac1.encode() == expected
-    assert len(tuning._RememberedAC._memo) == 1
-    remembered = next(iter(tuning._RememberedAC._memo.values()))
+    assert len(negotiation._RememberedAC._memo) == 1
+    remembered = next(iter(negotiation._RememberedAC._memo.values()))
 
     request2, result2, reply_roles2 = _negotiated(data)
     assert all(a is b for a, b in zip(result2, result))
     second = _accept(request2, result2, reply_roles2)
     assert second is not first
-    ac2 = tuning._RememberedAC(second)
-    assert len(tuning._RememberedAC._memo) == 1 and ac2.__dict__["_encoded"] is remembered[1]  # a hit
+    ac2 = negotiation._RememberedAC(second)
+    assert len(negotiation._RememberedAC._memo) == 1 and ac2.__dict__["_encoded"] is remembered[1]  # a hit
     assert ac2.encode() == pynetdicom.pdu.A_ASSOCIATE_AC(second).encode() == expected
     assert ac2.to_primitive().calling_ae_title == request.calling_ae_title
 
@@ -249,35 +249,35 @@ def test_a_remembered_ac_is_the_bytes_pynetdicom_encodes_first_and_second_time()
 def test_an_ac_differing_in_a_value_is_encoded_afresh():
     data = _request_bytes()
     request, result, reply_roles = _negotiated(data)
-    tuning._RememberedAC(_accept(request, result, reply_roles)).encode()
+    negotiation._RememberedAC(_accept(request, result, reply_roles)).encode()
     other = _accept(request, result, reply_roles, max_length=32768)
-    ac = tuning._RememberedAC(other)
+    ac = negotiation._RememberedAC(other)
     assert ac.encode() == pynetdicom.pdu.A_ASSOCIATE_AC(other).encode()
-    assert len(tuning._RememberedAC._memo) == 2  # its own entry, not the first one's bytes
+    assert len(negotiation._RememberedAC._memo) == 2  # its own entry, not the first one's bytes
     request_b, result_b, roles_b = _negotiated(_request_bytes("OTHERVIEW"))
     for_b = _accept(request_b, result_b, roles_b)
-    assert tuning._RememberedAC(for_b).encode() == pynetdicom.pdu.A_ASSOCIATE_AC(for_b).encode()
+    assert negotiation._RememberedAC(for_b).encode() == pynetdicom.pdu.A_ASSOCIATE_AC(for_b).encode()
 
 
 def test_an_ac_with_an_item_not_compared_by_value_is_encoded_as_usual():
     ops = AsynchronousOperationsWindowNegotiation()
     ops.maximum_number_operations_invoked = ops.maximum_number_operations_performed = 1
-    assert type(ops) not in tuning._BY_VALUE
+    assert type(ops) not in negotiation._BY_VALUE
     request, result, reply_roles = _negotiated(_request_bytes())
     for _ in range(2):
         primitive = _accept(request, result, reply_roles, extra=[ops])
-        ac = tuning._RememberedAC(primitive)
+        ac = negotiation._RememberedAC(primitive)
         assert ac.encode() == pynetdicom.pdu.A_ASSOCIATE_AC(primitive).encode()
-    assert not tuning._RememberedAC._memo
+    assert not negotiation._RememberedAC._memo
 
 
 def test_an_ac_of_contexts_not_from_a_remembered_negotiation_is_encoded_as_usual():
     plain = _decode(pynetdicom.pdu.A_ASSOCIATE_RQ, _request_bytes())
-    result, reply_roles = tuning.negotiate_storage_unrestricted(
+    result, reply_roles = negotiation.negotiate_storage_unrestricted(
         plain.presentation_context_definition_list, _supported_contexts(), _roles(plain))
     primitive = _accept(plain, result, reply_roles)
-    assert tuning._RememberedAC(primitive).encode() == pynetdicom.pdu.A_ASSOCIATE_AC(primitive).encode()
-    assert not tuning._RememberedAC._memo
+    assert negotiation._RememberedAC(primitive).encode() == pynetdicom.pdu.A_ASSOCIATE_AC(primitive).encode()
+    assert not negotiation._RememberedAC._memo
 
 
 # --- copies of the node's contexts -----------------------------------------------------------------
@@ -287,7 +287,7 @@ def test_copy_contexts_is_a_deep_copy():
     for cx in supported:  # a role set on one: copied too
         cx.scu_role = cx.scp_role = None
     supported[1].scu_role, supported[1].scp_role = True, False
-    copies = tuning._copy_contexts(supported)
+    copies = negotiation._copy_contexts(supported)
     deep = copy.deepcopy(supported)
     assert len(copies) == len(deep) == len(supported) > 1
     for mine, theirs, original in zip(copies, deep, supported):
@@ -301,10 +301,10 @@ def test_copy_contexts_is_a_deep_copy():
 
 def test_copy_contexts_deep_copies_anything_else():
     nested = {"contexts": [[1, 2], {"a": [3]}]}
-    got = tuning._copy_contexts(nested)
+    got = negotiation._copy_contexts(nested)
     assert got == copy.deepcopy(nested)
     assert got["contexts"][0] is not nested["contexts"][0]
     mixed = [_supported_contexts()[0], [4]]
-    got_mixed = tuning._copy_contexts(mixed)
+    got_mixed = negotiation._copy_contexts(mixed)
     assert got_mixed[0].__dict__ == mixed[0].__dict__ and got_mixed[0] is not mixed[0]
     assert got_mixed[1] == [4] and got_mixed[1] is not mixed[1]
