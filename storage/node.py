@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -165,6 +166,20 @@ def _stop_with_lifeline() -> None:
     threading.Thread(target=watch, name="lifeline", daemon=True).start()
 
 
+def _freeze_startup_objects() -> None:
+    """Keep what exists now out of every later garbage collection.
+
+    pynetdicom's server runs a full gc.collect() every 60 connections (transport.py,
+    service_actions). Over the ~40,000 objects of pydicom's dictionaries, pynetdicom and our modules
+    that took ~10 ms with the GIL held: a stall for every association in flight. These objects live
+    as long as the process, so they are frozen (gc.freeze); a collection then looks only at newer
+    ones (microseconds), and forked workers keep sharing their pages."""
+    from . import scp  # noqa: F401 - the SCP's modules are among what lives as long as the process
+
+    gc.collect()
+    gc.freeze()
+
+
 def run_node(config_path: str) -> int:
     """`pacsdeck node run`: recover, serve in the foreground until SIGTERM or SIGINT."""
     from . import metrics
@@ -183,6 +198,7 @@ def run_node(config_path: str) -> int:
     node.recover()
     metrics.setup(config)  # before the fork: the workers inherit the metrics and their folder
     workers = config.worker_count()
+    _freeze_startup_objects()
 
     def announce() -> None:
         log.info("pacsdeck %s node %s listening on %s:%d (%d worker%s)", __version__, config.ae_title, config.bind,

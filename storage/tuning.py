@@ -25,6 +25,7 @@ its own thread (inline.py); importing this module applies all three.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import queue
 import select
@@ -425,6 +426,25 @@ pynetdicom.fsm.ACTIONS["DT-1"] = (pynetdicom.fsm.ACTIONS["DT-1"][0], _send_frame
 # for getscu's A-ASSOCIATE-RQ (120 contexts with role items) that was ~8 ms of CPU per association,
 # and every P-DATA PDU of every C-STORE paid its share. We log at WARNING; the text was never shown.
 pynetdicom._config.LOG_HANDLER_LEVEL = "none"
+
+
+
+class _ReportedByTheCaller(logging.Filter):
+    """pynetdicom logs two ERROR lines for every connection it cannot open ("Association request
+    failed: unable to connect to remote", "TCP Initialisation Error: [Errno 111] ..."), at every
+    retry of a forward to a destination that is down. Each of our callers reports that failure
+    itself, with the destination and why (the forwarder's job error and warning, a C-MOVE's 0xA801
+    and its comment, aets.echo's answer), so pynetdicom's lines are kept for DEBUG logging only."""
+
+    _MESSAGES = ("Association request failed: unable to connect", "TCP Initialisation Error")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith(self._MESSAGES):
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+logging.getLogger("pynetdicom.transport").addFilter(_ReportedByTheCaller())
 
 # pynetdicom checks every UID of every A-ASSOCIATE-RQ with a regular expression, through its
 # documented VALIDATORS hook; a viewer's C-GET proposes the same ~120 SOP classes every time.

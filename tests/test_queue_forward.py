@@ -133,6 +133,9 @@ def test_destination_down_backs_off_then_delivers_each_instance_once(node_factor
     for job in jobs:
         assert "refused the connection" in job["last_error"] and job["next_attempt_at"].endswith("Z")
         assert job["items_done"] == 0 and job["items_total"] == 6
+    log_text = node.log_text()  # each failed attempt is said once, by us, with the reason
+    assert "queue: forward to DEST failed" in log_text and "refused the connection" in log_text
+    assert "TCP Initialisation Error" not in log_text and "unable to connect to remote" not in log_text
 
     receiver.start()
     q = queue_settled(admin)
