@@ -6,6 +6,7 @@ import json
 import re
 import socket
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,16 @@ _FAILED_LIST = re.compile(r"\(0008,0058\) UI \[([^\]]*)\]")
 
 @pytest.fixture
 def setup(node_factory, storescp_factory, tmp_path):
+    yield from _retrieve_setup(node_factory, storescp_factory, tmp_path)
+
+
+@pytest.fixture
+def setup_one_process(node_factory, storescp_factory, tmp_path):
+    """The same, served by the node process alone (`setup`'s node forks one worker per core)."""
+    yield from _retrieve_setup(node_factory, storescp_factory, tmp_path, workers=1)
+
+
+def _retrieve_setup(node_factory, storescp_factory, tmp_path, **settings):
     scp = storescp_factory()
     idle = socket.socket()  # a port that must never see a connection
     idle.bind(("127.0.0.1", 0))
@@ -42,7 +53,7 @@ def setup(node_factory, storescp_factory, tmp_path):
             {"ae_title": scp.ae_title, "host": "127.0.0.1", "port": scp.port, "operations": ["store"],
              "move_destination": True},
             {"ae_title": "NOTDEST", "host": "127.0.0.1", "port": idle.getsockname()[1], "move_destination": False}]
-    node = node_factory(aets=aets).start()
+    node = node_factory(aets=aets, **settings).start()
     spec = synthetic.StudySpec(patient_id="RT1", patient_name="Retrieve^Ten", study_uid=generate_uid())
     study = synthetic.write_study(tmp_path / "study", spec, 10, rows=16, cols=16, series=2)
     samples = [p for p in PYDICOM_TEST_FILES if p.name in SYNTAX_SAMPLES]
@@ -331,3 +342,32 @@ def _last_count(output: str, which: str) -> int:
     found = re.findall(rf"{which} Suboperations\s*: (\d+)", output)
     assert found, f"no {which} Suboperations in the output"
     return int(found[-1])
+
+
+@pytest.mark.parametrize("served_by", ["setup", "setup_one_process"])
+def test_concurrent_retrieves_each_get_the_whole_study(served_by, request, tmp_path):
+    """Six getscu and three movescu at once: shared per-process state (remembered negotiations,
+    pooled index connections, sockets held by retrieving threads) keeps every transfer whole,
+    in forked workers or in one process."""
+    node, scp, _, study_uid, _ = request.getfixturevalue(served_by)
+    stored = _stored_bytes(node)
+    keys = {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}
+
+    def get(n: int):
+        out = tmp_path / f"get{n}"
+        out.mkdir()
+        proc = run_tool("getscu", "-d", "-S", "-aet", "GETSCU", "-aec", node.ae_title, "-od", str(out),
+                        *[a for k, v in keys.items() for a in ("-k", f"{k}={v}")], "127.0.0.1", str(node.port))
+        return final_status(proc.stdout + proc.stderr), _received(out), (proc.stdout + proc.stderr)[-2000:]
+
+    with ThreadPoolExecutor(9) as pool:
+        gets = [pool.submit(get, n) for n in range(6)]
+        moves = [pool.submit(movescu, node, keys, dest=scp.ae_title) for _ in range(3)]
+    for future in gets:
+        code, received, output = future.result()
+        assert code == 0x0000, output
+        assert len(received) == 10 and received == {uid: stored[uid] for uid in received}
+    for future in moves:
+        code, output = future.result()
+        assert code == 0x0000 and _last_count(output, "Completed") == 10, output[-3000:]
+    assert _received(scp.dir) == {uid: stored[uid] for uid in _received(scp.dir)}
