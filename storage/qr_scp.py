@@ -139,16 +139,8 @@ def handle_get(service, req, context, node: "Node") -> None:
     sender.bind(service.assoc)
     what = f"C-GET from {_calling(service.assoc)}"
     try:
-        respond.hold()  # this thread writes and reads the association until the answer is out
-        outcome = suboperations.run(sender, rows, req.MessageID, lambda: respond.cancelled(service),
-                                    lambda o: respond.send(status.PENDING, o.counts()))
-        if not outcome.link_lost:  # else the association the answer would go on has ended
-            suboperations.finish(respond, outcome, what)
-    except Exception as err:  # noqa: BLE001 - a bug answers "unable to process", not an abort
-        log.exception("%s failed", what)
-        respond.send(suboperations.UNABLE_TO_PROCESS["C-GET"], None, str(err))
+        suboperations.serve(service, respond, sender, rows, what)
     finally:
-        respond.let_go()
         sender.unbind()
         suboperations.after_retrieve(sender, rows, what)
 
@@ -175,22 +167,10 @@ def handle_move(service, req, context, node: "Node") -> None:
     store = service.ae.associate(host, port, **kwargs)
     try:
         if not store.is_established:
-            respond.refuse(status.MOVE_DESTINATION_UNKNOWN,
-                           f"cannot associate with {destination} at {host}:{port}")
+            respond.refuse(status.MOVE_DESTINATION_UNKNOWN, f"cannot associate with {destination} at {host}:{port}")
             return
-        # The requestor's association too is held by this thread: pending responses go straight out,
-        # and a C-CANCEL is looked for between sub-operations.
-        respond.hold()
-        outcome = suboperations.run(sender, rows, req.MessageID, lambda: respond.cancelled(service),
-                                    lambda o: respond.send(status.PENDING, o.counts()),
-                                    originator_id=req.MessageID)
-        sender.release_in_background(store)  # every sub-operation is answered: no need to wait for it
-        suboperations.finish(respond, outcome, what)
-    except Exception as err:  # noqa: BLE001 - a bug answers "unable to process", not an abort
-        log.exception("%s failed", what)
-        respond.send(suboperations.UNABLE_TO_PROCESS["C-MOVE"], None, str(err))
+        suboperations.serve(service, respond, sender, rows, what, store=store)
     finally:
-        respond.let_go()
-        if sender.bound_to(store):
+        if sender.bound_to(store):  # not established, or serve() failed before releasing it
             sender.release_in_background(store)
         suboperations.after_retrieve(sender, rows, what)

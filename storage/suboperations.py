@@ -177,6 +177,28 @@ def run(sender: "StoredSender", rows: list, msg_id: int, is_cancelled: Callable[
     return outcome
 
 
+def serve(service, respond: Responder, sender: "StoredSender", rows: list, what: str, store=None) -> None:
+    """A C-GET's or C-MOVE's sub-operations and answers, on associations this thread holds.
+
+    `store` is a C-MOVE's association to its destination (None for a C-GET, which sends on the
+    requestor's own): it is released in the background once every instance is answered. A bug
+    answers "unable to process" rather than aborting the requestor's association."""
+    try:
+        respond.hold()
+        outcome = run(sender, rows, respond.msg_id, lambda: respond.cancelled(service),
+                      lambda o: respond.send(status.PENDING, o.counts()),
+                      originator_id=respond.msg_id if store is not None else None)
+        if store is not None:
+            sender.release_in_background(store)
+        if store is not None or not outcome.link_lost:  # a lost C-GET association takes no answer
+            finish(respond, outcome, what)
+    except Exception as err:  # noqa: BLE001
+        log.exception("%s failed", what)
+        respond.send(UNABLE_TO_PROCESS[respond.operation], None, str(err))
+    finally:
+        respond.let_go()
+
+
 def finish(responder: Responder, outcome: Outcome, what: str) -> None:
     """The final response: Cancel, Success, Warning (some failed) or Failure (all failed)."""
     if outcome.cancelled:
