@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import urllib.error
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
+from pydicom import dcmread
 
 from storage import synthetic
 
 from .conftest import dataset_bytes, free_port, storescu, wait_for
+from .qr_support import final_status, run_tool
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -31,7 +34,9 @@ def samples(port: int) -> dict:
 
 def test_metrics_move_after_a_real_transfer(node_factory, tmp_path):
     port = free_port()
-    node = node_factory(metrics_port=port).start()
+    aets = [{"ae_title": "STORESCU", "host": "127.0.0.1"},
+            {"ae_title": "GETSCU", "host": "127.0.0.1", "operations": ["get"]}]
+    node = node_factory(metrics_port=port, aets=aets).start()
     assert get(port, "/healthz") == (200, "ok\n")
     status, body = get(port, "/readyz")
     assert status == 200 and json.loads(body) == {"index_writable": True, "pools_above_reserve": True,
@@ -61,6 +66,15 @@ def test_metrics_move_after_a_real_transfer(node_factory, tmp_path):
     assert after[("pacsdeck_pool_instances", (("pool", "primary"), ("tier", "primary")))] == 5
     assert after[("pacsdeck_pool_bytes", (("pool", "primary"), ("tier", "primary")))] > 0
 
+    # a C-GET's final status is counted, though our own retrieve loop writes it (suboperations.py)
+    with tempfile.TemporaryDirectory() as out:
+        proc = run_tool("getscu", "-d", "-S", "-aet", "GETSCU", "-aec", node.ae_title, "-od", out,
+                        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={synthetic_study_uid(files)}",
+                        "127.0.0.1", str(node.port))
+        assert final_status(proc.stdout + proc.stderr) == 0x0000, (proc.stdout + proc.stderr)[-2000:]
+    get_ok = ("pacsdeck_dimse_requests_total", (("operation", "C-GET"), ("status", "0x0000")))
+    wait_for(lambda: samples(port).get(get_ok) == 1, what="the C-GET counted")
+
     # a rejected association is counted too, and a restart starts from zero (the folder is emptied)
     storescu(node, files[:1], aet="UNKNOWN")
     wait_for(lambda: samples(port).get(("pacsdeck_associations_total", (("result", "rejected"),))) == 1,
@@ -68,6 +82,10 @@ def test_metrics_move_after_a_real_transfer(node_factory, tmp_path):
     node.stop()
     node.start()
     assert store_ok not in samples(port)
+
+
+def synthetic_study_uid(files) -> str:
+    return str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
 
 
 def test_metrics_are_off_by_default(node_factory):
