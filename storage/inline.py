@@ -45,6 +45,17 @@ class _Claim:
         self.lock = lock
         self.thread = threading.current_thread()
         self.sock = assoc.dul.socket.socket
+        # A peer that stops reading must not hold this thread in sendall() for ever: writes time
+        # out after the DIMSE timeout (reads wait in select() with it). pynetdicom's own setting
+        # comes back with the socket.
+        self._timeout = self.sock.gettimeout()
+        self.sock.settimeout(assoc.dimse_timeout)
+
+    def restore(self) -> None:
+        try:
+            self.sock.settimeout(self._timeout)
+        except OSError:  # closed meanwhile
+            pass
 
     def send(self, primitive) -> None:
         frames = getattr(primitive, "frames", None)  # tuning.FramedPData: already P-DATA-TF PDUs
@@ -113,6 +124,7 @@ def _end(dul) -> None:
     claim = getattr(dul, "_pacsdeck_claim", None)
     if claim is not None and claim.thread is threading.current_thread():
         dul._pacsdeck_claim = None
+        claim.restore()
         claim.lock.release()
 
 
