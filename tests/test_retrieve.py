@@ -371,3 +371,20 @@ def test_concurrent_retrieves_each_get_the_whole_study(served_by, request, tmp_p
         code, output = future.result()
         assert code == 0x0000 and _last_count(output, "Completed") == 10, output[-3000:]
     assert _received(scp.dir) == {uid: stored[uid] for uid in _received(scp.dir)}
+
+
+@pytest.mark.parametrize("operation", ["move", "get"])
+def test_retrieve_with_an_identifier_that_does_not_fit_the_model(setup, operation, tmp_path):
+    """Study Root has no PATIENT level: refused with 0xA900 and its reason, nothing sent anywhere."""
+    node, scp, _, _, _ = setup
+    keys = {"QueryRetrieveLevel": "PATIENT", "PatientID": "RT1"}
+    if operation == "move":
+        code, output = movescu(node, keys, dest=scp.ae_title)
+    else:
+        proc = run_tool("getscu", "-d", "-S", "-aet", "GETSCU", "-aec", node.ae_title, "-od", str(tmp_path),
+                        "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID=RT1", "127.0.0.1", str(node.port))
+        code, output = final_status(proc.stdout + proc.stderr), proc.stdout + proc.stderr
+        assert not [p for p in tmp_path.iterdir() if p.is_file()]
+    assert code == 0xA900, output[-2000:]
+    assert "QueryRetrieveLevel 'PATIENT' is not one of" in output, output[-2000:]  # the ErrorComment
+    assert list(scp.dir.iterdir()) == []
