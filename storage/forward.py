@@ -19,18 +19,16 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import socket
 import threading
 import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from pynetdicom import AE, evt
-from pynetdicom.pdu import A_ASSOCIATE_RJ
+from pynetdicom import AE
 
 from . import jobs
 from .queue import requeue_running
-from .retrieve import MAX_CONTEXTS, StoredSender, store_association_args
+from .retrieve import MAX_CONTEXTS, StoredSender, open_store_association
 
 if TYPE_CHECKING:
     from .node import Node
@@ -345,17 +343,9 @@ class _Link:
         self.ae.acse_timeout = self.ae.dimse_timeout = self.ae.network_timeout = cfg.timeout
         self.ae.connection_timeout = cfg.timeout
         self.sender = StoredSender(self.node)
-        host, port, kwargs = store_association_args(self.node, aet, wanted[:MAX_CONTEXTS // 2], self.sender)
-        rejections: list = []  # A-ASSOCIATE-RJ as it arrives: pynetdicom may report it as an abort
-
-        def on_pdu(event) -> None:
-            if isinstance(event.pdu, A_ASSOCIATE_RJ):
-                rejections.append(event.pdu.to_primitive())
-
-        kwargs["evt_handlers"] = [*kwargs.get("evt_handlers", []), (evt.EVT_PDU_RECV, on_pdu)]
-        assoc = self.ae.associate(host, port, **kwargs)
-        if not assoc.is_established:
-            reason = _why_not(assoc, rejections, host, port, cfg.timeout)
+        assoc, reason = open_store_association(self.ae, self.node, aet, wanted[:MAX_CONTEXTS // 2], self.sender,
+                                               cfg.timeout)
+        if reason is not None:
             self.sender.unbind()
             self.ae.shutdown()
             self.ae = None
@@ -404,18 +394,3 @@ class _Link:
             self.ae.shutdown()
         self.assoc = self.ae = self.sender = None
         self.proposed = set()
-
-
-def _why_not(assoc, rejections: list, host: str, port: int, timeout: float) -> str:
-    """Why no association: rejected (with the peer's reason), refused, or silent."""
-    p = rejections[0] if rejections else (assoc.acceptor.primitive if assoc.is_rejected else None)
-    if p is not None:
-        return f"association rejected by {host}:{port} ({p.result_str}, {p.source_str}): {p.reason_str}"
-    try:
-        with socket.create_connection((host, port), timeout=min(timeout, 5)):
-            pass
-    except ConnectionRefusedError:
-        return f"{host}:{port} refused the connection: nothing listens there (destination down or wrong port)"
-    except OSError as err:
-        return f"cannot connect to {host}:{port}: {err.strerror or err}"
-    return f"{host}:{port} accepted TCP but did not accept the association (aborted or timed out)"

@@ -163,11 +163,11 @@ def handle_move(service, req, context, node: "Node") -> None:
         return
     what = f"C-MOVE from {_calling(service.assoc)} to {destination}"
     sender = retrieve.StoredSender(node, originator_aet=service.assoc.requestor.ae_title)
-    host, port, kwargs = retrieve.store_association_args(node, aet, rows, sender)
-    store = service.ae.associate(host, port, **kwargs)
+    store, why_not = retrieve.open_store_association(service.ae, node, aet, rows, sender,
+                                                     service.ae.connection_timeout or 5)
     try:
-        if not store.is_established:
-            respond.refuse(status.MOVE_DESTINATION_UNKNOWN, f"cannot associate with {destination} at {host}:{port}")
+        if why_not is not None:  # the log says why in full; the ErrorComment (64 characters) begins it
+            respond.refuse(status.MOVE_DESTINATION_UNKNOWN, f"cannot associate with {destination}: {why_not}")
             return
         suboperations.serve(service, respond, sender, rows, what, store=store)
     finally:

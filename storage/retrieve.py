@@ -14,6 +14,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import _config, build_context, evt
+from pynetdicom.pdu import A_ASSOCIATE_RJ
 
 from . import background, commands, inline, part10, tuning
 
@@ -313,11 +314,36 @@ def move_destination(node: "Node", title: str) -> dict | None:
     return aet
 
 
-def store_association_args(node: "Node", aet: dict, rows: list, sender: StoredSender) -> tuple:
-    """What a C-MOVE handler yields first: (host, port, kwargs for pynetdicom's associate)."""
-    return aet["host"], aet["port"], {
-        "ae_title": aet["ae_title"],
-        "contexts": store_contexts(rows),
-        "max_pdu": node.config.max_pdu,
-        "evt_handlers": [(evt.EVT_CONN_OPEN, sender.on_store_connection)],
-    }
+def open_store_association(ae, node: "Node", aet: dict, rows: list, sender: StoredSender,
+                           timeout: float) -> tuple:
+    """An association from `ae` to the registered destination `aet`, proposing what `rows` need
+    (dicts or rows with sop_class_uid and transfer_syntax): (association, None) once established,
+    else (association, why not) — rejected with the peer's reason, refused, or silent."""
+    rejections: list = []  # A-ASSOCIATE-RJ as it arrives: pynetdicom may report it as an abort
+
+    def on_pdu(event) -> None:
+        if isinstance(event.pdu, A_ASSOCIATE_RJ):
+            rejections.append(event.pdu.to_primitive())
+
+    host, port = aet["host"], aet["port"]
+    assoc = ae.associate(host, port, ae_title=aet["ae_title"], contexts=store_contexts(rows),
+                         max_pdu=node.config.max_pdu,
+                         evt_handlers=[(evt.EVT_CONN_OPEN, sender.on_store_connection), (evt.EVT_PDU_RECV, on_pdu)])
+    if assoc.is_established:
+        return assoc, None
+    return assoc, why_not(assoc, rejections, host, port, timeout)
+
+
+def why_not(assoc, rejections: list, host: str, port: int, timeout: float) -> str:
+    """Why no association: rejected (with the peer's reason), refused, or silent."""
+    p = rejections[0] if rejections else (assoc.acceptor.primitive if assoc.is_rejected else None)
+    if p is not None:
+        return f"association rejected by {host}:{port} ({p.result_str}, {p.source_str}): {p.reason_str}"
+    try:
+        with socket.create_connection((host, port), timeout=min(timeout, 5)):
+            pass
+    except ConnectionRefusedError:
+        return f"{host}:{port} refused the connection: nothing listens there (destination down or wrong port)"
+    except OSError as err:
+        return f"cannot connect to {host}:{port}: {err.strerror or err}"
+    return f"{host}:{port} accepted TCP but did not accept the association (aborted or timed out)"

@@ -19,6 +19,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
 
 from storage import synthetic
 
+from .agent_support import dcmqrscp_factory  # noqa: F401 - fixture
 from .conftest import dataset_bytes, free_port, pacsdeck, wait_for
 from .qr_support import PYDICOM_TEST_FILES, expected_instances, final_status, run_tool, send_files
 
@@ -322,7 +323,18 @@ def test_move_to_a_destination_that_is_down(setup):
     _register(node, "DOWNSCP", free_port())  # registered, nothing listens there
     code, output = movescu(node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}, dest="DOWNSCP")
     assert code == 0xA801, output[-2000:]
-    assert "cannot associate with DOWNSCP" in output, output[-2000:]  # the ErrorComment says why
+    assert "cannot associate with DOWNSCP" in output, output[-2000:]  # the ErrorComment begins the reason
+    assert "refused the connection: nothing listens there" in node.log_text()  # the log has all of it
+
+
+def test_move_to_a_destination_that_rejects_says_why(setup, dcmqrscp_factory):
+    node, _, _, study_uid, _ = setup
+    qr = dcmqrscp_factory("QRSCP")  # it rejects called AE titles it does not know
+    _register(node, "WRONGNAME", qr.port)
+    code, output = movescu(node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}, dest="WRONGNAME")
+    assert code == 0xA801, output[-2000:]
+    log_text = node.log_text()
+    assert "association rejected by 127.0.0.1:" in log_text and "Called AE title not recognised" in log_text
 
 
 def test_move_destination_aborting_midway_fails_the_rest(setup):
