@@ -6,12 +6,13 @@ import base64
 import fcntl
 import hashlib
 import os
-import socket
 import tempfile
 from pathlib import Path
 
 import paramiko
 from paramiko.hostkeys import HostKeyEntry
+
+from . import tcp
 
 # An `ssh-rsa` key is negotiated under these signature algorithm names.
 _RSA_SIGNATURES = ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")
@@ -123,7 +124,7 @@ def scan_host_key(host: str, port: int, timeout: float = 5.0, prefer: tuple[str,
     `prefer`: key types to ask for first, e.g. the types already pinned for this host, so a server with
     several host keys is compared on the one pacsdeck knows (as the SSH transport does when it connects).
     """
-    sock = socket.create_connection((host, port), timeout=timeout)
+    sock = tcp.connect(host, port, timeout)
     transport = paramiko.Transport(sock)
     try:
         transport.banner_timeout = timeout

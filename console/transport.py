@@ -19,6 +19,7 @@ import paramiko
 
 from agent.protocol import RPCError, decode_line, encode, request, unwrap
 
+from . import tcp
 from .hostkeys import KnownHosts, fingerprint, host_pattern
 from .inventory import DEFAULT_AGENT_COMMAND, LOCAL, NodeEntry
 
@@ -424,8 +425,19 @@ class SSHTransport(Transport):
         kw = dict(key_filename=str(e.key), allow_agent=False, look_for_keys=False) if e.key else \
             dict(allow_agent=True, look_for_keys=True)
         try:
+            sock = tcp.connect(e.host, e.port, t)  # paramiko's own lookup would have no timeout
+        except tcp.LookupFailed as err:
+            client.close()
+            raise TransportError(str(err)) from None
+        except (TimeoutError, socket.timeout):
+            client.close()
+            raise TransportError(f"timed out connecting to {pattern} after {t:g} s") from None
+        except OSError as err:
+            client.close()
+            raise TransportError(f"cannot connect to {pattern}: {_why(err)}") from None
+        try:
             client.connect(e.host, port=e.port, username=e.user or getpass.getuser(), timeout=t, banner_timeout=t,
-                           auth_timeout=t, channel_timeout=t, **kw)
+                           auth_timeout=t, channel_timeout=t, sock=sock, **kw)
         except HostKeyUnknown:
             client.close()
             raise

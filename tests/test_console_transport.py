@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import threading
 
 import psutil
 import pytest
@@ -245,3 +247,33 @@ def test_ssh_authentication_failures_say_what_to_do(sshd_fleet, tmp_path):
     assert "passphrase" in reasons["locked"] and "ssh-agent" in reasons["locked"]
     assert "missing" in reasons["nokey"]
     assert "Starting session" not in sshd_fleet.sshd.log()
+
+
+def test_ssh_host_names_that_do_not_resolve_are_a_reason(sshd_fleet, monkeypatch):
+    """A name the resolver does not know, and a resolver that never answers (the OS lookup, made to
+    hang here): each a reason within the node's connect_timeout, never a console stuck on DNS."""
+    gamma = [n for n in yaml.safe_load(sshd_fleet.path.read_text())["nodes"] if n["name"] == "gamma"][0]
+    fleet = sshd_fleet.write([{**gamma, "name": "nowhere", "host": "nowhere.invalid", "connect_timeout": 2}])
+    known = KnownHosts(sshd_fleet.known_hosts)
+    t = open_transport(fleet.nodes[0], known)
+    reason = pytest.raises(TransportError, t.call, "node.status").value.reason
+    t.close()
+    assert "cannot resolve nowhere.invalid" in reason, reason
+
+    released = threading.Event()
+
+    def hanging_lookup(*args, **kwargs):
+        released.wait(30)  # a DNS server that does not answer
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging_lookup)
+    try:
+        fleet = sshd_fleet.write([{**gamma, "name": "slowdns", "host": "slowdns.example", "connect_timeout": 1}])
+        t = open_transport(fleet.nodes[0], known)
+        reason = pytest.raises(TransportError, t.call, "node.status").value.reason
+        t.close()
+        assert reason == "cannot resolve slowdns.example: no answer from DNS within 1 s", reason
+        with pytest.raises(OSError, match="no answer from DNS within 1 s"):  # `fleet trust` looks it up the same way
+            scan_host_key("slowdns.example", 22, 1)
+    finally:
+        released.set()
