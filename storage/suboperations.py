@@ -192,7 +192,7 @@ def serve(service, respond: Responder, sender: "StoredSender", rows: list, what:
             sender.release_in_background(store)
         if store is not None or not outcome.link_lost:  # a lost C-GET association takes no answer
             finish(respond, outcome, what)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:  # noqa: BLE001 - a bug in our loop: say so to the requestor, keep the association
         log.exception("%s failed", what)
         respond.send(UNABLE_TO_PROCESS[respond.operation], None, str(err))
     finally:
