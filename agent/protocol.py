@@ -13,6 +13,12 @@ JSONRPC = "2.0"
 # so a runaway client cannot make the agent buffer without bound.
 MAX_LINE_BYTES = 1024 * 1024
 
+# json.loads recurses once per [ or { and ~1000 levels end the process with RecursionError, so a line
+# nested deeper than this is refused before it is parsed. No request or response needs more than ~10.
+MAX_DEPTH = 64
+# What stands in for a value nested too deep, when the server reads the envelope of a refused line.
+NESTED = "…(nested)"
+
 # The stable error kinds (`error.data.kind`), what scripts and the console switch on.
 INVALID_PARAMS = "invalid_params"
 NOT_FOUND = "not_found"
@@ -101,12 +107,91 @@ def encode(message) -> bytes:
     return json.dumps(message, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode("ascii") + b"\n"
 
 
+class TooDeep(RPCError):
+    """A line nested deeper than MAX_DEPTH: a parse error, raised before json.loads could recurse."""
+
+    def __init__(self):
+        super().__init__(INVALID_PARAMS, f"parse error: nested deeper than {MAX_DEPTH} levels",
+                         {"max_depth": MAX_DEPTH}, code=PARSE_ERROR)
+
+
 def decode_line(line: bytes):
     """Parse one line. Invalid UTF-8 survives as lone surrogates so validators can name the field."""
+    if nested_deeper(line, MAX_DEPTH):
+        raise TooDeep()
     try:
-        return json.loads(line.decode("utf-8", errors="surrogateescape"))
+        return json.loads(line.decode("utf-8", errors="surrogateescape"), parse_constant=_not_json,
+                          parse_float=_finite)
     except ValueError as err:
         raise RPCError(INVALID_PARAMS, f"parse error: not valid JSON ({err})", code=PARSE_ERROR) from None
+    except RecursionError:  # a second guard: nested_deeper() should leave nothing this deep
+        raise TooDeep() from None
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not JSON")  # Python's json accepts NaN and Infinity; encode() could not answer
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:32]} is too large for a number")
+    return value
+
+
+# Every byte but the ones that shape JSON: brackets, and quotes to tell which brackets are in strings.
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+
+
+def _unescaped(line: bytes, filler: bytes) -> bytes:
+    """Escaped backslashes and quotes replaced by `filler` (per byte), so every '"' left opens or ends a string.
+
+    JSON escapes pair from the left of a run of backslashes, as bytes.replace does; UTF-8 never
+    puts these ASCII bytes inside a multi-byte character.
+    """
+    return line.replace(b"\\\\", filler * 2).replace(b'\\"', filler * 2)
+
+
+def nested_deeper(line: bytes, limit: int) -> bool:
+    """Whether [ and { outside strings nest deeper than `limit`; cheap: C-speed filters, then brackets only."""
+    if line.count(b"[") + line.count(b"{") <= limit:
+        return False  # the common case; brackets inside strings only make this count larger
+    structure = b"".join(_unescaped(line, b"").translate(None, _NOT_STRUCTURE).split(b'"')[::2])
+    depth = 0
+    for byte in structure:
+        if byte in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def cut_deep(line: bytes, limit: int = MAX_DEPTH) -> bytes:
+    """The line with each value nested deeper than `limit` replaced by the NESTED string: safe to parse.
+
+    For a refused line only (a byte-by-byte loop, ~0.1 s per MiB): the server reads its envelope to
+    answer with the request's id and to audit the call.
+    """
+    marker = json.dumps(NESTED).encode()
+    pieces, kept, depth, in_string = [], 0, 0, False
+    for i, byte in enumerate(_unescaped(line, b"_")):  # same length, so offsets stay put
+        if byte == 0x22:  # "
+            in_string = not in_string
+        elif in_string:
+            continue
+        elif byte in b"[{":
+            depth += 1
+            if depth == limit + 1:
+                pieces.append(line[kept:i])
+        elif byte in b"]}":
+            if depth == limit + 1:
+                pieces.append(marker)
+                kept = i + 1
+            depth -= 1
+    pieces.append(line[kept:] if depth <= limit else marker)
+    return b"".join(pieces)
 
 
 def parse_request(message) -> tuple[object, str, dict, bool]:

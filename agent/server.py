@@ -11,9 +11,10 @@ from typing import BinaryIO
 from . import audit
 from .context import AgentContext
 from .protocol import (FORBIDDEN, INTERNAL, INVALID_PARAMS, INVALID_REQUEST, MAX_LINE_BYTES, METHOD_NOT_FOUND,
-                       NOT_FOUND, RPCError, decode_line, encode, error_response, parse_request, result_response)
+                       NOT_FOUND, RPCError, TooDeep, cut_deep, decode_line, encode, error_response, parse_request,
+                       result_response)
 from .registry import Method, build_table
-from .roles import allows
+from .roles import VIEWER, allows, required_role
 
 log = logging.getLogger(__name__)
 
@@ -25,24 +26,28 @@ class Dispatcher:
         self.ctx = ctx
         self.table = table if table is not None else build_table()
 
-    def handle(self, message):
-        """A response for one request or a batch; None when nothing is owed (notifications)."""
+    def handle(self, message, refused: RPCError | None = None):
+        """A response for one request or a batch; None when nothing is owed (notifications).
+
+        `refused`: the line was refused (too deep) and `message` is its envelope; each call in it is
+        answered with that error, after the role check, and audited like any other refused call.
+        """
         if isinstance(message, list):
             if not message:
                 return error_response(None, RPCError(INVALID_PARAMS, "invalid request: empty batch",
                                                      code=INVALID_REQUEST))
-            out = [r for r in (self._one(m) for m in message) if r is not None]
+            out = [r for r in (self._one(m, refused) for m in message) if r is not None]
             return out or None
-        return self._one(message)
+        return self._one(message, refused)
 
-    def _one(self, message):
+    def _one(self, message, refused: RPCError | None = None):
         try:
             req_id, method, params, notification = parse_request(message)
         except RPCError as err:
             return error_response(message.get("id") if isinstance(message, dict) and _plain_id(message) else None,
-                                  err)
+                                  refused or err)
         try:
-            result = self.call(method, params)
+            result = self.call(method, params, refused)
         except RPCError as err:
             return None if notification else error_response(req_id, err)
         except Exception as exc:  # noqa: BLE001 - e.g. the index unreadable while looking up the caller
@@ -51,12 +56,17 @@ class Dispatcher:
             return None if notification else error_response(req_id, err)
         return None if notification else result_response(req_id, result)
 
-    def call(self, name: str, params: dict):
+    def call(self, name: str, params: dict, refused: RPCError | None = None):
         """Run one method as the current caller, or raise RPCError; audited calls and refusals are logged."""
         method = self.table.get(name)
         if method is None:
-            raise RPCError(NOT_FOUND, f"unknown method {name[:64]!r}; rpc.discover lists them",
+            err = RPCError(NOT_FOUND, f"unknown method {name[:64]!r}; rpc.discover lists them",
                            code=METHOD_NOT_FOUND)
+            # A name roles.py reserves above viewer (backups.run, users.*) would have changed something.
+            # Unknown reads are not logged: a newer console probing an older node would fill the log.
+            if required_role(name) not in (None, VIEWER):
+                audit.record(self.ctx, self.ctx.caller().name, name, params, NOT_FOUND, err.message)
+            raise err
         caller = self.ctx.caller()
         needed = method.role
         if not allows(caller.role, name):
@@ -67,6 +77,8 @@ class Dispatcher:
             raise err
         started = time.perf_counter()
         try:
+            if refused is not None:
+                raise refused
             method.check_params(params)
             result = method.func(self.ctx, params)
         except RPCError as err:
@@ -107,6 +119,47 @@ def read_line(stream: BinaryIO) -> tuple[bytes | None, bool]:
     return b"", True
 
 
+def answer(dispatcher: Dispatcher, line: bytes):
+    """The response owed for one line, or None. Never raises: no line, however built, ends the session."""
+    try:
+        try:
+            message = decode_line(line)
+        except TooDeep as err:
+            # Still a call someone made: read its envelope with the deep values cut, to answer with the
+            # request's id and to audit the refusal under the caller and method.
+            envelope = _envelope(line)
+            return error_response(None, err) if envelope is None else dispatcher.handle(envelope, refused=err)
+        except RPCError as err:
+            return error_response(None, err)
+        return dispatcher.handle(message)
+    except Exception as exc:  # noqa: BLE001 - the dispatcher already catches; this is the last guard
+        log.exception("cannot answer a request line")
+        return error_response(None, RPCError(INTERNAL, f"the agent failed on this line ({type(exc).__name__}); "
+                                                       "see the agent log"))
+
+
+def _envelope(line: bytes) -> dict | list | None:
+    """A too-deep line as a request (or a batch of requests) with its deep values cut; None if it is not one."""
+    try:
+        message = decode_line(cut_deep(line))
+    except RPCError:
+        return None
+    if isinstance(message, dict) or (isinstance(message, list) and message
+                                     and all(isinstance(m, dict) for m in message)):
+        return message
+    return None
+
+
+def encode_response(response) -> bytes:
+    """The response as a line; one JSON cannot carry (a bug's object, too deep) becomes an internal error."""
+    try:
+        return encode(response)
+    except Exception:  # noqa: BLE001 - TypeError, ValueError, RecursionError: a bug, not an exit
+        log.exception("cannot encode the response")
+    req_id = response.get("id") if isinstance(response, dict) and _plain_id(response) else None
+    return encode(error_response(req_id, RPCError(INTERNAL, "the agent built an invalid response; see the agent log")))
+
+
 def serve(ctx: AgentContext, stdin: BinaryIO, stdout: BinaryIO) -> int:
     """Answer requests until EOF. Returns the process exit code."""
     dispatcher = Dispatcher(ctx)
@@ -121,20 +174,11 @@ def serve(ctx: AgentContext, stdin: BinaryIO, stdout: BinaryIO) -> int:
         elif not line.strip():
             continue  # blank lines are harmless; a person typing into the pipe will send some
         else:
-            try:
-                response = dispatcher.handle(decode_line(line))
-            except RPCError as err:
-                response = error_response(None, err)
+            response = answer(dispatcher, line)
         if response is None:
             continue
         try:
-            data = encode(response)
-        except (TypeError, ValueError):  # a handler returned something JSON cannot carry: a bug, not an exit
-            log.exception("cannot encode the response")
-            data = encode(error_response(None, RPCError(INTERNAL, "the agent built an invalid response; "
-                                                                  "see the agent log")))
-        try:
-            stdout.write(data)
+            stdout.write(encode_response(response))
             stdout.flush()
         except BrokenPipeError:
             return 0

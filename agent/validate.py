@@ -14,6 +14,7 @@ from .protocol import INVALID_PARAMS, RPCError
 MAX_TEXT = 256
 MAX_KEY = 8192  # an ssh-rsa 16384-bit public key is ~2.8 KB in base64; nothing legitimate is longer
 MAX_PASSWORD = 1024
+MIN_RSA_BITS = 2048  # NIST SP 800-131A disallows RSA signature keys under 2048 bits after 2013
 
 # Fragments that mean "someone is trying to reach a shell or a path", never part of a real value.
 _INJECTION = (
@@ -198,7 +199,11 @@ def _real_date(text: str) -> bool:
 
 
 def ssh_key(value, field: str) -> tuple[str, str]:
-    """An OpenSSH public key line -> (type, base64 blob). The comment is dropped; options are refused."""
+    """An OpenSSH public key line -> (type, base64 blob). The comment is dropped; options are refused.
+
+    The blob is parsed as a key (paramiko) and must encode back to itself: a key cut short or with
+    bytes added would otherwise land in authorized_keys as a line no client can ever use.
+    """
     # Base64 never holds ';', '$(', backticks or '../', so the full check costs a real key nothing.
     safe_text(value, field, max_len=MAX_KEY)
     parts = value.strip().split()
@@ -210,13 +215,30 @@ def ssh_key(value, field: str) -> tuple[str, str]:
     try:
         blob = base64.b64decode(blob_b64, validate=True)
     except (binascii.Error, ValueError):
-        raise invalid(field, "the key is not valid base64") from None
-    # The blob starts with its own type as an SSH string (uint32 length + bytes): it must agree.
-    if len(blob) < 4 or blob[4:4 + int.from_bytes(blob[:4], "big")] != key_type.encode():
-        raise invalid(field, f"the key data is not a {key_type} key")
-    if len(blob) < 4 + len(key_type) + 16:
-        raise invalid(field, "the key data is too short to be a key")
+        raise invalid(field, f"not a valid {key_type} key (the key is not valid base64)") from None
+    key = _parse_key(key_type, blob, field)
+    if key_type == "ssh-rsa" and key.get_bits() < MIN_RSA_BITS:
+        raise invalid(field, f"the ssh-rsa key has {key.get_bits()} bits; at least {MIN_RSA_BITS} are needed")
     return key_type, blob_b64
+
+
+def _parse_key(key_type: str, blob: bytes, field: str):
+    import paramiko  # here, not at the top: ~150 ms that only users.add/update need, not every agent start
+
+    try:
+        key = paramiko.PKey.from_type_string(key_type, blob)
+        # paramiko pads a short blob with zero bytes and ignores bytes after the key: compare.
+        same = key.get_name() == key_type and key.asbytes() == blob
+    except Exception as err:  # noqa: BLE001 - SSHException, ValueError, struct.error...: where the data ended
+        raise invalid(field, f"not a valid {key_type} key ({_why(err)})") from None
+    if not same:
+        raise invalid(field, f"not a valid {key_type} key (the key data is cut short or has bytes added)")
+    return key
+
+
+def _why(err: Exception) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text if len(text) <= 80 and text.isprintable() else type(err).__name__
 
 
 def reject_unknown(params: dict, allowed: set[str]) -> None:

@@ -155,3 +155,25 @@ def test_host_key_is_verified(node, admin, sshd, tmp_path):
             sshd.connect(key)
     finally:
         sshd.host_key_line = real
+
+
+def test_deep_nesting_over_ssh_is_answered_and_the_session_goes_on(node, admin, sshd, tmp_path):
+    """A line nested 10,000 deep once ended the agent (RecursionError) and with it the SSH session."""
+    key = _add_user(admin, tmp_path, "vera", "viewer")
+    session = _session(sshd.connect(key))
+    session.channel.sendall(b"[" * 10_000 + b"]" * 10_000 + b"\n")
+    answer = json.loads(session.out.readline())
+    assert answer["id"] is None and answer["error"]["code"] == -32700
+    assert "nested deeper than" in answer["error"]["message"]
+    deep = "[" * 900 + "]" * 900
+    session.channel.sendall(b'{"jsonrpc":"2.0","id":"deep","method":"aets.add","params":{"ae_title":"EVIL",'
+                            b'"host":"10.0.0.9","port":104,"description":' + deep.encode() + b"}}\n")
+    answer = json.loads(session.out.readline())
+    assert (answer["id"], answer["error"]["data"]["kind"]) == ("deep", "forbidden")
+    assert session.call("node.status")["node"]["ae_title"] == node.ae_title
+    session.channel.shutdown_write()
+    assert session.out.read() == b""
+    assert session.channel.recv_exit_status() == 0
+    refused = admin.call("audit.recent", {"user": "vera"})["entries"]
+    assert [(e["method"], e["result"], e["params"]["ae_title"]) for e in refused] == [
+        ("aets.add", "forbidden", "EVIL")]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -94,6 +96,43 @@ def test_keys_become_forced_command_lines(node, admin, keys_file, tmp_path):
     assert not any("--as alice" in ln and str(node.config) in ln for ln in lines)
     assert len(lines) == 4 and lines[3].endswith("pacsdeck:bob")
     assert not list(keys_file.parent.glob(".authorized_keys.*"))  # no temp files left
+
+
+def _keygen(path: Path, key_type: str, bits: int) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", key_type, "-b", str(bits), "-N", "", "-f", str(path)],
+                   check=True, capture_output=True, timeout=60)
+    return path.with_suffix(".pub").read_text().strip()
+
+
+def test_keys_are_parsed_not_judged_by_shape(admin, keys_file, tmp_path):
+    """A key cut short, padded, on the wrong curve or RSA under 2048 bits would be a dead line in
+    authorized_keys: each is refused naming its index, and nothing is written."""
+    good = ssh_keygen(tmp_path / "ed")
+    ed_type, ed_b64 = good.split()[:2]
+    blob = base64.b64decode(ed_b64)
+    ec384 = _keygen(tmp_path / "ec384", "ecdsa", 384)
+    ec521 = _keygen(tmp_path / "ec521", "ecdsa", 521)
+    rsa2048 = _keygen(tmp_path / "rsa2048", "rsa", 2048)
+    bad = {
+        "ssh-ed25519 key": f"{ed_type} {ed_b64[:-4]}",  # still valid base64, 3 bytes of the key gone
+        "ssh-ed25519 key (the key data": f"{ed_type} {base64.b64encode(blob + b'0000').decode()}",
+        "ecdsa-sha2-nistp256 key": f"ecdsa-sha2-nistp256 {ec384.split()[1]}",
+        "ecdsa-sha2-nistp521 key": f"ecdsa-sha2-nistp521 {ec521.split()[1][:-8]}",
+        "ssh-rsa key": f"ssh-rsa {rsa2048.split()[1][:-12]}",
+        "1024 bits; at least 2048": _keygen(tmp_path / "rsa1024", "rsa", 1024),
+    }
+    for why, key in bad.items():
+        err = admin.error("users.add", {"name": "alice", "role": "viewer", "ssh_keys": [good, key]})
+        assert err.kind == "invalid_params" and err.data["field"] == "ssh_keys[1]", (why, err.message)
+        assert err.message.startswith("ssh_keys[1]: ") and why in err.message, err.message
+    assert admin.call("users.list")["users"] == [] and not keys_file.exists()
+
+    user = admin.call("users.add", {"name": "alice", "role": "viewer", "ssh_keys": [ec384, ec521, rsa2048]})["user"]
+    assert [k["type"] for k in user["ssh_keys"]] == ["ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa"]
+    err = admin.error("users.update", {"name": "alice", "ssh_keys": [bad["ssh-ed25519 key"]]})
+    assert err.message.startswith("ssh_keys[0]: not a valid ssh-ed25519 key (")
+    assert len(admin.call("users.list")["users"][0]["ssh_keys"]) == 3  # unchanged
+    assert len(keys_file.read_text().splitlines()) == 3
 
 
 def test_last_admin_cannot_be_removed_or_demoted(admin):
