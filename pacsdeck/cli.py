@@ -177,11 +177,13 @@ def cmd_agent_stdio(args) -> int:
 
 
 def cmd_agent_call(args) -> int:
-    from agent.protocol import EXIT_CODES, INVALID_PARAMS, RPCError
+    from agent.protocol import EXIT_CODES, INVALID_PARAMS, RPCError, decode_line
     from agent.server import call_once
 
     try:
-        params = json.loads(args.params) if args.params else {}
+        params = decode_line(args.params.encode("utf-8", "surrogateescape")) if args.params else {}
+    except RPCError as err:
+        raise CLIError(f"--params: {err.message}", EXIT_CODES[INVALID_PARAMS]) from None
     except ValueError as err:
         raise CLIError(f"--params: not valid JSON: {err}", EXIT_CODES[INVALID_PARAMS]) from None
     if not isinstance(params, dict):

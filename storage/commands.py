@@ -79,6 +79,35 @@ def retrieve_response(command_field: int, responding_to: int, sop_class: str, st
     )
 
 
+def store_response(responding_to: int, status: int, comment: str) -> bytes:
+    """A C-STORE-RSP that refuses a request whose command named no usable SOP Class or Instance
+    (the optional UIDs are left out rather than echoed back)."""
+    return _command_set(
+        _element(0x0100, "US", C_STORE_RSP),
+        _element(0x0120, "US", responding_to),
+        _element(0x0800, "US", NO_DATASET),
+        _element(0x0900, "US", status),
+        _element(0x0902, "LO", comment[:64]),
+    )
+
+
+def raw_elements(data) -> dict[int, bytes] | None:
+    """Every element of an encoded command set as raw bytes (element number -> value), or None
+    when the bytes are not a well-formed implicit VR group 0000."""
+    found: dict[int, bytes] = {}
+    pos, end = 0, len(data)
+    while pos < end:
+        if end - pos < 8:
+            return None
+        group, element, length = _ELEMENT_HEADER.unpack_from(data, pos)
+        pos += 8
+        if group != 0x0000 or length > end - pos:
+            return None
+        found[element] = bytes(data[pos:pos + length])
+        pos += length
+    return found
+
+
 def read(data) -> dict[int, int | str] | None:
     """The elements of `_READ` found in an encoded command set (element number -> value), or None
     when the bytes are not a well-formed implicit VR command set."""

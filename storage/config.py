@@ -91,6 +91,8 @@ class NodeConfig:
     metrics_port: int = 0  # Prometheus /metrics on 127.0.0.1 (0 = off)
     health: object = None  # storage.health_config.HealthConfig; None = the defaults
     queue: QueueConfig = QueueConfig()
+    limits: object = None  # storage.limits_config.LimitsConfig; None = the defaults
+    tls: object = None  # storage.tls.TLSConfig; None = plain TCP
 
     def worker_count(self) -> int:
         """Processes serving the port: `auto` is one per core, at most 4."""
@@ -449,6 +451,12 @@ def parse_config(data, path: Path, create_dirs: bool = False) -> NodeConfig:
         from .health_config import parse_health  # it imports ConfigError from here
 
         kw["health"] = parse_health(data["health"])
+    from .limits_config import parse_limits  # it imports ConfigError from here
+
+    kw["limits"] = parse_limits(data.get("limits"))
+    from .tls import parse_tls  # it imports ConfigError from here
+
+    kw["tls"] = parse_tls(data.get("tls"), base)
 
     aets_raw = data.get("aets", [])
     if not isinstance(aets_raw, list):
@@ -493,6 +501,20 @@ max_pdu: 131072                # maximum PDU we receive, bytes (0 = unlimited)
 max_associations: 32           # per worker process
 workers: auto                  # processes sharing the port (auto: one per core, at most 4)
 query_limit: 1000              # C-FIND matches per query; more are cut with status 0xFE00 (0 = no limit)
+limits:                        # what a peer may cost the node (see README, Security); defaults shown
+  max_pending: 64              # connections per worker still negotiating; past this the oldest is closed
+  max_associations_per_ae: 16  # per calling AE title, per worker (0 = no limit)
+  max_associations_per_host: 0 # per peer address, per worker (0 = no limit)
+  request_timeout: 10s         # connect to a whole A-ASSOCIATE-RQ
+  pdu_timeout: 30s             # a PDU that has begun must arrive whole within this
+  idle_timeout: 60s            # no PDU for this long: the association is aborted
+  max_instance_size: 2GiB      # one received dataset (a Deflated one counted inflated)
+  max_sequence_depth: 32       # sequences nested deeper are refused
+# tls:                         # DICOM TLS on the listener (see README, Security); files: owner-only writable
+#   certificate: tls/node.pem    # PEM certificate (and chain)
+#   private_key: tls/node.key    # PEM key, chmod 600
+#   ca_certificates: tls/ca.pem  # CA that client certificates must chain to
+#   require_client_certificate: false   # true: mutual TLS, peers without a certificate from the CA are refused
 metrics_port: 0                # Prometheus /metrics, /healthz, /readyz on 127.0.0.1:PORT (0 = off)
 # health:                      # thresholds of health.check / `pacsdeck node check` (defaults shown)
 #   disk_percent: {{warn: 85, crit: 95}}

@@ -11,6 +11,7 @@ from io import BytesIO
 from typing import BinaryIO
 
 from pydicom import dcmread
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
@@ -21,7 +22,7 @@ from .committer import GroupCommitter
 from .index import Index, InstanceRecord
 from .placement import Placement
 from .pools import Pool, StoreFailed
-from .uids import InvalidUID, check_uid, instance_path
+from .uids import InvalidUID, check_raw_uid, check_uid, instance_path
 
 log = logging.getLogger(__name__)
 
@@ -88,25 +89,100 @@ def parse_part10(fp: BinaryIO, size: int) -> Dataset:
         raise NotStorable(status.CANNOT_UNDERSTAND, f"cannot parse dataset: {err}") from err
 
 
-def parse_received(stream: BinaryIO, transfer_syntax: str) -> Dataset:
+def inflate(data: bytes, limit: int) -> bytes:
+    """A Deflated Explicit VR dataset inflated, refused past `limit` bytes (a deflate bomb of 1 MB
+    inflates to 1 GB): zlib stops at the limit instead of allocating what the stream claims."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = inflater.decompress(data, limit + 1)
+    if len(out) > limit:
+        raise NotStorable(status.OUT_OF_RESOURCES, f"the Deflated dataset inflates beyond {limit} bytes "
+                                                   "(limits.max_instance_size)")
+    return out
+
+
+def parse_received(stream: BinaryIO, transfer_syntax: str, max_size: int = 2**62,
+                   max_depth: int | None = None) -> Dataset:
     """Parse a dataset as it came off the wire (no File Meta) in its transfer syntax, without copying it."""
     try:
         syntax = UID(transfer_syntax)
         if syntax.is_deflated:
             stream.seek(0)
-            stream = BytesIO(zlib.decompress(stream.read(), -zlib.MAX_WBITS))
+            stream = BytesIO(inflate(stream.read(), max_size))
         size = stream.seek(0, os.SEEK_END)
         stream.seek(0)
         ds = read_dataset(stream, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=_DEFER)
         _check_complete(ds, size)
+        if max_depth is not None:
+            check_sequence_depth(ds, max_depth, stream)
         return ds
+    except NotStorable:
+        raise
     except Exception as err:  # noqa: BLE001 - unknown syntax, bad data: pydicom raises many types
         raise NotStorable(status.CANNOT_UNDERSTAND, f"cannot parse dataset: {err}") from err
 
 
-def build_record(ds: Dataset, *, transfer_syntax: str, source_ae: str) -> InstanceRecord:
-    """Index rows for one instance; location, size, checksum and times are filled in after the write."""
+def check_sequence_depth(ds: Dataset, limit: int, source: BinaryIO) -> None:
+    """Refuse sequences nested deeper than `limit`, walking them with a stack of our own (pydicom's
+    parsing and writing recurse, so a dataset nested thousands deep would fail later and elsewhere).
+    Only sequence elements are parsed; other values stay as received. A top-level sequence that
+    parsing deferred (over 4 KiB) is read from `source`, the buffer `ds` was parsed from."""
+    stack = [(ds, 1)]
+    while stack:
+        current, depth = stack.pop()
+        for tag in current.keys():
+            raw = current.get_item(tag, keep_deferred=True)
+            if current is ds and getattr(raw, "value", b"") is None and hasattr(raw, "_replace"):
+                source.seek(raw.value_tell)
+                raw = raw._replace(value=source.read(raw.length))
+                ds._dict[tag] = raw  # the deferred value, now in memory: pydicom can parse it
+            vr = getattr(raw, "VR", None)
+            if vr is None or vr == "UN":
+                vr = _dictionary_vr(tag)
+            if vr != "SQ":
+                continue
+            if depth > limit:
+                raise NotStorable(status.CANNOT_UNDERSTAND, f"sequences nested deeper than {limit} "
+                                                            "(limits.max_sequence_depth)")
+            try:
+                items = current[tag].value
+            except RecursionError:
+                raise NotStorable(status.CANNOT_UNDERSTAND, "sequences nested too deep to parse") from None
+            except Exception as err:  # noqa: BLE001 - pydicom raises many types for bad items
+                raise NotStorable(status.CANNOT_UNDERSTAND, f"cannot parse sequence {tag}: {err}") from err
+            stack.extend((item, depth + 1) for item in items)
+
+
+def _dictionary_vr(tag) -> str | None:
     try:
+        return dictionary_VR(tag)
+    except KeyError:  # private or unknown: left as received
+        return None
+
+
+_UID_TAGS = (("SOPInstanceUID", 0x00080018), ("SOPClassUID", 0x00080016), ("StudyInstanceUID", 0x0020000D),
+             ("SeriesInstanceUID", 0x0020000E))
+
+
+def _strict_uid(ds: Dataset, keyword: str, tag: int) -> str:
+    """A dataset UID checked on its encoded bytes, as received (see uids.check_raw_uid)."""
+    elem = ds.get_item(tag)
+    if elem is None:
+        raise InvalidUID(f"{keyword} missing")
+    value = elem.value
+    if isinstance(value, (bytes, bytearray)):
+        return check_raw_uid(bytes(value), keyword)
+    return check_uid(ds.get(keyword), keyword)
+
+
+def build_record(ds: Dataset, *, transfer_syntax: str, source_ae: str, strict: bool = False) -> InstanceRecord:
+    """Index rows for one instance; location, size, checksum and times are filled in after the write.
+
+    `strict` (what a peer sends) checks the UIDs' encoded bytes; files already stored are read as
+    pydicom reads them, so a reindex never loses an instance the node once accepted."""
+    try:
+        if strict:
+            for keyword, tag in _UID_TAGS:
+                _strict_uid(ds, keyword, tag)
         sop_uid = check_uid(ds.get("SOPInstanceUID"), "SOPInstanceUID")
         sop_class = check_uid(ds.get("SOPClassUID"), "SOPClassUID")
         study_uid = check_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID")
@@ -137,7 +213,9 @@ class Ingestor:
     """The one way instances enter the node: C-STORE today, recovery and reindex share its parts."""
 
     def __init__(self, pools: list[Pool], index: Index, committer: GroupCommitter, duplicates: str,
-                 placement: Placement | None = None):
+                 placement: Placement | None = None, max_instance_size: int = 2**62, max_sequence_depth: int = 32):
+        self._max_size = max_instance_size
+        self._max_depth = max_sequence_depth
         self._pools = pools
         self._placement = placement
         self._index = index
@@ -156,8 +234,8 @@ class Ingestor:
             cmd_class = check_uid(sop_class_uid, "AffectedSOPClassUID")
         except InvalidUID as err:
             raise NotStorable(status.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(err)) from err
-        dataset = parse_received(stream, transfer_syntax)
-        record = build_record(dataset, transfer_syntax=transfer_syntax, source_ae=calling_ae)
+        dataset = parse_received(stream, transfer_syntax, self._max_size, self._max_depth)
+        record = build_record(dataset, transfer_syntax=transfer_syntax, source_ae=calling_ae, strict=True)
         if record.sop_uid != cmd_sop:
             raise NotStorable(status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
                               "dataset SOPInstanceUID differs from the command's")

@@ -19,6 +19,7 @@ for others `claim` returns None and the caller uses pynetdicom's queues.
 from __future__ import annotations
 
 import select
+import ssl
 import struct
 import threading
 from typing import NamedTuple
@@ -88,7 +89,8 @@ class _Claim:
         got = 0
         try:
             while got < count:
-                ready, _, _ = select.select([self.sock], [], [], timeout)
+                buffered = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()  # select() cannot see it
+                ready = True if buffered else select.select([self.sock], [], [], timeout)[0]
                 if not ready:
                     if got:  # part of a PDU, then silence: the stream cannot be trusted any more
                         self.hand_back(event="Evt17")
@@ -233,7 +235,7 @@ def store_response(held: _Claim, timeout: float | None) -> StoreStatus | None:
 def poll(held: _Claim) -> None:
     """Take in what the peer sent meanwhile without waiting for more: a C-CANCEL is recorded as the
     DUL would record it. Raises LinkLost when the peer ended the association instead."""
-    while select.select([held.sock], [], [], 0)[0]:
+    while (isinstance(held.sock, ssl.SSLSocket) and held.sock.pending()) or select.select([held.sock], [], [], 0)[0]:
         data = held.read_pdu(held.assoc.dimse.dimse_timeout)  # the rest of a PDU that has begun
         if data is None:
             return

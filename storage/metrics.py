@@ -56,6 +56,8 @@ class _Metrics:
                                          registry=None)
         self.received = p.Counter("pacsdeck_received_bytes", "Dataset bytes received in C-STORE requests",
                                   registry=None)
+        self.rejected = p.Counter("pacsdeck_rejected", "Peer input refused by the listener's limits and checks",
+                                  ["reason"], registry=None)
 
 
 _metrics: _Metrics | None = None
@@ -87,6 +89,12 @@ def setup(config: "NodeConfig") -> bool:
 def association_closed(result: str) -> None:
     if _metrics is not None:
         _metrics.associations.labels(result).inc()
+
+
+def rejected(reason: str) -> None:
+    """A malformed, oversized, unexpected or late input was refused (storage/guard.py names the reasons)."""
+    if _metrics is not None:
+        _metrics.rejected.labels(reason).inc()
 
 
 def _on_dimse_recv(event) -> None:

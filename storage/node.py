@@ -19,6 +19,7 @@ from .committer import GroupCommitter
 from .config import NodeConfig, default_config_text, load_config
 from .index import Index
 from .ingest import Ingestor
+from .limits_config import LimitsConfig
 from .placement import Placement
 from .pools import Pool
 from .migration import migration_lock
@@ -81,8 +82,10 @@ class Node:
 
         self.committer = GroupCommitter(self.index, self.config.index.with_suffix(".writelock"),
                                         max_attempts=self.config.queue.max_attempts)
+        limits = self.config.limits or LimitsConfig()
         self.ingestor = Ingestor(self.pools, self.index, self.committer, self.config.duplicates,
-                                 placement=self.placement)
+                                 placement=self.placement, max_instance_size=limits.max_instance_size,
+                                 max_sequence_depth=limits.max_sequence_depth)
         self.server = start_scp(self, listening)
         self.started_at = time.time()
 
@@ -203,6 +206,13 @@ def run_node(config_path: str) -> int:
     def announce() -> None:
         log.info("pacsdeck %s node %s listening on %s:%d (%d worker%s)", __version__, config.ae_title, config.bind,
                  config.port, workers, "" if workers == 1 else "s")
+        limits = config.limits or LimitsConfig()
+        log.info("limits per worker: max_pdu %d, max_associations %d (per AE %s, per host %s), max_pending %d, "
+                 "request_timeout %gs, pdu_timeout %gs, idle_timeout %gs, max_instance_size %d, "
+                 "max_sequence_depth %d", config.max_pdu, config.max_associations,
+                 limits.max_associations_per_ae or "no limit", limits.max_associations_per_host or "no limit",
+                 limits.max_pending, limits.request_timeout, limits.pdu_timeout, limits.idle_timeout,
+                 limits.max_instance_size, limits.max_sequence_depth)
         metrics.serve(node)  # here, in the supervisor, once the SCP listens (/readyz asks it)
         print(f"ready {config.ae_title}@{config.bind}:{config.port}", flush=True)
         _sd_notify("READY=1")

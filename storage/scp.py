@@ -13,8 +13,9 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import AssociationServer
 
-from . import metrics, qr_scp, status, tuning
+from . import guard, metrics, qr_scp, status, tls, tuning
 from .ingest import NotStorable
+from .limits_config import LimitsConfig
 from .part10 import file_meta
 
 if TYPE_CHECKING:
@@ -67,12 +68,16 @@ class NodeServer(AssociationServer):
     Nagle on (DCMTK 3.6.7 does) crawls at ~20 instances/s.
     """
 
+    tls_context = None  # ssl.SSLContext when node.yaml has `tls:`
+
     def get_request(self):
         # With workers every process is woken for a new connection; the losers' accept() raises
         # BlockingIOError (the shared socket is non-blocking), which socketserver ignores.
         sock, address = super().get_request()
         sock.setblocking(True)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls_context is not None:  # the handshake runs later, in the connection's own thread
+            sock = tls.wrap_accepted(self.tls_context, sock)
         return sock, address
 
     def server_bind(self) -> None:
@@ -95,6 +100,7 @@ class NodeServer(AssociationServer):
         # server; we build ours with make_server() to choose the class.
         socketserver.BaseServer.shutdown(self)
         self.server_close()
+        self.ae.gate.close_pending()
 
 
 def handle_echo(event, node: "Node") -> int:
@@ -143,11 +149,44 @@ def handle_store(event, node: "Node"):
     return status.SUCCESS
 
 
+def on_connection_open(event, node: "Node") -> None:
+    """Count the new connection as waiting for its A-ASSOCIATE-RQ (the oldest such may be closed)."""
+    event.assoc.ae.gate.opened(event.assoc, event.address[0])
+
+
+def on_connection_closed(event) -> None:
+    event.assoc.ae.gate.closed(event.assoc)
+
+
+def handle_requested(event, node: "Node") -> None:
+    """Admit the association or answer A-ASSOCIATE-RJ "local limit exceeded" (transient), counted
+    and logged with the limit that was reached."""
+    assoc = event.assoc
+    calling = (getattr(assoc.requestor.primitive, "calling_ae_title", "") or "").strip()
+    host = assoc.requestor.address
+    why = assoc.ae.gate.admit(assoc, calling, host)
+    if why is None:
+        return
+    guard.rejected("association-limit", f"{calling}@{host}", why)
+    rec = node.associations.record(assoc)
+    if rec is not None:
+        rec.result, rec.reason = "rejected", f"local limit exceeded: {why}"
+    assoc.acse.send_reject(0x02, 0x03, 0x02)
+    assoc.kill()
+
+
 def build_ae(node: "Node") -> NodeAE:
     cfg = node.config
+    limits = cfg.limits or LimitsConfig()
     ae = NodeAE(node)
+    ae.limits = limits
+    ae.gate = guard.Gate(limits, cfg.max_associations)
     ae.maximum_pdu_size = cfg.max_pdu
-    ae.maximum_associations = cfg.max_associations
+    # pynetdicom counts every live acceptor thread, half-open connections included; the Gate is the
+    # real limit (associations apart from connections still negotiating), so this one never bites first.
+    ae.maximum_associations = cfg.max_associations + limits.max_pending + 8
+    ae.acse_timeout = limits.request_timeout  # also the ARTIM timer: how long a rejected peer may linger
+    ae.network_timeout = limits.idle_timeout
     ae.require_called_aet = cfg.require_called_aet
     ae.add_supported_context(Verification)
     for sop_class in qr_scp.FIND_CONTEXTS + qr_scp.RETRIEVE_CONTEXTS:
@@ -181,18 +220,21 @@ def start_scp(node: "Node", listening: socket.socket | None = None) -> NodeServe
     log_ = node.associations
     handlers = [
         (evt.EVT_CONN_OPEN, tuning.on_connection_open),
+        (evt.EVT_CONN_OPEN, on_connection_open, [node]),
         (evt.EVT_C_ECHO, handle_echo, [node]),
         (evt.EVT_C_STORE, handle_store, [node]),
         (evt.EVT_C_FIND, qr_scp.handle_find, [node]),
         (evt.EVT_C_MOVE, qr_scp.handle_move, [node]),
         (evt.EVT_C_GET, qr_scp.handle_get, [node]),
         (evt.EVT_REQUESTED, log_.on_requested),
+        (evt.EVT_REQUESTED, handle_requested, [node]),
         (evt.EVT_ACCEPTED, log_.on_accepted),
         (evt.EVT_REJECTED, log_.on_rejected),
         (evt.EVT_PDU_RECV, log_.on_pdu_received),
         (evt.EVT_RELEASED, log_.on_released),
         (evt.EVT_ABORTED, log_.on_aborted),
         (evt.EVT_CONN_CLOSE, log_.on_closed),
+        (evt.EVT_CONN_CLOSE, on_connection_closed),
         *metrics.scp_handlers(),  # empty unless node.yaml sets metrics_port
     ]
     try:
@@ -200,6 +242,8 @@ def start_scp(node: "Node", listening: socket.socket | None = None) -> NodeServe
                                 server_class=server_class)
     except OSError as err:
         raise _port_in_use(node, err) from None
+    if node.config.tls is not None:
+        server.tls_context = tls.server_context(node.config.tls)
     thread = threading.Thread(target=server.serve_forever, name="scp-accept", daemon=True)
     thread.start()
     return server

@@ -29,6 +29,7 @@ import logging
 import os
 import queue
 import select
+import ssl
 import struct
 import threading
 import time
@@ -38,6 +39,7 @@ import pynetdicom._config
 import pynetdicom.association
 import pynetdicom.dul
 import pynetdicom.fsm
+import pynetdicom.dimse
 import pynetdicom.dimse_messages
 import pynetdicom.dimse_primitives
 import pynetdicom.pdu_items
@@ -47,7 +49,9 @@ import pynetdicom.utils
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.pdu_primitives import P_DATA
 
-from . import inline, negotiation  # noqa: F401 - negotiation patches pynetdicom when imported
+from . import guard, inline, message_guard, negotiation  # noqa: F401 - negotiation patches pynetdicom when imported
+
+log = logging.getLogger(__name__)
 
 
 def _notify_on_put(q: queue.Queue, notify) -> queue.Queue:
@@ -64,31 +68,80 @@ def _notify_on_put(q: queue.Queue, notify) -> queue.Queue:
 
 
 class _TimeWithWakeups:
-    """Stands in for the `time` module inside pynetdicom's association and dul modules."""
+    """Stands in for the `time` module inside pynetdicom's association and dul modules.
+
+    A prepared thread's sleeps become waits that end when there is work. In association.py the
+    1 ms sleep is the reactor's pass (the only one of that length there); in dul.py only the DUL's
+    own loop sleeps on a DUL thread. Any other sleep (stop_dul's poll run by an association thread,
+    a send's 0.1 ms pause) keeps its length."""
+
+    def __init__(self, module: str):
+        self._association = module == "association"
 
     def __getattr__(self, name: str):
         return getattr(time, name)
 
-    @staticmethod
-    def sleep(seconds: float) -> None:
-        wait = getattr(threading.current_thread(), "_pacsdeck_wait", None)
+    def sleep(self, seconds: float) -> None:
+        thread = threading.current_thread()
+        wait = getattr(thread, "_pacsdeck_wait", None)
         if wait is None:
             time.sleep(seconds)
-        else:
+        elif isinstance(thread, pynetdicom.dul.DULServiceProvider):
             wait(seconds)
+        else:
+            wait(seconds, self._association and seconds == _REACTOR_DELAY)
+
+
+# The longest an idle reactor waits without a reason: a thread ended without telling us (the DUL's
+# own crash path sets assoc._kill directly) is noticed within this. 200 idle associations cost
+# ~400 wake-ups/s in all, against 400,000/s with pynetdicom's 1 ms polls.
+IDLE_WAKE = 1.0
+_REACTOR_DELAY = 0.001  # what pynetdicom's association reactor sleeps per pass (association.py)
+
+
+def _remaining(timer) -> float | None:
+    """Seconds until a running pynetdicom Timer expires (0 if it has), None if it is not running."""
+    if timer.timeout is None or timer._start_time is None or timer._end_time is not None:
+        return None
+    return max(0.0, timer.remaining)
+
+
+class _WakingEvent(threading.Event):
+    """The association's reactor checkpoint: clearing or setting it (another thread pausing the
+    reactor for a send, or killing it) also wakes the reactor from its wait."""
+
+    def __init__(self, wake: threading.Event):
+        super().__init__()
+        self._wake = wake
+
+    def set(self) -> None:
+        super().set()
+        self._wake.set()
+
+    def clear(self) -> None:
+        super().clear()
+        self._wake.set()
 
 
 def _prepare_association(assoc) -> None:
     wake = threading.Event()
     messages = _notify_on_put(assoc.dimse.msg_queue, wake.set)
     to_user = _notify_on_put(assoc.dul.to_user_queue, wake.set)
+    checkpoint = _WakingEvent(wake)
+    if assoc._reactor_checkpoint.is_set():
+        threading.Event.set(checkpoint)
+    assoc._reactor_checkpoint = checkpoint
 
-    def wait(seconds: float) -> None:
-        if messages.empty() and to_user.empty():
+    def wait(seconds: float, reactor_pass: bool = False) -> None:
+        if reactor_pass:  # wait for work, a pause, a kill, or the idle timeout
+            idle = _remaining(assoc.dul._idle_timer)
+            seconds = IDLE_WAKE if idle is None else min(IDLE_WAKE, idle)
+        if messages.empty() and to_user.empty() and not (reactor_pass and assoc._kill):
             wake.wait(seconds)
             wake.clear()
 
     assoc._pacsdeck_wait = wait
+    assoc._pacsdeck_wake = wake.set
 
 
 def _prepare_dul(dul) -> None:
@@ -109,23 +162,40 @@ def _prepare_dul(dul) -> None:
                 pass
 
     outgoing = _notify_on_put(dul.to_provider_queue, notify)
+    events = _notify_on_put(dul.event_queue, notify)  # Evt17 put by another thread closing the socket
+    kill_dul = dul.kill_dul
+
+    def kill() -> None:
+        kill_dul()
+        notify()
 
     def wait(seconds: float) -> None:
-        waiting[0] = True  # before the emptiness check: a put after it will write to the pipe
+        # Only the DUL's own loop gets here (the lookup is by thread): wait for the socket, a
+        # primitive to send, an event, a kill, or the ARTIM timer, never in 1 ms polls.
+        artim = _remaining(dul.artim_timer)
+        seconds = IDLE_WAKE if artim is None else min(IDLE_WAKE, artim)
+        waiting[0] = True  # before the emptiness checks: a put after them will write to the pipe
         try:
-            if not outgoing.empty():
+            if not outgoing.empty() or not events.empty() or dul._kill_thread:
                 return
             sock = getattr(dul.socket, "socket", None)
+            if sock is not None and isinstance(sock, ssl.SSLSocket) and sock.pending():
+                return  # TLS bytes already decrypted: select() would not see them
             select.select([read_fd] if sock is None else [read_fd, sock], [], [], seconds)
             os.read(read_fd, 4096)
         except BlockingIOError:
             pass
         except (OSError, ValueError):  # socket closed under us: fall back to pynetdicom's sleep
-            time.sleep(seconds)
+            time.sleep(_REACTOR_DELAY)
         finally:
             waiting[0] = False
 
     dul._pacsdeck_wait = wait
+    dul.kill_dul = kill
+    limits = guard.limits_of(dul.assoc)
+    gate = getattr(dul.assoc.ae, "gate", None) if dul.assoc.is_acceptor else None
+    opened_at = time.monotonic()
+    dul._read_pdu_data = lambda: guard.read_pdu(dul, limits, opened_at, gate)
 
 
 def _close_pair(*fds: int) -> None:
@@ -136,32 +206,6 @@ def _close_pair(*fds: int) -> None:
             pass
 
 
-def _prepare_socket(assoc_socket) -> None:
-    """Read whole PDUs with recv_into instead of pynetdicom's loop of 4 KiB recv() calls.
-
-    pynetdicom's AssociationSocket.recv grows a bytearray 4 KiB at a time: a 0.5 MB instance took
-    ~136 recv calls and as many Python-level appends. Same contract: return the bytes read, fewer
-    only if the peer closed the connection; socket errors propagate.
-    """
-    sock = assoc_socket.socket
-
-    def recv(nr_bytes: int) -> bytearray:
-        buf = bytearray(nr_bytes)
-        view = memoryview(buf)
-        got = 0
-        while got < nr_bytes:
-            n = sock.recv_into(view[got:], nr_bytes - got)
-            if n == 0:
-                view.release()
-                del buf[got:]
-                return buf
-            got += n
-        view.release()
-        return buf
-
-    assoc_socket.recv = recv
-
-
 def prepare(assoc) -> None:
     """Give one association event-driven wake-ups, from its EVT_CONN_OPEN (for a requestor that
     fires in the DUL thread while the association thread may already wait: nothing is replaced)."""
@@ -170,7 +214,6 @@ def prepare(assoc) -> None:
     if getattr(assoc.dul, "_pacsdeck_wait", None) is None:
         _prepare_dul(assoc.dul)
     if assoc.dul.socket is not None and assoc.dul.socket.socket is not None:
-        _prepare_socket(assoc.dul.socket)
         inline.prepare(assoc.dul)
 
 
@@ -203,9 +246,76 @@ def _kill_promptly(self) -> None:
     while self.dul.is_alive() and self.dul.state_machine.current_state != "Sta1" and time.monotonic() < deadline:
         time.sleep(0.0002)
     _kill(self)
+    wake = getattr(self, "_pacsdeck_wake", None)
+    if wake is not None:  # the reactor may be in a long wait: let it see _kill now
+        wake()
 
 
 pynetdicom.association.Association.kill = _kill_promptly
+
+
+_run_reactor = pynetdicom.association.Association.run_reactor
+
+
+def _run_reactor_and_free(self) -> None:
+    """Association.run_reactor, then the connection's place in the node's Gate is freed, whichever
+    way the thread ends (guard.py; EVT_CONN_CLOSE does not fire on every path)."""
+    try:
+        _run_reactor(self)
+    finally:
+        gate = getattr(self.ae, "gate", None)
+        if gate is not None:
+            gate.closed(self)
+
+
+pynetdicom.association.Association.run_reactor = _run_reactor_and_free
+
+
+_do_action = pynetdicom.fsm.StateMachine.do_action
+
+
+def _do_action_unless_ending(self, event: str) -> None:
+    """StateMachine.do_action, except that a local primitive arriving after the association already
+    ended (Sta1, Sta13: aborted, or released and waiting for the close) is dropped with a log line.
+    pynetdicom raised InvalidEventError there, which killed the DUL thread with a traceback: a peer
+    that sent A-RELEASE-RQ twice made our A-RELEASE-RP (Evt14) arrive in Sta13 after the abort."""
+    if self.current_state in ("Sta1", "Sta13") and (event, self.current_state) not in pynetdicom.fsm.TRANSITION_TABLE:
+        log.info("association already ended (%s): %s dropped", self.current_state, event)
+        return
+    _do_action(self, event)
+
+
+pynetdicom.fsm.StateMachine.do_action = _do_action_unless_ending
+
+# After the node sends an A-ABORT (AA-1, AA-8) or an A-ASSOCIATE-RJ (AE-8) it waits in Sta13 for the
+# peer to close, for the ARTIM timeout (our request_timeout, 10 s): a hostile peer that never closes
+# held its connection and threads that long for each bad PDU. One second lets the PDU reach a peer
+# that reads it, then the connection is closed.
+_AFTER_REFUSAL = 1.0
+
+
+def _closing_soon(action):
+    def act(dul) -> str:
+        next_state = action(dul)
+        dul.artim_timer.timeout = min(_AFTER_REFUSAL, dul.artim_timer.timeout or _AFTER_REFUSAL)
+        dul.artim_timer.start()
+        return next_state
+    return act
+
+
+for _name in ("AA-1", "AA-8", "AE-8"):
+    _description, _function, _state = pynetdicom.fsm.ACTIONS[_name]
+    pynetdicom.fsm.ACTIONS[_name] = (_description, _closing_soon(_function), _state)
+
+_receive_primitive = pynetdicom.dimse.DIMSEServiceProvider.receive_primitive
+
+
+def _receive_checked(self, primitive) -> None:
+    """DIMSEServiceProvider.receive_primitive behind message_guard's checks (command sets, sizes)."""
+    message_guard.receive_primitive(self, primitive, _receive_primitive)
+
+
+pynetdicom.dimse.DIMSEServiceProvider.receive_primitive = _receive_checked
 
 
 def on_connection_open(event) -> None:
@@ -446,6 +556,28 @@ class _ReportedByTheCaller(logging.Filter):
 
 logging.getLogger("pynetdicom.transport").addFilter(_ReportedByTheCaller())
 
+
+class _OneLine(logging.Filter):
+    """pynetdicom logs a traceback (LOGGER.exception) for every undecodable PDU or DIMSE message a
+    peer sends: a hostile peer filled the node's log with hundreds. Such input is answered and
+    counted by guard.py; pynetdicom's record keeps its message and the exception's one line, and the
+    traceback is kept for DEBUG logging only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            exc = record.exc_info[1]
+            text = record.getMessage()
+            summary = f"{type(exc).__name__}: {exc}" if exc is not None else ""
+            record.msg = text if summary in text else f"{text} ({summary})" if summary else text
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+for _name in [n for n in logging.Logger.manager.loggerDict if n == "pynetdicom" or n.startswith("pynetdicom.")]:
+    logging.getLogger(_name).addFilter(_OneLine())
+
 # pynetdicom checks every UID of every A-ASSOCIATE-RQ with a regular expression, through its
 # documented VALIDATORS hook; a viewer's C-GET proposes the same ~120 SOP classes every time.
 # The check depends only on the value (and a setting we never change), so remember the answers.
@@ -458,5 +590,5 @@ for _module in (pynetdicom.pdu_items, pynetdicom.pdu_primitives, pynetdicom.pres
     _module.set_uid = _set_uid
 
 
-pynetdicom.association.time = _TimeWithWakeups()
-pynetdicom.dul.time = _TimeWithWakeups()
+pynetdicom.association.time = _TimeWithWakeups("association")
+pynetdicom.dul.time = _TimeWithWakeups("dul")

@@ -7,7 +7,7 @@ import re
 import secrets
 
 # PS3.5 9.1: components of digits, no leading zero unless the component is "0", at most 64 chars.
-_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_UID_RE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")  # used with fullmatch: no trailing newline
 
 
 class InvalidUID(ValueError):
@@ -23,9 +23,24 @@ def check_uid(value, keyword: str) -> str:
         raise InvalidUID(f"{keyword} empty")
     if len(text) > 64:
         raise InvalidUID(f"{keyword} longer than 64 chars")
-    if not _UID_RE.match(text):
+    if not _UID_RE.fullmatch(text):
         raise InvalidUID(f"{keyword} not a valid UID")
     return text
+
+
+def check_raw_uid(raw: bytes, keyword: str) -> str:
+    """A UID's value as it was encoded, checked strictly (PS3.5 9.1 and 6.2): ASCII digits and dots,
+    no leading zero in a component, at most 64 characters, and only the one trailing NUL that pads
+    it to an even length; a space, a newline or a second NUL is refused."""
+    if raw.endswith(b"\0") and len(raw) % 2 == 0:
+        raw = raw[:-1]
+    if not raw:
+        raise InvalidUID(f"{keyword} empty")
+    if len(raw) > 64:
+        raise InvalidUID(f"{keyword} longer than 64 chars")
+    if not raw.isascii() or not _UID_RE.fullmatch(raw.decode("ascii")):
+        raise InvalidUID(f"{keyword} not a valid UID: {raw[:70]!r}")
+    return raw.decode("ascii")
 
 
 def uid_digest(uid: str) -> str:

@@ -1,0 +1,125 @@
+"""DICOM TLS (PS3.15 B.1): the `tls:` section of node.yaml, its SSL contexts, and the handshake off the accept path.
+
+With `tls:` set the whole listener speaks TLS. Each accepted socket is wrapped without a handshake
+(pynetdicom would do it in the accept loop, where one stalled client blocks every other); the
+handshake runs in the connection's own DUL thread when its first bytes arrive, bounded by
+limits.request_timeout (storage/guard.py). Keys and certificates are read from files that only
+their owner may write, and a private key that others may read is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import ConfigError
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    certificate: Path  # PEM: the node's certificate (and chain)
+    private_key: Path  # PEM, unencrypted, mode 0600 or stricter
+    ca_certificates: Path | None = None  # PEM bundle that client certificates must chain to
+    require_client_certificate: bool = False  # mutual TLS: a peer without a certificate from the CA is refused
+
+
+def _file(value, where: str, base: Path, secret: bool) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: a file path")
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else base / path
+    try:
+        st = path.stat()
+    except OSError as err:
+        raise ConfigError(f"{where}: cannot read {path}: {err.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{where}: {path} is not a regular file")
+    if st.st_mode & 0o022:
+        raise ConfigError(f"{where}: {path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                          "chmod go-w it")
+    if secret and st.st_mode & 0o077:
+        raise ConfigError(f"{where}: {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                          "a private key must be chmod 600")
+    if st.st_uid not in (0, os.geteuid()):
+        raise ConfigError(f"{where}: {path} belongs to uid {st.st_uid}, neither root nor the node's user")
+    return path
+
+
+def parse_tls(raw, base: Path) -> TLSConfig | None:
+    """The `tls:` section; None when absent. Errors name the field."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError("tls: must be a mapping with certificate, private_key (and ca_certificates)")
+    known = {"certificate", "private_key", "ca_certificates", "require_client_certificate"}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"tls: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    for key in ("certificate", "private_key"):
+        if key not in raw:
+            raise ConfigError(f"tls.{key}: required")
+    require = raw.get("require_client_certificate", False)
+    if not isinstance(require, bool):
+        raise ConfigError(f"tls.require_client_certificate: true or false, got {require!r}")
+    ca = _file(raw["ca_certificates"], "tls.ca_certificates", base, False) if raw.get("ca_certificates") else None
+    if require and ca is None:
+        raise ConfigError("tls.ca_certificates: required with require_client_certificate (the CA that signs "
+                          "the clients' certificates)")
+    cfg = TLSConfig(certificate=_file(raw["certificate"], "tls.certificate", base, False),
+                    private_key=_file(raw["private_key"], "tls.private_key", base, True),
+                    ca_certificates=ca, require_client_certificate=require)
+    server_context(cfg)  # a key that does not match its certificate fails here, at init, not at the first peer
+    return cfg
+
+
+def server_context(cfg: TLSConfig) -> ssl.SSLContext:
+    """TLS 1.2 or later (BCP 195), the node's certificate, and client verification when asked for."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cfg.certificate, cfg.private_key)
+        if cfg.ca_certificates is not None:
+            context.load_verify_locations(cfg.ca_certificates)
+    except (ssl.SSLError, OSError) as err:
+        raise ConfigError(f"tls: cannot use {cfg.certificate} and {cfg.private_key}: {err}") from None
+    context.verify_mode = ssl.CERT_REQUIRED if cfg.require_client_certificate else ssl.CERT_OPTIONAL \
+        if cfg.ca_certificates is not None else ssl.CERT_NONE
+    return context
+
+
+def wrap_accepted(context: ssl.SSLContext, sock: socket.socket) -> ssl.SSLSocket:
+    """The accepted socket as TLS, handshake not yet done (see handshake)."""
+    return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+
+
+class HandshakeFailed(Exception):
+    """The peer did not complete a TLS handshake in time, or offered no acceptable certificate."""
+
+
+def handshake(sock: ssl.SSLSocket, deadline: float) -> None:
+    """Complete the server side of the handshake by `deadline` (time.monotonic())."""
+    previous = sock.gettimeout()
+    try:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise HandshakeFailed("no time left for the TLS handshake")
+        sock.settimeout(remaining)
+        sock.do_handshake()
+    except (socket.timeout, TimeoutError):
+        raise HandshakeFailed("the TLS handshake did not complete in time") from None
+    except ssl.SSLError as err:
+        raise HandshakeFailed(f"TLS handshake failed: {err.reason or err}") from None
+    except OSError as err:
+        raise HandshakeFailed(f"TLS handshake failed: {err.strerror or err}") from None
+    except (AttributeError, ValueError):  # closed under us (node shutting down)
+        raise HandshakeFailed("the connection was closed during the TLS handshake") from None
+    finally:
+        try:
+            sock.settimeout(previous)
+        except OSError:
+            pass
