@@ -6,7 +6,7 @@ NODE_DIR ?= demo
 # Tests run in parallel: one node process per test module, each on its own free port.
 PYTEST_ARGS ?= -n auto
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv run test lint bench soak clean
 
 $(BIN)/pacsdeck: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ bench: venv
 	$(BIN)/python bench/preview.py
 	$(BIN)/python bench/fleet.py --json bench/out/fleet.json
 	$(BIN)/python bench/console_ui.py --json bench/out/console_ui.json
+
+# The C-STORE mutation corpus at soak size (over 2,000 damaged instances; tests/test_store_mutations.py).
+soak: venv
+	PACSDECK_SOAK=1 $(BIN)/python -m pytest tests/test_store_mutations.py -q
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
