@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from storage import routes
 from storage.config import OPERATIONS
+from storage.tls import client_context
 
 from . import validate as v
 from .echo import echo as c_echo
@@ -42,6 +43,7 @@ def add(ctx, params: dict) -> dict:
         "description": v.description(params.get("description", "")),
         "operations": v.operations(params.get("operations", list(OPERATIONS))),
         "move_destination": v.boolean(params.get("move_destination", False), "move_destination"),
+        "tls": v.boolean(params.get("tls", False), "tls"),
     }
     with index.transaction() as conn:
         if conn.execute("SELECT 1 FROM aets WHERE ae_title=?", (title,)).fetchone():
@@ -65,14 +67,17 @@ def update(ctx, params: dict) -> dict:
         changes["operations"] = v.operations(params["operations"])
     if "move_destination" in params:
         changes["move_destination"] = v.boolean(params["move_destination"], "move_destination")
+    if "tls" in params:
+        changes["tls"] = v.boolean(params["tls"], "tls")
     if not changes:
-        raise v.invalid("params", "nothing to change; give host, port, description, operations or move_destination")
+        raise v.invalid("params", "nothing to change; give host, port, description, operations, move_destination "
+                                  "or tls")
     with index.transaction() as conn:
         row = conn.execute("SELECT ae_title FROM aets WHERE ae_title=?", (title,)).fetchone()
         if row is None:
             raise _missing(title)
         current = index.aet(title)
-        merged = {k: current[k] for k in ("host", "port", "description", "operations", "move_destination")}
+        merged = {k: current[k] for k in ("host", "port", "description", "operations", "move_destination", "tls")}
         merged.update(changes)
         index.put_aet(conn, title, **merged)
     return {"aet": _public(index.aet(title))}
@@ -98,7 +103,8 @@ def echo(ctx, params: dict) -> dict:
     title = v.ae_title(params.get("ae_title"))
     timeout = v.timeout(params.get("timeout"))
     aet = addressed(node.index.aet(title), title, "ae_title", use="call")
-    return c_echo(node.config.ae_title, title, aet["host"], aet["port"], timeout)
+    return c_echo(node.config.ae_title, title, aet["host"], aet["port"], timeout,
+                  tls=client_context(node.config.tls) if aet.get("tls") else None)
 
 
 _TITLE = Param("string", "AE title, 1-16 printable ASCII characters", required=True)
@@ -108,6 +114,7 @@ _FIELDS = {
     "description": Param("string", "free text, one line, at most 256 characters"),
     "operations": Param("array", "what this AE may do here", extra={"items": {"enum": list(OPERATIONS)}}),
     "move_destination": Param("boolean", "may be the destination of a C-MOVE"),
+    "tls": Param("boolean", "the node's associations to this AE (C-MOVE, forwards, echo) use DICOM TLS"),
 }
 METHODS = (
     Method("aets.list", list_aets, "Registered AE titles"),

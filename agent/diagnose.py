@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 
+from storage.tls import client_context
 from storage.workers import running_node_pid
 
 from . import validate as v
@@ -95,7 +96,8 @@ def _peer(node, aet: dict, timeout: float) -> dict:
                 "message": "no port registered: we cannot call it; set one with aets.update if we send to it"}
     if not entry["dns"]["ok"]:
         return {**entry, "ok": False, "echo": None, "message": entry["dns"]["message"]}
-    result = c_echo(node.config.ae_title, aet["ae_title"], aet["host"], aet["port"], timeout)
+    result = c_echo(node.config.ae_title, aet["ae_title"], aet["host"], aet["port"], timeout,
+                    tls=client_context(node.config.tls) if aet.get("tls") else None)
     entry["echo"] = result
     if result["ok"]:
         message = f"C-ECHO ok in {result['total_ms']:.0f} ms (echo round trip {result['rtt_ms']:.1f} ms)"

@@ -30,7 +30,7 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
-def echo(calling: str, called: str, host: str, port: int, timeout: float = 5.0) -> dict:
+def echo(calling: str, called: str, host: str, port: int, timeout: float = 5.0, tls=None) -> dict:
     """Resolve, connect, associate, C-ECHO, release; stop at the first layer that fails and say which."""
     started = time.perf_counter()
     out = {"ok": False, "calling_ae": calling, "called_ae": called, "host": host, "port": port, "address": None,
@@ -73,7 +73,8 @@ def echo(calling: str, called: str, host: str, port: int, timeout: float = 5.0) 
             rejections.append(event.pdu.to_primitive())
 
     assoc_started = time.perf_counter()
-    assoc = ae.associate(address, port, ae_title=called, evt_handlers=[(evt.EVT_PDU_RECV, on_pdu)])
+    assoc = ae.associate(address, port, ae_title=called, evt_handlers=[(evt.EVT_PDU_RECV, on_pdu)],
+                         tls_args=(tls, None) if tls is not None else None)
     try:
         if assoc.is_established:
             sent = time.perf_counter()

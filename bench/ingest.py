@@ -171,8 +171,9 @@ class SenderOutcome:
     errors: list[str] = field(default_factory=list)
 
 
-def storescu_argv(storescu: str, port: int, called_aet: str, files: list[str]) -> list[str]:
-    return [storescu, "-v", "-nh", "-aet", peers.SENDER_AET, "-aec", called_aet, peers.LOOPBACK, str(port), *files]
+def storescu_argv(storescu: str, port: int, called_aet: str, files: list[str], extra: list[str] = ()) -> list[str]:
+    return [storescu, "-v", "-nh", "-aet", peers.SENDER_AET, "-aec", called_aet, *extra, peers.LOOPBACK, str(port),
+            *files]
 
 
 def parse_storescu_log(text: str, expected: int, returncode: int | None) -> SenderOutcome:
@@ -203,7 +204,7 @@ def parse_storescu_log(text: str, expected: int, returncode: int | None) -> Send
 
 
 def send(storescu: str, corpus: Corpus, port: int, called_aet: str, associations: int, logdir: Path,
-         timeout: float) -> tuple[float, list[SenderOutcome]]:
+         timeout: float, extra: list[str] = ()) -> tuple[float, list[SenderOutcome]]:
     """Send the corpus with `associations` concurrent storescu processes; return wall seconds and outcomes."""
     shares = [list(corpus.files[i::associations]) for i in range(associations)]
     logs = [logdir / f"storescu-{i}.log" for i in range(associations)]
@@ -213,7 +214,7 @@ def send(storescu: str, corpus: Corpus, port: int, called_aet: str, associations
     try:
         for share, log in zip(shares, logs):
             with open(log, "wb") as handle:
-                procs.append(subprocess.Popen(storescu_argv(storescu, port, called_aet, share), cwd=corpus.root,
+                procs.append(subprocess.Popen(storescu_argv(storescu, port, called_aet, share, extra), cwd=corpus.root,
                                               env=peers.dcmtk_env(), stdin=subprocess.DEVNULL,
                                               stdout=subprocess.DEVNULL, stderr=handle))
         deadline = start + timeout
@@ -282,7 +283,8 @@ def run_once(peer: str, factory: ServerFactory, corpus: Corpus, associations: in
     try:
         with factory(workdir) as server:
             with PeakRss(server.pid) as rss:
-                wall, outcomes = send(storescu, corpus, server.port, server.ae_title, associations, workdir, timeout)
+                wall, outcomes = send(storescu, corpus, server.port, server.ae_title, associations, workdir, timeout,
+                                      server.sender_args())
             stored = server.stored_count()
         run = make_run(peer, associations, repeat, corpus, wall, rss.peak, outcomes, stored)
         keep = not run.complete
@@ -324,15 +326,44 @@ def find_tools() -> Tools:
                  echoscu=peers.find_dcmtk("echoscu"), orthanc=peers.find_orthanc())
 
 
-def server_factories(tools: Tools) -> dict[str, ServerFactory]:
-    """pacsdeck first, then the peers that are installed."""
+def server_factories(tools: Tools, baseline: str | None = None, tls: bool = False,
+                     only: list[str] | None = None) -> dict[str, ServerFactory]:
+    """pacsdeck first, then the peers that are installed; `baseline` adds pacsdeck as of that git
+    commit (`pacsdeck@REF`, e.g. the listener without its limits), `tls` pacsdeck over DICOM TLS."""
     factories: dict[str, ServerFactory] = {
         "pacsdeck": lambda wd: peers.PacsdeckServer(wd, tools.echoscu),
         "storescp": lambda wd: peers.StorescpServer(wd, tools.echoscu, tools.storescp),
     }
     if tools.orthanc:
         factories["orthanc"] = lambda wd: peers.OrthancServer(wd, tools.echoscu, tools.orthanc)
+    if baseline:
+        source = baseline_checkout(baseline)
+        factories[f"pacsdeck@{baseline}"] = lambda wd: peers.PacsdeckServer(wd, tools.echoscu, source=source)
+    if tls:
+        pki = peers.test_pki(OUT_DIR / "pki")
+        factories["pacsdeck+tls"] = lambda wd: peers.PacsdeckServer(wd, tools.echoscu, tls=pki)
+    if only:
+        unknown = set(only) - set(factories)
+        if unknown:
+            raise peers.BenchError(f"--peers: unknown {', '.join(sorted(unknown))}; have {', '.join(factories)}")
+        factories = {name: f for name, f in factories.items() if name in only}
     return factories
+
+
+def baseline_checkout(ref: str) -> Path:
+    """A git worktree of `ref` under bench/out/, made once and reused."""
+    repo = Path(__file__).resolve().parent.parent
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=repo, capture_output=True,
+                            text=True)
+    if commit.returncode != 0:
+        raise peers.BenchError(f"--baseline: {ref!r} is not a commit of this repository")
+    folder = OUT_DIR / f"baseline-{commit.stdout.strip()[:12]}"
+    if not (folder / "pacsdeck" / "cli.py").exists():
+        made = subprocess.run(["git", "worktree", "add", "--detach", str(folder), commit.stdout.strip()], cwd=repo,
+                              capture_output=True, text=True)
+        if made.returncode != 0:
+            raise peers.BenchError(f"--baseline: git worktree add failed: {made.stderr.strip()}")
+    return folder
 
 
 def environment(tools: Tools) -> dict:
@@ -381,12 +412,12 @@ def ratios(summary: list[dict]) -> list[dict]:
 
 
 def print_table(summary: list[dict]) -> None:
-    print(f"\n{'peer':<10}{'assoc':>6}{'wall s':>9}{'inst/s':>9}{'MB/s':>8}{'peak PSS MiB':>14}"
+    print(f"\n{'peer':<22}{'assoc':>6}{'wall s':>9}{'inst/s':>9}{'MB/s':>8}{'peak PSS MiB':>14}"
           f"{'acked':>12}{'stored':>8}")
     for row in sorted(summary, key=lambda r: (r["associations"], r["peer"] != "pacsdeck", r["peer"])):
         stored = "?" if row["stored"] is None else str(row["stored"])
         flag = "" if row["complete"] else "  INCOMPLETE"
-        print(f"{row['peer']:<10}{row['associations']:>6}{row['wall_s']:>9.2f}{row['instances_per_s']:>9.1f}"
+        print(f"{row['peer']:<22}{row['associations']:>6}{row['wall_s']:>9.2f}{row['instances_per_s']:>9.1f}"
               f"{row['mb_per_s']:>8.1f}{row['peak_rss_mib']:>14.1f}{row['acked']:>6}/{row['instances']:<5}"
               f"{stored:>8}{flag}")
 
@@ -395,9 +426,9 @@ def print_ratios(rows: list[dict]) -> None:
     if not rows:
         return
     print("\npacsdeck / peer   (throughput > 1: pacsdeck faster; peak PSS > 1: pacsdeck uses more memory)")
-    print(f"{'peer':<10}{'assoc':>6}{'throughput':>12}{'peak PSS':>10}")
+    print(f"{'peer':<22}{'assoc':>6}{'throughput':>12}{'peak PSS':>10}")
     for row in sorted(rows, key=lambda r: (r["peer"], r["associations"])):
-        print(f"{row['peer']:<10}{row['associations']:>6}{row['throughput']:>11.2f}x{row['peak_rss']:>9.2f}x")
+        print(f"{row['peer']:<22}{row['associations']:>6}{row['throughput']:>11.2f}x{row['peak_rss']:>9.2f}x")
 
 
 def print_notes(runs: list[Run]) -> None:
@@ -433,6 +464,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration; the median is reported")
     parser.add_argument("--timeout", type=float, help="seconds allowed per run (default 120 + 0.5 per instance)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write settings, runs and ratios here")
+    parser.add_argument("--baseline", metavar="REF", help="also run pacsdeck as of this git commit (pacsdeck@REF), "
+                                                          "e.g. the commit before a change, to measure its cost")
+    parser.add_argument("--tls", action="store_true", help="also run pacsdeck over DICOM TLS (pacsdeck+tls)")
+    parser.add_argument("--peers", help="comma-separated peers to run (default: all), e.g. pacsdeck,pacsdeck+tls")
     args = parser.parse_args(argv)
     if args.count is None:
         args.count = 200 if args.quick else 1000
@@ -458,7 +493,7 @@ def bench(args: argparse.Namespace) -> int:
     print(f"{len(corpus.files)} instances ({args.count} CT {CT_SHAPE[0]}x{CT_SHAPE[1]}, {args.cr_count} CR "
           f"{CR_SHAPE[0]}x{CR_SHAPE[1]}), {corpus.bytes / MB:.1f} MB; {env['dcmtk']}"
           + (f"; {env['orthanc']}" if env["orthanc"] else "") + f"; {env['cpus']} CPUs")
-    factories = server_factories(tools)
+    factories = server_factories(tools, args.baseline, args.tls, args.peers.split(",") if args.peers else None)
     runs: list[Run] = []
     order = list(factories.items())
     try:
@@ -469,7 +504,7 @@ def bench(args: argparse.Namespace) -> int:
                 for peer, factory in rotated:
                     run = run_once(peer, factory, corpus, associations, repeat, tools.storescu, args.timeout)
                     runs.append(run)
-                    print(f"  {peer:<9} {associations} assoc, run {repeat}/{args.repeat}: {run.acked}/{run.instances} "
+                    print(f"  {peer:<21} {associations} assoc, run {repeat}/{args.repeat}: {run.acked}/{run.instances} "
                           f"in {run.wall_s:.2f}s = {run.instances_per_s:.1f} inst/s, {run.mb_per_s:.1f} MB/s, "
                           f"peak memory {run.peak_rss_mib:.0f} MiB", flush=True)
     finally:

@@ -114,9 +114,9 @@ def stop_process(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> None:
             pass
 
 
-def echo_ok(echoscu: str, port: int, called_aet: str) -> bool:
+def echo_ok(echoscu: str, port: int, called_aet: str, *extra: str) -> bool:
     """Does a C-ECHO to 127.0.0.1:port succeed?"""
-    argv = [echoscu, "-aet", SENDER_AET, "-aec", called_aet, "-to", "2", "-ta", "5", LOOPBACK, str(port)]
+    argv = [echoscu, "-aet", SENDER_AET, "-aec", called_aet, "-to", "2", "-ta", "5", *extra, LOOPBACK, str(port)]
     try:
         result = subprocess.run(argv, env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 timeout=15)
@@ -160,7 +160,11 @@ class Server:
         """Create storage and configuration in the work folder."""
 
     def is_ready(self) -> bool:
-        return echo_ok(self.echoscu, self.port, self.ae_title)
+        return echo_ok(self.echoscu, self.port, self.ae_title, *self.sender_args())
+
+    def sender_args(self) -> list[str]:
+        """Extra DCMTK options a sender needs for this server (TLS)."""
+        return []
 
     def stored_count(self) -> int | None:
         """How many instances the server holds now, by its own account (None if unknown)."""
@@ -215,16 +219,34 @@ class Server:
 
 
 class PacsdeckServer(Server):
-    """`pacsdeck node run` with a node.yaml written here; the sender's AE title is registered."""
+    """`pacsdeck node run` with a node.yaml written here; the sender's AE title is registered.
+
+    `source`: run the pacsdeck of another checkout (a git worktree of an earlier commit) instead of
+    this one, with the same Python and libraries. `tls`: the `tls:` section to listen with, and the
+    DCMTK options a sender then needs."""
 
     name = "pacsdeck"
     ae_title = "PACSDECK"
+
+    def __init__(self, workdir: Path, echoscu: str, source: Path | None = None,
+                 tls: tuple[dict, list[str]] | None = None):
+        super().__init__(workdir, echoscu)
+        self.source = source
+        self.tls = tls
+
+    def sender_args(self) -> list[str]:
+        return list(self.tls[1]) if self.tls else []
 
     @property
     def config_path(self) -> Path:
         return self.workdir / "node.yaml"
 
     def _pacsdeck(self) -> list[str]:
+        if self.source is not None:  # the editable install's import hook would load this checkout: drop it
+            launcher = (f"import sys; sys.path.insert(0, {str(self.source)!r}); "
+                        "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in type(f).__module__]; "
+                        "from pacsdeck.cli import main; sys.exit(main())")
+            return [sys.executable, "-c", launcher]
         script = Path(sys.executable).parent / "pacsdeck"
         return [str(script)] if script.exists() else [sys.executable, "-m", "pacsdeck.cli"]
 
@@ -241,6 +263,7 @@ class PacsdeckServer(Server):
             "index": "index.sqlite",
             "pools": [{"name": "primary", "path": "pools/primary", "tier": "primary"}],
             "aets": [{"ae_title": SENDER_AET, "host": LOOPBACK}],
+            **({"tls": self.tls[0]} if self.tls else {}),
         }
 
     def prepare(self) -> None:
@@ -274,6 +297,40 @@ class PacsdeckServer(Server):
                 return conn.execute("SELECT count(*) FROM instances").fetchone()[0]
         except sqlite3.Error:
             return None
+
+
+def test_pki(folder: Path) -> tuple[dict, list[str]]:
+    """A throwaway CA and node certificate in `folder`: the node's `tls:` section, and the storescu
+    options that verify the node (TLS with a server certificate, BCP 195 profile)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def certificate(key, cn, issuer_key, issuer_cn, ca):
+        name = lambda text: x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])  # noqa: E731
+        return (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(name(issuer_cn))
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+                .sign(issuer_key, hashes.SHA256()))
+
+    ca_key, node_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    (folder / "ca.pem").write_bytes(certificate(ca_key, "bench CA", ca_key, "bench CA", True)
+                                    .public_bytes(serialization.Encoding.PEM))
+    (folder / "node.pem").write_bytes(certificate(node_key, "node", ca_key, "bench CA", False)
+                                      .public_bytes(serialization.Encoding.PEM))
+    key_path = folder / "node.key"
+    key_path.write_bytes(node_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    section = {"certificate": str(folder / "node.pem"), "private_key": str(key_path)}
+    return section, ["+tla", "+cf", str(folder / "ca.pem")]
 
 
 class StorescpServer(Server):

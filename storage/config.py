@@ -68,6 +68,7 @@ class AETConfig:
     description: str = ""
     operations: tuple[str, ...] = OPERATIONS
     move_destination: bool = False
+    tls: bool = False  # associations the node opens to this AE (C-MOVE, forwards, echo) use DICOM TLS
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ def _check_pool_dir(path: Path, where: str, create: bool) -> None:
 def parse_aet(raw, where: str) -> AETConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be a mapping with ae_title, host, port")
-    unknown = set(raw) - {"ae_title", "host", "port", "description", "operations", "move_destination"}
+    unknown = set(raw) - {"ae_title", "host", "port", "description", "operations", "move_destination", "tls"}
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     if "ae_title" not in raw:
@@ -190,6 +191,7 @@ def parse_aet(raw, where: str) -> AETConfig:
         description=description,
         operations=validate_operations(raw.get("operations", list(OPERATIONS)), f"{where}.operations"),
         move_destination=_bool(raw.get("move_destination", False), f"{where}.move_destination"),
+        tls=_bool(raw.get("tls", False), f"{where}.tls"),
     )
 
 
@@ -515,6 +517,7 @@ limits:                        # what a peer may cost the node (see README, Secu
 #   private_key: tls/node.key    # PEM key, chmod 600
 #   ca_certificates: tls/ca.pem  # CA that client certificates must chain to
 #   require_client_certificate: false   # true: mutual TLS, peers without a certificate from the CA are refused
+#   listen: true               # false: plain listener; the files serve only AEs registered with tls: true
 metrics_port: 0                # Prometheus /metrics, /healthz, /readyz on 127.0.0.1:PORT (0 = off)
 # health:                      # thresholds of health.check / `pacsdeck node check` (defaults shown)
 #   disk_percent: {{warn: 85, crit: 95}}
@@ -556,4 +559,5 @@ aets: []
 #    port: 104
 #    operations: [store, find, move, get]
 #    move_destination: true
+#    tls: false                # true: the node's associations to this AE (C-MOVE, forwards, echo) use TLS
 """

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 3  # 2: pool_usage (kept by triggers) and jobs; 3: the job queue (retries, forwards) and routes
+SCHEMA_VERSION = 4  # 2: pool_usage (kept by triggers) and jobs; 3: the job queue (retries, forwards) and routes;
+# 4: aets.tls (associations to that AE use DICOM TLS)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS patients (
@@ -71,6 +72,7 @@ CREATE TABLE IF NOT EXISTS aets (
     description       TEXT NOT NULL DEFAULT '',
     operations        TEXT NOT NULL,
     move_destination  INTEGER NOT NULL DEFAULT 0,
+    tls               INTEGER NOT NULL DEFAULT 0,
     created_at        REAL NOT NULL,
     updated_at        REAL NOT NULL
 );
@@ -177,12 +179,21 @@ _UPGRADES = {
     2: "DELETE FROM pool_usage; INSERT INTO pool_usage (pool, instances, bytes) "
        "SELECT pool, count(*), coalesce(sum(size), 0) FROM instances GROUP BY pool",
     3: lambda conn: _upgrade_jobs(conn),
+    4: lambda conn: _add_columns(conn, "aets", (("tls", "INTEGER NOT NULL DEFAULT 0"),)),
 }
 
 _JOB_COLUMNS_V3 = (
     ("attempts", "INTEGER NOT NULL DEFAULT 0"), ("max_attempts", "INTEGER NOT NULL DEFAULT 1"),
     ("next_attempt_at", "REAL"), ("last_error", "TEXT"), ("destination", "TEXT"), ("study_uid", "TEXT"),
 )
+
+
+def _add_columns(conn: sqlite3.Connection, table: str, columns) -> None:
+    """ALTER TABLE … ADD COLUMN for each column the table lacks (a table made by this version has them)."""
+    have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    for name, decl in columns:
+        if name not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
 
 def _upgrade_jobs(conn: sqlite3.Connection) -> None:
@@ -396,14 +407,15 @@ class Index:
         return _aet_dict(row) if row else None
 
     def put_aet(self, conn: sqlite3.Connection, ae_title: str, host: str | None, port: int | None,
-                description: str, operations: Iterable[str], move_destination: bool) -> None:
+                description: str, operations: Iterable[str], move_destination: bool, tls: bool = False) -> None:
         now = time.time()
         conn.execute(
-            "INSERT INTO aets (ae_title, host, port, description, operations, move_destination, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(ae_title) DO UPDATE SET host=excluded.host,"
+            "INSERT INTO aets (ae_title, host, port, description, operations, move_destination, tls, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(ae_title) DO UPDATE SET host=excluded.host,"
             " port=excluded.port, description=excluded.description, operations=excluded.operations,"
-            " move_destination=excluded.move_destination, updated_at=excluded.updated_at",
-            (ae_title, host, port, description, json.dumps(list(operations)), int(move_destination), now, now),
+            " move_destination=excluded.move_destination, tls=excluded.tls, updated_at=excluded.updated_at",
+            (ae_title, host, port, description, json.dumps(list(operations)), int(move_destination), int(tls), now,
+             now),
         )
 
     def remove_aet(self, conn: sqlite3.Connection, ae_title: str) -> bool:
@@ -425,4 +437,5 @@ def _aet_dict(row: sqlite3.Row) -> dict:
     d = dict(row)
     d["operations"] = json.loads(d["operations"])
     d["move_destination"] = bool(d["move_destination"])
+    d["tls"] = bool(d.get("tls", 0))
     return d

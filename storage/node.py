@@ -120,7 +120,7 @@ def init_node(node_dir: Path, ae_title: str, port: int) -> tuple[NodeConfig, boo
         for aet in config.aets:
             if index.aet(aet.ae_title) is None:
                 index.put_aet(conn, aet.ae_title, aet.host, aet.port, aet.description, aet.operations,
-                              aet.move_destination)
+                              aet.move_destination, aet.tls)
     index.close()
     for p in config.pools:
         Pool.from_config(p).prepare()

@@ -16,7 +16,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import _config, build_context, evt
 from pynetdicom.pdu import A_ASSOCIATE_RJ
 
-from . import background, commands, inline, part10, tuning
+from . import background, commands, inline, part10, tls, tuning
 
 if TYPE_CHECKING:
     from .node import Node
@@ -326,8 +326,9 @@ def open_store_association(ae, node: "Node", aet: dict, rows: list, sender: Stor
             rejections.append(event.pdu.to_primitive())
 
     host, port = aet["host"], aet["port"]
+    tls_args = (tls.client_context(node.config.tls), None) if aet.get("tls") else None
     assoc = ae.associate(host, port, ae_title=aet["ae_title"], contexts=store_contexts(rows),
-                         max_pdu=node.config.max_pdu,
+                         max_pdu=node.config.max_pdu, tls_args=tls_args,
                          evt_handlers=[(evt.EVT_CONN_OPEN, sender.on_store_connection), (evt.EVT_PDU_RECV, on_pdu)])
     if assoc.is_established:
         return assoc, None

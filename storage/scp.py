@@ -242,7 +242,7 @@ def start_scp(node: "Node", listening: socket.socket | None = None) -> NodeServe
                                 server_class=server_class)
     except OSError as err:
         raise _port_in_use(node, err) from None
-    if node.config.tls is not None:
+    if node.config.tls is not None and node.config.tls.listen:
         server.tls_context = tls.server_context(node.config.tls)
     thread = threading.Thread(target=server.serve_forever, name="scp-accept", daemon=True)
     thread.start()

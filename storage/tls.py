@@ -1,6 +1,7 @@
 """DICOM TLS (PS3.15 B.1): the `tls:` section of node.yaml, its SSL contexts, and the handshake off the accept path.
 
-With `tls:` set the whole listener speaks TLS. Each accepted socket is wrapped without a handshake
+With `tls:` set the whole listener speaks TLS (unless `listen: false`), and the same certificate
+identifies the node to AEs registered with `tls: true` when it opens associations to them. Each accepted socket is wrapped without a handshake
 (pynetdicom would do it in the accept loop, where one stalled client blocks every other); the
 handshake runs in the connection's own DUL thread when its first bytes arrive, bounded by
 limits.request_timeout (storage/guard.py). Keys and certificates are read from files that only
@@ -9,6 +10,7 @@ their owner may write, and a private key that others may read is refused.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import ssl
@@ -26,6 +28,7 @@ class TLSConfig:
     private_key: Path  # PEM, unencrypted, mode 0600 or stricter
     ca_certificates: Path | None = None  # PEM bundle that client certificates must chain to
     require_client_certificate: bool = False  # mutual TLS: a peer without a certificate from the CA is refused
+    listen: bool = True  # False: the files serve only the associations the node opens (AEs with tls: true)
 
 
 def _file(value, where: str, base: Path, secret: bool) -> Path:
@@ -56,7 +59,7 @@ def parse_tls(raw, base: Path) -> TLSConfig | None:
         return None
     if not isinstance(raw, dict):
         raise ConfigError("tls: must be a mapping with certificate, private_key (and ca_certificates)")
-    known = {"certificate", "private_key", "ca_certificates", "require_client_certificate"}
+    known = {"certificate", "private_key", "ca_certificates", "require_client_certificate", "listen"}
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"tls: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
@@ -66,13 +69,16 @@ def parse_tls(raw, base: Path) -> TLSConfig | None:
     require = raw.get("require_client_certificate", False)
     if not isinstance(require, bool):
         raise ConfigError(f"tls.require_client_certificate: true or false, got {require!r}")
+    listen = raw.get("listen", True)
+    if not isinstance(listen, bool):
+        raise ConfigError(f"tls.listen: true or false, got {listen!r}")
     ca = _file(raw["ca_certificates"], "tls.ca_certificates", base, False) if raw.get("ca_certificates") else None
     if require and ca is None:
         raise ConfigError("tls.ca_certificates: required with require_client_certificate (the CA that signs "
                           "the clients' certificates)")
     cfg = TLSConfig(certificate=_file(raw["certificate"], "tls.certificate", base, False),
                     private_key=_file(raw["private_key"], "tls.private_key", base, True),
-                    ca_certificates=ca, require_client_certificate=require)
+                    ca_certificates=ca, require_client_certificate=require, listen=listen)
     server_context(cfg)  # a key that does not match its certificate fails here, at init, not at the first peer
     return cfg
 
@@ -89,6 +95,22 @@ def server_context(cfg: TLSConfig) -> ssl.SSLContext:
         raise ConfigError(f"tls: cannot use {cfg.certificate} and {cfg.private_key}: {err}") from None
     context.verify_mode = ssl.CERT_REQUIRED if cfg.require_client_certificate else ssl.CERT_OPTIONAL \
         if cfg.ca_certificates is not None else ssl.CERT_NONE
+    return context
+
+
+@functools.lru_cache(maxsize=8)  # one per configuration: loading the key and CAs costs milliseconds per association
+def client_context(cfg: TLSConfig | None) -> ssl.SSLContext:
+    """For associations the node opens to an AE registered with `tls: true`: the peer's certificate
+    must chain to `ca_certificates` (or the system's CAs); the node presents its own certificate,
+    for peers that require one. The peer's name is not checked: DICOM peers are configured by
+    address, and their certificates seldom name it."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    if cfg is not None:
+        if cfg.ca_certificates is not None:
+            context.load_verify_locations(cfg.ca_certificates)
+        context.load_cert_chain(cfg.certificate, cfg.private_key)
     return context
 
 

@@ -34,7 +34,7 @@ def test_version_2_index_gains_the_queue_columns_and_interrupted_jobs_fail(tmp_p
     conn.close()
     index = Index(path)
     conn = index.connection()
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     rows = [dict(r) for r in conn.execute("SELECT state, attempts, max_attempts, last_error FROM jobs ORDER BY id")]
     assert rows == [
         {"state": "done", "attempts": 1, "max_attempts": 1, "last_error": None},
@@ -47,7 +47,29 @@ def test_version_2_index_gains_the_queue_columns_and_interrupted_jobs_fail(tmp_p
         tx.execute("DELETE FROM routes")
     assert conn.execute("SELECT version FROM routes_version").fetchone()[0] == 2
     index.close()
-    Index(path).close()  # opening an index that is already at version 3 changes nothing
+    Index(path).close()  # opening an index that is already upgraded changes nothing
+
+
+def test_version_3_index_gains_the_tls_column_of_registered_aets(tmp_path):
+    path = tmp_path / "index.sqlite"
+    Index(path).close()
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        DROP TABLE aets;
+        CREATE TABLE aets (ae_title TEXT PRIMARY KEY, host TEXT, port INTEGER, description TEXT NOT NULL DEFAULT '',
+            operations TEXT NOT NULL, move_destination INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+            updated_at REAL NOT NULL);
+        INSERT INTO aets VALUES ('CT1', '10.0.0.2', 104, '', '["store"]', 0, 1, 1);
+        PRAGMA user_version = 3;
+    """)
+    conn.close()
+    index = Index(path)
+    assert index.connection().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert index.aet("CT1")["tls"] is False
+    with index.transaction() as tx:
+        index.put_aet(tx, "CT1", "10.0.0.2", 104, "", ["store"], False, tls=True)
+    assert index.aet("CT1")["tls"] is True
+    index.close()
 
 
 def test_jobs_that_die_running_fail_with_the_reason(tmp_path):

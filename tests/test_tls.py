@@ -144,3 +144,39 @@ def test_a_key_that_does_not_match_its_certificate_is_refused_at_init(tmp_path, 
     assert result.returncode == 2
     assert "tls:" in result.stderr
     assert os.path.exists(pki / "node.key")
+
+
+def test_c_move_and_echo_to_an_ae_registered_with_tls(node_factory, pki, tmp_path):
+    """The node opens TLS associations to an AE registered with `tls: true`, presenting its own
+    certificate (the destination requires one) and checking the destination's against its CA."""
+    destination = node_factory("destination", ae_title="DEST", workers=1, tls=tls_settings(pki),
+                               aets=[{"ae_title": "ARCHIVE", "host": "127.0.0.1"}]).start()
+    archive = node_factory("archive", ae_title="ARCHIVE", workers=1, tls={
+        "certificate": str(pki / "client.pem"), "private_key": str(pki / "client.key"),
+        "ca_certificates": str(pki / "ca.pem"), "listen": False}, aets=[
+        {"ae_title": "STORESCU", "host": "127.0.0.1"},
+        {"ae_title": "MOVESCU", "host": "127.0.0.1", "operations": ["find", "move"]},
+        {"ae_title": "DEST", "host": "127.0.0.1", "port": destination.port, "move_destination": True, "tls": True},
+        {"ae_title": "DESTPLAIN", "host": "127.0.0.1", "port": destination.port, "move_destination": True}]).start()
+    ct = Path(get_testdata_file("CT_small.dcm"))
+    outcome, proc = storescu(archive, [ct], "-xe")  # the archive listens in plain TCP
+    assert set(outcome.values()) == {"Success"}, proc.stdout + proc.stderr
+    study = str(dcmread(ct, stop_before_pixels=True).StudyInstanceUID)
+
+    def move(dest: str):
+        return dcmtk("movescu", "-S", "-aet", "MOVESCU", "-aec", "ARCHIVE", "-aem", dest, "-k",
+                     "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(archive.port))
+
+    assert move("DEST").returncode == 0
+    assert [r["sop_uid"] for r in destination.rows("SELECT sop_uid FROM instances")] == \
+        [str(dcmread(ct, stop_before_pixels=True).SOPInstanceUID)]
+    plain = move("DESTPLAIN")  # the same destination without TLS: refused at its handshake
+    assert "0xa801" in (plain.stdout + plain.stderr).lower() or plain.returncode != 0
+
+    def echo_from_archive(title: str) -> dict:
+        result = pacsdeck("agent", "call", "aets.echo", "--params", f'{{"ae_title": "{title}"}}', "--config",
+                          str(archive.config))
+        return __import__("json").loads(result.stdout)
+
+    assert echo_from_archive("DEST")["ok"] is True
+    assert echo_from_archive("DESTPLAIN")["ok"] is False
