@@ -91,10 +91,10 @@ def store_response(responding_to: int, status: int, comment: str) -> bytes:
     )
 
 
-def raw_elements(data) -> dict[int, bytes] | None:
-    """Every element of an encoded command set as raw bytes (element number -> value), or None
-    when the bytes are not a well-formed implicit VR group 0000."""
-    found: dict[int, bytes] = {}
+def _walk(data) -> list[tuple[int, int, int]] | None:
+    """(element number, value offset, value length) of each element of an encoded command set, or
+    None when the bytes are not a well-formed implicit VR group 0000."""
+    out = []
     pos, end = 0, len(data)
     while pos < end:
         if end - pos < 8:
@@ -103,23 +103,28 @@ def raw_elements(data) -> dict[int, bytes] | None:
         pos += 8
         if group != 0x0000 or length > end - pos:
             return None
-        found[element] = bytes(data[pos:pos + length])
+        out.append((element, pos, length))
         pos += length
-    return found
+    return out
+
+
+def raw_elements(data) -> dict[int, bytes] | None:
+    """Every element of an encoded command set as raw bytes (element number -> value), or None
+    when the bytes are not a well-formed implicit VR group 0000."""
+    walked = _walk(data)
+    if walked is None:
+        return None
+    return {element: bytes(data[pos:pos + length]) for element, pos, length in walked}
 
 
 def read(data) -> dict[int, int | str] | None:
     """The elements of `_READ` found in an encoded command set (element number -> value), or None
     when the bytes are not a well-formed implicit VR command set."""
+    walked = _walk(data)
+    if walked is None:
+        return None
     found: dict[int, int | str] = {}
-    pos, end = 0, len(data)
-    while pos < end:
-        if end - pos < 8:
-            return None
-        group, element, length = _ELEMENT_HEADER.unpack_from(data, pos)
-        pos += 8
-        if group != 0x0000 or length > end - pos:
-            return None
+    for element, pos, length in walked:
         vr = _READ.get(element)
         if vr in _NUMBERS:
             if length != _NUMBERS[vr].size:
@@ -127,5 +132,4 @@ def read(data) -> dict[int, int | str] | None:
             found[element] = _NUMBERS[vr].unpack_from(data, pos)[0]
         elif vr is not None:
             found[element] = bytes(data[pos:pos + length]).decode("ascii", "replace").rstrip("\0 ")
-        pos += length
     return found

@@ -111,6 +111,12 @@ def parse_received(stream: BinaryIO, transfer_syntax: str, max_size: int = 2**62
         size = stream.seek(0, os.SEEK_END)
         stream.seek(0)
         ds = read_dataset(stream, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=_DEFER)
+        if ds.original_encoding[0] != syntax.is_implicit_VR:
+            # pydicom guesses the other VR encoding and reads on; the file would then carry a File
+            # Meta naming the negotiated syntax that no reader could follow.
+            found = "implicit" if ds.original_encoding[0] else "explicit"
+            raise NotStorable(status.CANNOT_UNDERSTAND, f"the dataset is encoded in {found} VR, not in the "
+                                                        f"negotiated transfer syntax {syntax}")
         _check_complete(ds, size)
         if max_depth is not None:
             check_sequence_depth(ds, max_depth, stream)

@@ -75,7 +75,7 @@ def receive_primitive(provider, primitive, original) -> None:
         return
     for pdv in pdvs:  # rare: several fragments in one PDU; each is checked and passed on alone
         single = P_DATA()
-        single.presentation_data_value_list = [pdv]
+        single.presentation_data_value_list = [[pdv[0], pdv[1]]]  # pynetdicom checks for [ID, data] lists
         if not _one(provider, single, pdv, original):
             return
 
@@ -86,6 +86,8 @@ def _one(provider, primitive, pdv, original) -> bool:
     control = data[0] if data else 0
     refusal = getattr(provider, "_pacsdeck_refusal", None)
     try:
+        if not data:
+            raise guard.Refused("bad-pdv", "a PDV without its message control header", guard.INVALID_PARAMETER)
         if refusal is not None:
             if control & 0x01:
                 raise guard.Refused("bad-command", "a command began before the refused request's dataset ended",

@@ -92,10 +92,11 @@ class _TimeWithWakeups:
             wait(seconds, self._association and seconds == _REACTOR_DELAY)
 
 
-# The longest an idle reactor waits without a reason: a thread ended without telling us (the DUL's
-# own crash path sets assoc._kill directly) is noticed within this. 200 idle associations cost
-# ~400 wake-ups/s in all, against 400,000/s with pynetdicom's 1 ms polls.
-IDLE_WAKE = 1.0
+# The longest an idle reactor waits when nothing it knows of is due: every change it must see wakes
+# it (a queued message or primitive, an event, a pause, a kill, the DUL's end, the socket), and its
+# timers (idle, ARTIM) bound the wait. Measured with 200 idle associations (bench/listener.py): a 1 s
+# cap cost 4-6 % of a core in wake-ups alone; pynetdicom's 1 ms polls cost whole cores.
+IDLE_WAKE = 30.0
 _REACTOR_DELAY = 0.001  # what pynetdicom's association reactor sleeps per pass (association.py)
 
 
@@ -253,6 +254,22 @@ def _kill_promptly(self) -> None:
 
 pynetdicom.association.Association.kill = _kill_promptly
 
+
+_run_dul = pynetdicom.dul.DULServiceProvider.run_reactor
+
+
+def _run_dul_and_tell(self) -> None:
+    """DULServiceProvider.run_reactor, then the association's reactor is woken: it checks
+    dul.is_alive() and _kill (which the DUL's crash path sets directly) only when it wakes."""
+    try:
+        _run_dul(self)
+    finally:
+        wake = getattr(self.assoc, "_pacsdeck_wake", None)
+        if wake is not None:
+            wake()
+
+
+pynetdicom.dul.DULServiceProvider.run_reactor = _run_dul_and_tell
 
 _run_reactor = pynetdicom.association.Association.run_reactor
 

@@ -658,12 +658,9 @@ def test_bad_uids_deep_sequences_deflate_bombs_and_oversize_datasets_get_their_a
     assert_node_healthy(node, run)
 
 
-# --- node bugs this corpus found: each test passes once the bug is fixed (then drop its marker) ---
+# --- node bugs this corpus found (fixed): a PDU of several PDVs, a PDV without its header, a dataset in another encoding ---
 
 
-@pytest.mark.xfail(strict=True, reason="storage/message_guard.py receive_primitive: a P-DATA-TF holding several "
-                   "PDVs raises TypeError (pynetdicom's P_DATA wants [id, data] lists, gets tuples); the "
-                   "association dies with a traceback and the C-STORE gets no answer")
 def test_a_p_data_tf_holding_command_and_dataset_pdvs_is_answered(node):
     bases = {b.name: b for b in load_bases()}
     uids = UIDs(3)
@@ -677,9 +674,6 @@ def test_a_p_data_tf_holding_command_and_dataset_pdvs_is_answered(node):
     assert_node_healthy(node, send_all(node, cases))
 
 
-@pytest.mark.xfail(strict=True, reason="storage/message_guard.py _one passes a PDV with no message control "
-                   "header (item length 1) to pynetdicom: IndexError in decode_msg, a traceback, and the "
-                   "connection closes without an A-ABORT")
 def test_a_pdv_without_its_message_control_header_is_aborted(node):
     peer = RawPeer(node.port, timeout=ANSWER_DEADLINE)
     accepted, _ = parse_accept(peer.associate(node.ae_title, CALLING, [(1, VERIFICATION, [IMPLICIT_LE])])[1])
@@ -691,10 +685,6 @@ def test_a_pdv_without_its_message_control_header_is_aborted(node):
     assert "Traceback" not in node.log_text()
 
 
-@pytest.mark.xfail(strict=True, reason="storage/ingest.py parse_received: pydicom reads a dataset whose VR "
-                   "encoding contradicts the negotiated transfer syntax (it warns and switches), so the node "
-                   "acknowledges it and writes a File Meta naming the negotiated syntax: dcmdump cannot read "
-                   "the file. ds.original_encoding[0] != syntax.is_implicit_VR would tell")
 def test_a_dataset_encoded_in_another_syntax_than_negotiated_is_refused(node):
     bases = {b.name: b for b in load_bases()}
     uids = UIDs(4)
