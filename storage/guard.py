@@ -322,12 +322,14 @@ class Gate:
                 self._admitted[id(assoc)] = conn
         return reason
 
-    def close_pending(self) -> None:
-        """At shutdown: close the connections still negotiating (a TLS handshake or a request under
-        way would otherwise keep the process up until its deadline)."""
+    def close_all(self) -> None:
+        """At shutdown: close every connection, negotiating or associated. pynetdicom's threads are
+        not daemons, so an idle association kept a stopping node up for its idle_timeout (60 s), a
+        stalled PDU or TLS handshake for its deadline. An instance whose commit is under way is
+        still committed; its sender gets no answer and sends it again (a duplicate, kept once)."""
         with self._lock:
-            pending = list(self._pending.values())
-        for conn in pending:
+            connections = [*self._pending.values(), *self._admitted.values()]
+        for conn in connections:
             _shutdown(conn.assoc)
 
     def closed(self, assoc) -> None:

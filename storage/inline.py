@@ -28,7 +28,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
-from . import commands
+from . import commands, guard
 
 _HEADER = struct.Struct(">BBL")
 
@@ -76,6 +76,12 @@ class _Claim:
         if header is None:
             return None
         pdu_type, _, length = _HEADER.unpack(header)
+        try:  # the peer's declared length is checked before anything is allocated, as the DUL does
+            guard.check_length(self.assoc, pdu_type, length, self.dul.state_machine.current_state)
+        except guard.Refused as err:
+            self.hand_back()
+            guard.abort_and_close(self.dul, err)
+            raise LinkLost(f"the peer sent {err.detail}") from None
         body = self._read(length, timeout) if length else bytearray()
         if body is None:  # a header, then silence
             self.hand_back(event="Evt17")

@@ -100,7 +100,7 @@ class NodeServer(AssociationServer):
         # server; we build ours with make_server() to choose the class.
         socketserver.BaseServer.shutdown(self)
         self.server_close()
-        self.ae.gate.close_pending()
+        self.ae.gate.close_all()
 
 
 def handle_echo(event, node: "Node") -> int:

@@ -364,3 +364,25 @@ def test_refusals_are_counted_and_logged_without_tracebacks(node):
     assert "refused unknown-pdu-type" in log
     assert "limits per worker:" in log
     assert "Traceback" not in log
+
+
+def test_a_stopping_node_does_not_wait_for_idle_or_stalled_peers(node_factory):
+    """SIGTERM ends the node at once even with an idle association and a PDU stalled halfway open
+    (pynetdicom's threads would keep it up for the idle timeout, 60 s)."""
+    handle = node_factory("stopping", workers=1)
+    handle.start()
+    idle = RawPeer(handle.port)
+    assert idle.associate(handle.ae_title, "ECHOSCU", [(1, VERIFICATION, [IMPLICIT_LE])])[0] == 0x02
+    stalled = RawPeer(handle.port)
+    assert stalled.associate(handle.ae_title, "ECHOSCU", [(1, VERIFICATION, [IMPLICIT_LE])])[0] == 0x02
+    stalled.send(pdata(1, c_echo_rq(), command=True)[:9])
+    half_open = RawPeer(handle.port)
+    half_open.send(associate_rq(handle.ae_title, "ECHOSCU", [(1, VERIFICATION, [IMPLICIT_LE])])[:10])
+    started = time.monotonic()
+    handle.proc.terminate()
+    handle.proc.wait(timeout=30)
+    assert time.monotonic() - started < 5
+    assert handle.proc.returncode == 0
+    handle.proc = None
+    for peer in (idle, stalled, half_open):
+        assert peer.closed_within(ANSWER)
