@@ -248,6 +248,7 @@ class Run:
     instances_per_s: float
     mb_per_s: float
     peak_rss_mib: float
+    cpu_ms_per_instance: float  # the server's user+system CPU (all its processes) per instance: less noisy than wall time
     acked: int
     failed: int
     stored: int | None  # the peer's own count afterwards (index rows, files, Orthanc statistics)
@@ -260,18 +261,35 @@ class Run:
 
 
 def make_run(peer: str, associations: int, repeat: int, corpus: Corpus, wall: float, peak_rss: int,
-             outcomes: list[SenderOutcome], stored: int | None) -> Run:
+             outcomes: list[SenderOutcome], stored: int | None, cpu_s: float = 0.0) -> Run:
     errors = [f"storescu {i}/{len(outcomes)}: {e}" for i, o in enumerate(outcomes, 1) for e in o.errors]
     acked = sum(o.acked for o in outcomes)
     if stored is not None and stored != len(corpus.files):
         errors.append(f"{peer} holds {stored} instances afterwards, expected {len(corpus.files)}")
     return Run(peer=peer, associations=associations, repeat=repeat, instances=len(corpus.files),
                bytes=corpus.bytes, wall_s=wall, instances_per_s=acked / wall, mb_per_s=corpus.bytes / MB / wall,
-               peak_rss_mib=peak_rss / MIB, acked=acked, failed=sum(o.failed for o in outcomes), stored=stored,
+               peak_rss_mib=peak_rss / MIB, cpu_ms_per_instance=1000 * cpu_s / max(1, len(corpus.files)),
+               acked=acked, failed=sum(o.failed for o in outcomes), stored=stored,
                max_send_pdv=max((o.max_send_pdv or 0 for o in outcomes), default=0) or None, errors=errors)
 
 
 ServerFactory = Callable[[Path], peers.Server]
+
+
+def server_cpu(pid: int) -> float:
+    """User+system CPU seconds of a server and its live child processes (workers)."""
+    total = 0.0
+    try:
+        proc = psutil.Process(pid)
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                times = p.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+    except psutil.NoSuchProcess:
+        pass
+    return total
 
 
 def run_once(peer: str, factory: ServerFactory, corpus: Corpus, associations: int, repeat: int,
@@ -282,11 +300,13 @@ def run_once(peer: str, factory: ServerFactory, corpus: Corpus, associations: in
     keep = True  # a failed run's folder stays for its logs
     try:
         with factory(workdir) as server:
+            cpu_before = server_cpu(server.pid)
             with PeakRss(server.pid) as rss:
                 wall, outcomes = send(storescu, corpus, server.port, server.ae_title, associations, workdir, timeout,
                                       server.sender_args())
+            cpu = server_cpu(server.pid) - cpu_before
             stored = server.stored_count()
-        run = make_run(peer, associations, repeat, corpus, wall, rss.peak, outcomes, stored)
+        run = make_run(peer, associations, repeat, corpus, wall, rss.peak, outcomes, stored, cpu)
         keep = not run.complete
         return run
     except KeyboardInterrupt:
@@ -379,7 +399,7 @@ def environment(tools: Tools) -> dict:
 
 # --- reporting --------------------------------------------------------------------------------
 
-SUMMARY_FIELDS = ("wall_s", "instances_per_s", "mb_per_s", "peak_rss_mib")
+SUMMARY_FIELDS = ("wall_s", "instances_per_s", "mb_per_s", "peak_rss_mib", "cpu_ms_per_instance")
 
 
 def summarise(runs: list[Run]) -> list[dict]:
@@ -407,28 +427,32 @@ def ratios(summary: list[dict]) -> list[dict]:
             continue
         out.append({"peer": row["peer"], "associations": row["associations"],
                     "throughput": mine["instances_per_s"] / row["instances_per_s"],
-                    "peak_rss": mine["peak_rss_mib"] / row["peak_rss_mib"]})
+                    "peak_rss": mine["peak_rss_mib"] / row["peak_rss_mib"],
+                    "cpu": mine["cpu_ms_per_instance"] / row["cpu_ms_per_instance"]
+                    if row["cpu_ms_per_instance"] else None})
     return out
 
 
 def print_table(summary: list[dict]) -> None:
-    print(f"\n{'peer':<22}{'assoc':>6}{'wall s':>9}{'inst/s':>9}{'MB/s':>8}{'peak PSS MiB':>14}"
+    print(f"\n{'peer':<22}{'assoc':>6}{'wall s':>9}{'inst/s':>9}{'MB/s':>8}{'peak PSS MiB':>14}{'CPU ms/inst':>12}"
           f"{'acked':>12}{'stored':>8}")
     for row in sorted(summary, key=lambda r: (r["associations"], r["peer"] != "pacsdeck", r["peer"])):
         stored = "?" if row["stored"] is None else str(row["stored"])
         flag = "" if row["complete"] else "  INCOMPLETE"
         print(f"{row['peer']:<22}{row['associations']:>6}{row['wall_s']:>9.2f}{row['instances_per_s']:>9.1f}"
-              f"{row['mb_per_s']:>8.1f}{row['peak_rss_mib']:>14.1f}{row['acked']:>6}/{row['instances']:<5}"
+              f"{row['mb_per_s']:>8.1f}{row['peak_rss_mib']:>14.1f}{row['cpu_ms_per_instance']:>12.2f}"
+              f"{row['acked']:>6}/{row['instances']:<5}"
               f"{stored:>8}{flag}")
 
 
 def print_ratios(rows: list[dict]) -> None:
     if not rows:
         return
-    print("\npacsdeck / peer   (throughput > 1: pacsdeck faster; peak PSS > 1: pacsdeck uses more memory)")
-    print(f"{'peer':<22}{'assoc':>6}{'throughput':>12}{'peak PSS':>10}")
+    print("\npacsdeck / peer   (throughput > 1: pacsdeck faster; peak PSS and CPU > 1: pacsdeck uses more)")
+    print(f"{'peer':<22}{'assoc':>6}{'throughput':>12}{'peak PSS':>10}{'CPU/inst':>10}")
     for row in sorted(rows, key=lambda r: (r["peer"], r["associations"])):
-        print(f"{row['peer']:<22}{row['associations']:>6}{row['throughput']:>11.2f}x{row['peak_rss']:>9.2f}x")
+        cpu = "" if row.get("cpu") is None else f"{row['cpu']:>9.2f}x"
+        print(f"{row['peer']:<22}{row['associations']:>6}{row['throughput']:>11.2f}x{row['peak_rss']:>9.2f}x{cpu}")
 
 
 def print_notes(runs: list[Run]) -> None:
