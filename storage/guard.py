@@ -139,6 +139,20 @@ class _Closed(Exception):
         self.got = got
 
 
+def readable(fds, timeout: float | None) -> list:
+    """Those of `fds` (sockets or descriptors) readable within `timeout` seconds (None: no limit).
+    poll(), not select(): a worker with many connections has descriptors past select's 1024."""
+    poller = select.poll()
+    by_fd = {}
+    for item in fds:
+        fd = item if isinstance(item, int) else item.fileno()
+        if fd >= 0:
+            by_fd[fd] = item
+            poller.register(fd, select.POLLIN | select.POLLPRI)
+    events = poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
+    return [by_fd[fd] for fd, _ in events if fd in by_fd]
+
+
 def read_exactly(sock, count: int, deadline: float) -> bytearray:
     """`count` bytes from `sock` by `deadline` (time.monotonic()); the buffer grows with what
     arrives. Raises _Stalled at the deadline, _Closed when the peer closes, OSError as the socket does."""
@@ -156,7 +170,7 @@ def read_exactly(sock, count: int, deadline: float) -> bytearray:
                     n = sock.recv_into(view[got:], len(buf) - got, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([sock], [], [], remaining)[0]:
+            if remaining <= 0 or not readable([sock], remaining):
                 raise _Stalled(got, count) from None
             continue
         if n == 0:
@@ -280,14 +294,18 @@ class Gate:
 
     def opened(self, assoc, host: str) -> float:
         """A connection was accepted: it waits for its A-ASSOCIATE-RQ. Returns its opening time.
-        Past `max_pending`, the connection that has waited longest is closed to make room."""
+        Past `max_pending`, the connection that has waited longest without bytes waiting to be read
+        is closed to make room: a real peer sends its request at once, and under a flood of new
+        connections its thread may not have read it yet; a silent or drip-feeding one has nothing
+        waiting (or is being read, byte by byte, by its own thread)."""
         conn = _Connection(assoc, host)
         evicted = []
         with self._lock:
             self._pending[id(assoc)] = conn
-            while len(self._pending) > self.limits.max_pending:
-                _, old = self._pending.popitem(last=False)
-                evicted.append(old)
+            excess = len(self._pending) - self.limits.max_pending
+            if excess > 0:
+                for key in _idle_first(self._pending, excess):
+                    evicted.append(self._pending.pop(key))
         for old in evicted:
             rejected("pending-limit", f"{old.host}", f"closed after {time.monotonic() - old.opened_at:.1f} s without "
                      f"an association request: {self.limits.max_pending} connections were waiting")
@@ -344,6 +362,23 @@ class Gate:
                 if not q.queue:
                     q.queue.append(None)  # receive_pdu returns None: "no request", the thread ends at once
                     q.not_empty.notify()
+
+
+def _idle_first(pending: "collections.OrderedDict[int, _Connection]", count: int) -> list[int]:
+    """The keys of the `count` oldest pending connections with no bytes waiting; the oldest of the
+    others if there are not enough of those."""
+    socks = {}
+    for key, conn in pending.items():
+        sock = getattr(conn.assoc.dul.socket, "socket", None)
+        if sock is not None and sock.fileno() >= 0:
+            socks[key] = sock
+    try:
+        waiting = set(readable(list(socks.values()), 0)) if socks else set()
+    except (OSError, ValueError):  # a socket closed meanwhile: treat every one as idle
+        waiting = set()
+    idle = [key for key in pending if socks.get(key) not in waiting]
+    busy = [key for key in pending if key not in idle]
+    return (idle + busy)[:count]
 
 
 def _shutdown(assoc) -> None:

@@ -18,7 +18,6 @@ for others `claim` returns None and the caller uses pynetdicom's queues.
 
 from __future__ import annotations
 
-import select
 import ssl
 import struct
 import threading
@@ -96,7 +95,7 @@ class _Claim:
         try:
             while got < count:
                 buffered = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()  # select() cannot see it
-                ready = True if buffered else select.select([self.sock], [], [], timeout)[0]
+                ready = True if buffered else guard.readable([self.sock], timeout)
                 if not ready:
                     if got:  # part of a PDU, then silence: the stream cannot be trusted any more
                         self.hand_back(event="Evt17")
@@ -241,7 +240,7 @@ def store_response(held: _Claim, timeout: float | None) -> StoreStatus | None:
 def poll(held: _Claim) -> None:
     """Take in what the peer sent meanwhile without waiting for more: a C-CANCEL is recorded as the
     DUL would record it. Raises LinkLost when the peer ended the association instead."""
-    while (isinstance(held.sock, ssl.SSLSocket) and held.sock.pending()) or select.select([held.sock], [], [], 0)[0]:
+    while (isinstance(held.sock, ssl.SSLSocket) and held.sock.pending()) or guard.readable([held.sock], 0):
         data = held.read_pdu(held.assoc.dimse.dimse_timeout)  # the rest of a PDU that has begun
         if data is None:
             return

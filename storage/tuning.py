@@ -28,7 +28,6 @@ import functools
 import logging
 import os
 import queue
-import select
 import ssl
 import struct
 import threading
@@ -182,7 +181,7 @@ def _prepare_dul(dul) -> None:
             sock = getattr(dul.socket, "socket", None)
             if sock is not None and isinstance(sock, ssl.SSLSocket) and sock.pending():
                 return  # TLS bytes already decrypted: select() would not see them
-            select.select([read_fd] if sock is None else [read_fd, sock], [], [], seconds)
+            guard.readable([read_fd] if sock is None else [read_fd, sock], seconds)
             os.read(read_fd, 4096)
         except BlockingIOError:
             pass

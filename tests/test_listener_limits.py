@@ -89,6 +89,14 @@ def pad(value: bytes) -> bytes:
     return value + b"\0" if len(value) % 2 else value
 
 
+def _item_overruns() -> bytes:
+    """A well-formed A-ASSOCIATE-RQ whose presentation context item claims 0xFFFF bytes."""
+    request = bytearray(associate_rq("PACSDECK", "ECHOSCU", [(1, VERIFICATION, [IMPLICIT_LE])]))
+    at = request.index(b"\x20\x00", 6 + 68)  # the presentation context item, after the fixed fields
+    request[at + 2:at + 4] = b"\xff\xff"
+    return bytes(request)
+
+
 def rows(handle, sop_uid: str):
     return handle.rows("SELECT sop_uid FROM instances WHERE sop_uid = ?", sop_uid)
 
@@ -120,6 +128,7 @@ def test_a_declared_4gib_pdu_is_aborted_before_anything_is_allocated(node):
     ("A-RELEASE-RQ before the association", pdu(0x05, bytes(4)), 0x02),
     ("A-ABORT before the association, of the wrong length", pdu(0x07, bytes(10)), 0x02),
     ("an A-ASSOCIATE-RQ that does not decode", pdu(0x01, b"\x00\x01\x00\x00" + b"\xff" * 80), 0x06),
+    ("an item longer than its PDU", _item_overruns(), 0x06),
 ])
 def test_malformed_first_pdus_get_an_abort_at_once(node, name, data, reason):
     peer = RawPeer(node.port)
