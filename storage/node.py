@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import logging
 import os
@@ -187,10 +188,12 @@ def run_node(config_path: str) -> int:
     """`pacsdeck node run`: recover, serve in the foreground until SIGTERM or SIGINT."""
     from . import metrics
     from .forward import Forwarder  # pynetdicom's SCU side: only the node process needs it
-    from .workers import hold_node_lock, serve_in_workers
+    from .workers import hold_node_lock, serve_in_workers, wait_for_signal
 
     config = load_config(config_path)
     logging.getLogger().setLevel(config.log_level)
+    # `kill -USR1 PID` writes every thread's stack to the log (stderr): what a stuck node is doing.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     _stop_with_lifeline()
     # We validate UIDs and values ourselves and answer with a status; pydicom's per-value
     # warnings would only flood the log with the same news.
@@ -238,7 +241,7 @@ def run_node(config_path: str) -> int:
         announce()
         scheduler.start()
         forwarder.start()
-        stop.wait()
+        wait_for_signal(stop)
         forwarder.stop()
         node.stop()
         code = 0

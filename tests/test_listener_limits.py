@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import select
+import signal
 import socket
+import subprocess
 import struct
 import threading
 import time
@@ -389,7 +391,12 @@ def test_a_stopping_node_does_not_wait_for_idle_or_stalled_peers(node_factory):
     half_open.send(associate_rq(handle.ae_title, "ECHOSCU", [(1, VERIFICATION, [IMPLICIT_LE])])[:10])
     started = time.monotonic()
     handle.proc.terminate()
-    handle.proc.wait(timeout=30)
+    try:
+        handle.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        handle.proc.send_signal(signal.SIGUSR1)  # the node writes every thread's stack to its log
+        wait_for(lambda: "Thread 0x" in handle.log_text(), timeout=10, what="the thread dump")
+        raise AssertionError("the node did not stop within 10 s:\n" + handle.log_text()[-6000:]) from None
     assert time.monotonic() - started < 5
     assert handle.proc.returncode == 0
     handle.proc = None
