@@ -33,7 +33,7 @@ def _modalities(value) -> list[str]:
 def find(ctx, params: dict) -> dict:
     node = ctx.require_node()
     where, args = [], []
-    for key, column in (("PatientName", "p.patient_name"), ("PatientID", "s.patient_id"),
+    for key, column in (("PatientName", "s.patient_name"), ("PatientID", "s.patient_id"),
                         ("AccessionNumber", "s.accession_number")):
         value = params.get(key)
         if value is not None:
@@ -46,7 +46,7 @@ def find(ctx, params: dict) -> dict:
         where.append("s.study_uid = ?")
         args.append(v.uid(params["StudyInstanceUID"], "StudyInstanceUID"))
     if params.get("StudyDate") not in (None, ""):
-        clause, values = q.range_clause("s.study_date", *v.date_range(params["StudyDate"], "StudyDate"))
+        clause, values = q.key_range_clause("s.date_key", *v.date_range(params["StudyDate"], "StudyDate"))
         where.append(clause)
         args += values
     if params.get("ModalitiesInStudy") not in (None, ""):
@@ -55,12 +55,12 @@ def find(ctx, params: dict) -> dict:
         args += values
     limit = v.limit(params.get("limit"))
     sql = (
-        "SELECT s.*, coalesce(p.patient_name, '') AS patient_name,"
+        "SELECT s.*,"
         f" {q.STUDY_MODALITIES} AS modalities, {q.STUDY_SERIES} AS n_series,"
         f" {q.STUDY_INSTANCES} AS n_instances, {q.STUDY_BYTES} AS bytes"
-        " FROM studies s LEFT JOIN patients p ON p.patient_id = s.patient_id"
+        " FROM studies s"
         + (f" WHERE {' AND '.join(where)}" if where else "")
-        + " ORDER BY s.study_date DESC, s.study_time DESC, s.study_uid LIMIT ?"
+        + " ORDER BY s.date_key DESC, s.time_key DESC, s.study_uid LIMIT ?"
     )
     rows = node.index.connection().execute(sql, (*args, limit + 1)).fetchall()
     studies = [{

@@ -12,16 +12,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 4  # 2: pool_usage (kept by triggers) and jobs; 3: the job queue (retries, forwards) and routes;
-# 4: aets.tls (associations to that AE use DICOM TLS)
+from . import dicomtime
+
+SCHEMA_VERSION = 5  # 2: pool_usage (kept by triggers) and jobs; 3: the job queue (retries, forwards) and routes;
+# 4: aets.tls (associations to that AE use DICOM TLS); 5: patient attributes per study, date/time keys
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS patients (
-    patient_id      TEXT PRIMARY KEY,
-    patient_name    TEXT NOT NULL DEFAULT '',
-    birth_date      TEXT NOT NULL DEFAULT '',
-    sex             TEXT NOT NULL DEFAULT ''
-);
+-- Patient attributes live with each study, as its instances had them (PS3.4 C.2.2.2: a study
+-- answers with its own patient; a corrected name or an anonymised study never renames another).
+-- The `patients` view (created after upgrades) gives each non-empty PatientID + Issuer the
+-- attributes of its most recent study. *_key columns hold dates and times as values (dicomtime.py).
 CREATE TABLE IF NOT EXISTS studies (
     study_uid           TEXT PRIMARY KEY,
     patient_id          TEXT NOT NULL,
@@ -31,13 +31,22 @@ CREATE TABLE IF NOT EXISTS studies (
     study_id            TEXT NOT NULL DEFAULT '',
     study_description   TEXT NOT NULL DEFAULT '',
     referring_physician TEXT NOT NULL DEFAULT '',
-    specific_charset    TEXT NOT NULL DEFAULT ''
+    specific_charset    TEXT NOT NULL DEFAULT '',
+    patient_name        TEXT NOT NULL DEFAULT '',
+    birth_date          TEXT NOT NULL DEFAULT '',
+    sex                 TEXT NOT NULL DEFAULT '',
+    issuer              TEXT NOT NULL DEFAULT '',
+    date_key            TEXT,
+    time_key            INTEGER,
+    birth_date_key      TEXT
 );
 CREATE INDEX IF NOT EXISTS studies_patient ON studies(patient_id);
 CREATE INDEX IF NOT EXISTS studies_date ON studies(study_date);
 -- C-FIND: exact and prefix-wildcard (GLOB 'Doe*') matching on these keys without a scan
 CREATE INDEX IF NOT EXISTS studies_accession ON studies(accession_number);
-CREATE INDEX IF NOT EXISTS patients_name ON patients(patient_name);
+-- Studies whose patient attributes an upgrade could not take from the old rows: re-read from a
+-- file of each at the next start (recovery.reread_studies).
+CREATE TABLE IF NOT EXISTS study_reread (study_uid TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS series (
     series_uid          TEXT PRIMARY KEY,
     study_uid           TEXT NOT NULL,
@@ -169,6 +178,14 @@ END;
 
 # Indexes on columns that an older index gains only in its upgrade: created after it.
 _SCHEMA_AFTER_UPGRADE = """
+CREATE INDEX IF NOT EXISTS studies_patient_name ON studies(patient_name);
+CREATE INDEX IF NOT EXISTS studies_date_key ON studies(date_key);
+CREATE INDEX IF NOT EXISTS studies_patient_key ON studies(patient_id, issuer, date_key, time_key);
+CREATE VIEW IF NOT EXISTS patients AS
+    SELECT s.patient_id, s.issuer, s.patient_name, s.birth_date, s.sex, s.birth_date_key FROM studies s
+    WHERE s.patient_id != '' AND s.study_uid = (
+        SELECT t.study_uid FROM studies t WHERE t.patient_id = s.patient_id AND t.issuer = s.issuer
+        ORDER BY t.date_key DESC, t.time_key DESC, t.study_uid DESC LIMIT 1);
 CREATE INDEX IF NOT EXISTS jobs_forward ON jobs(destination, study_uid) WHERE kind = 'forward';
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs(next_attempt_at) WHERE state = 'pending';
 """
@@ -180,7 +197,28 @@ _UPGRADES = {
        "SELECT pool, count(*), coalesce(sum(size), 0) FROM instances GROUP BY pool",
     3: lambda conn: _upgrade_jobs(conn),
     4: lambda conn: _add_columns(conn, "aets", (("tls", "INTEGER NOT NULL DEFAULT 0"),)),
+    5: lambda conn: _upgrade_patients(conn),
 }
+
+
+def _upgrade_patients(conn: sqlite3.Connection) -> None:
+    """Patient attributes move onto each study. The old patients table kept one row per PatientID,
+    the last instance's: right for a patient with one study, wrong for every other study of the
+    same ID (and of the empty ID). Each study takes it now, and every study is queued to be re-read
+    from one of its files at the next start; dates and times get their keys."""
+    _add_columns(conn, "studies", (("patient_name", "TEXT NOT NULL DEFAULT ''"), ("birth_date", "TEXT NOT NULL DEFAULT ''"),
+                                   ("sex", "TEXT NOT NULL DEFAULT ''"), ("issuer", "TEXT NOT NULL DEFAULT ''"),
+                                   ("date_key", "TEXT"), ("time_key", "INTEGER"), ("birth_date_key", "TEXT")))
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "patients" in tables:
+        conn.execute("UPDATE studies SET (patient_name, birth_date, sex) = (SELECT p.patient_name, p.birth_date, p.sex"
+                     " FROM patients p WHERE p.patient_id = studies.patient_id)"
+                     " WHERE EXISTS (SELECT 1 FROM patients p WHERE p.patient_id = studies.patient_id)")
+        conn.execute("DROP TABLE patients")
+    rows = conn.execute("SELECT study_uid, study_date, study_time, birth_date FROM studies").fetchall()
+    conn.executemany("UPDATE studies SET date_key = ?, time_key = ?, birth_date_key = ? WHERE study_uid = ?",
+                     [(dicomtime.da_key(r[1]), dicomtime.tm_key(r[2]), dicomtime.da_key(r[3]), r[0]) for r in rows])
+    conn.execute("INSERT OR IGNORE INTO study_reread (study_uid) SELECT study_uid FROM studies")
 
 _JOB_COLUMNS_V3 = (
     ("attempts", "INTEGER NOT NULL DEFAULT 0"), ("max_attempts", "INTEGER NOT NULL DEFAULT 1"),
@@ -214,7 +252,7 @@ INSTANCE_COLUMNS = (
     "sop_uid", "series_uid", "study_uid", "sop_class_uid", "instance_number", "transfer_syntax",
     "pool", "path", "size", "sha256", "received_at", "last_access", "source_ae",
 )
-PATIENT_COLUMNS = ("patient_id", "patient_name", "birth_date", "sex")
+PATIENT_COLUMNS = ("patient_id", "patient_name", "birth_date", "sex", "issuer")  # the last may be left out
 STUDY_COLUMNS = (
     "study_uid", "patient_id", "study_date", "study_time", "accession_number", "study_id",
     "study_description", "referring_physician", "specific_charset",
@@ -230,8 +268,9 @@ def _upsert(table: str, columns: tuple[str, ...]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) ON CONFLICT({key}) DO UPDATE SET {updates}"
 
 
-_UPSERT_PATIENT = _upsert("patients", PATIENT_COLUMNS)
-_UPSERT_STUDY = _upsert("studies", STUDY_COLUMNS)
+# A study row: its own columns, its patient's as its newest instance had them, and the keys.
+_STUDY_ROW = STUDY_COLUMNS + ("patient_name", "birth_date", "sex", "issuer", "date_key", "time_key", "birth_date_key")
+_UPSERT_STUDY = _upsert("studies", _STUDY_ROW)
 _UPSERT_SERIES = _upsert("series", SERIES_COLUMNS)
 _UPSERT_INSTANCE = _upsert("instances", INSTANCE_COLUMNS)
 
@@ -240,7 +279,7 @@ _UPSERT_INSTANCE = _upsert("instances", INSTANCE_COLUMNS)
 class InstanceRecord:
     """Everything the index keeps about one stored instance and its parents."""
 
-    patient: tuple  # PATIENT_COLUMNS order
+    patient: tuple  # PATIENT_COLUMNS order (issuer optional): stored with the study
     study: tuple  # STUDY_COLUMNS order
     series: tuple  # SERIES_COLUMNS order
     instance: dict  # INSTANCE_COLUMNS keys
@@ -248,6 +287,15 @@ class InstanceRecord:
     @property
     def sop_uid(self) -> str:
         return self.instance["sop_uid"]
+
+
+def study_row(rec: InstanceRecord) -> tuple:
+    """The studies row an instance writes (_STUDY_ROW order)."""
+    patient = tuple(rec.patient) + ("",) * (len(PATIENT_COLUMNS) - len(rec.patient))
+    _, name, birth_date, sex, issuer = patient
+    study = dict(zip(STUDY_COLUMNS, rec.study))
+    return (*rec.study, name, birth_date, sex, issuer, dicomtime.da_key(study["study_date"]),
+            dicomtime.tm_key(study["study_time"]), dicomtime.da_key(birth_date))
 
 
 class _IdleConnections:
@@ -366,8 +414,7 @@ class Index:
     def put_instances(conn: sqlite3.Connection, records: Iterable[InstanceRecord]) -> None:
         """Insert or replace rows inside the caller's transaction."""
         for rec in records:
-            conn.execute(_UPSERT_PATIENT, rec.patient)
-            conn.execute(_UPSERT_STUDY, rec.study)
+            conn.execute(_UPSERT_STUDY, study_row(rec))
             conn.execute(_UPSERT_SERIES, rec.series)
             conn.execute(_UPSERT_INSTANCE, tuple(rec.instance[c] for c in INSTANCE_COLUMNS))
 
@@ -393,7 +440,7 @@ class Index:
         return out
 
     def clear_instances(self, conn: sqlite3.Connection) -> None:
-        for table in ("instances", "series", "studies", "patients"):
+        for table in ("instances", "series", "studies", "study_reread"):
             conn.execute(f"DELETE FROM {table}")
 
     # --- registered AEs ------------------------------------------------------------------------

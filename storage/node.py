@@ -24,7 +24,7 @@ from .limits_config import LimitsConfig
 from .placement import Placement
 from .pools import Pool
 from .migration import migration_lock
-from .recovery import RecoveryReport, recover
+from .recovery import RecoveryReport, recover, reread_studies
 from .scheduler import MigrationScheduler
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ class Node:
         # A `node migrate` still running would have fresh copies that look like crash leftovers.
         with migration_lock(self.config, wait=True):
             report = recover(self.pools, self.index)
+            reread = reread_studies(self.pools, self.index)
+        if reread:
+            log.info("index upgrade: %d studies took their own patient attributes from their files", reread)
         log.info("recovery: %s", report.as_dict())
         return report
 

@@ -14,6 +14,8 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
+from . import dicomtime
+
 log = logging.getLogger(__name__)
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
@@ -35,6 +37,7 @@ class Attr:
     level: str
     sql: str  # an expression over the aliases p (patients), s (studies), x (series), i (instances)
     kind: str = "text"  # text | uid | date | time | count | modalities
+    key: str | None = None  # dates and times: the column matched, holding the value as a value (dicomtime.py)
 
 
 _P, _S, _X, _I = "PATIENT", "STUDY", "SERIES", "IMAGE"
@@ -49,19 +52,24 @@ SERIES_BYTES = "(SELECT coalesce(sum(n.size), 0) FROM instances n WHERE n.series
 ATTRS = {a.keyword: a for a in (
     Attr("PatientName", _P, "p.patient_name"),
     Attr("PatientID", _P, "p.patient_id"),
-    Attr("PatientBirthDate", _P, "p.birth_date", "date"),
+    Attr("IssuerOfPatientID", _P, "p.issuer"),
+    Attr("PatientBirthDate", _P, "p.birth_date", "date", key="p.birth_date_key"),
     Attr("PatientSex", _P, "p.sex"),
+    # An empty PatientID joins no two studies: its studies count only themselves.
     Attr("NumberOfPatientRelatedStudies", _P,
-         "(SELECT count(*) FROM studies m WHERE m.patient_id = p.patient_id)", "count"),
+         "(CASE WHEN p.patient_id = '' THEN 1 ELSE (SELECT count(*) FROM studies m"
+         " WHERE m.patient_id = p.patient_id AND m.issuer = p.issuer) END)", "count"),
     Attr("NumberOfPatientRelatedSeries", _P,
-         "(SELECT count(*) FROM series m JOIN studies t ON t.study_uid = m.study_uid"
-         " WHERE t.patient_id = p.patient_id)", "count"),
+         "(CASE WHEN p.patient_id = '' THEN (SELECT count(*) FROM series m WHERE m.study_uid = {own_study})"
+         " ELSE (SELECT count(*) FROM series m JOIN studies t ON t.study_uid = m.study_uid"
+         " WHERE t.patient_id = p.patient_id AND t.issuer = p.issuer) END)", "count"),
     Attr("NumberOfPatientRelatedInstances", _P,
-         "(SELECT count(*) FROM instances n JOIN studies t ON t.study_uid = n.study_uid"
-         " WHERE t.patient_id = p.patient_id)", "count"),
+         "(CASE WHEN p.patient_id = '' THEN (SELECT count(*) FROM instances n WHERE n.study_uid = {own_study})"
+         " ELSE (SELECT count(*) FROM instances n JOIN studies t ON t.study_uid = n.study_uid"
+         " WHERE t.patient_id = p.patient_id AND t.issuer = p.issuer) END)", "count"),
     Attr("StudyInstanceUID", _S, "s.study_uid", "uid"),
-    Attr("StudyDate", _S, "s.study_date", "date"),
-    Attr("StudyTime", _S, "s.study_time", "time"),
+    Attr("StudyDate", _S, "s.study_date", "date", key="s.date_key"),
+    Attr("StudyTime", _S, "s.study_time", "time", key="s.time_key"),
     Attr("AccessionNumber", _S, "s.accession_number"),
     Attr("StudyID", _S, "s.study_id"),
     Attr("StudyDescription", _S, "s.study_description"),
@@ -81,19 +89,31 @@ ATTRS = {a.keyword: a for a in (
 )}
 
 # The tables a query at each level reads; upper levels are joined so their keys can match too.
+# Below the PATIENT level a study answers with its own patient attributes: the patient columns
+# of the study row, which `p.` names there (see column()); the `patients` view serves PATIENT level.
 _FROM = {
     _P: "patients p",
-    _S: "studies s LEFT JOIN patients p ON p.patient_id = s.patient_id",
-    _X: "series x JOIN studies s ON s.study_uid = x.study_uid LEFT JOIN patients p ON p.patient_id = s.patient_id",
-    _I: "instances i JOIN series x ON x.series_uid = i.series_uid JOIN studies s ON s.study_uid = i.study_uid"
-        " LEFT JOIN patients p ON p.patient_id = s.patient_id",
+    _S: "studies s",
+    _X: "series x JOIN studies s ON s.study_uid = x.study_uid",
+    _I: "instances i JOIN series x ON x.series_uid = i.series_uid JOIN studies s ON s.study_uid = i.study_uid",
 }
-_ORDER = {_P: "p.patient_id", _S: "s.study_date DESC, s.study_time DESC, s.study_uid",
+_ORDER = {_P: "p.patient_id, p.issuer", _S: "s.date_key DESC, s.time_key DESC, s.study_uid",
           _X: "x.study_uid, CAST(x.series_number AS INTEGER), x.series_uid",
           _I: "i.series_uid, CAST(i.instance_number AS INTEGER), i.sop_uid"}
 _UNIQUE_KEY = {_P: "PatientID", _S: "StudyInstanceUID", _X: "SeriesInstanceUID", _I: "SOPInstanceUID"}
 # Returned when asked for, though not in the index: their values are facts about this node.
 _NODE_KEYS = ("RetrieveAETitle", "InstanceAvailability")
+
+
+def column(attr: Attr, level: str, key: bool = False) -> str:
+    """The SQL of `attr` in a query at `level`: patient attributes below the PATIENT level are the
+    study row's own (`p.` becomes `s.`); `key` picks a date or time's value column."""
+    sql = attr.key if key and attr.key else attr.sql
+    if attr.level == _P and level != _P:
+        sql = sql.replace("p.", "s.")
+    # An empty PatientID is no patient: its counts are those of the study itself (NULL at PATIENT level,
+    # where the view has no empty IDs).
+    return sql.replace("{own_study}", "s.study_uid" if level != _P else "NULL")
 
 
 # --- matching primitives, shared with the agent's studies.find ---------------------------------
@@ -121,33 +141,10 @@ def list_clause(column: str, values: list[str]) -> tuple[str, list]:
     return "(" + " OR ".join(parts) + ")", args
 
 
-def range_clause(column: str, low: str | None, high: str | None, *, prefix_high: bool = False) -> tuple[str, list]:
-    """PS3.4 C.2.2.2.5 range matching, inclusive; an empty stored value never matches a range.
-
-    `prefix_high` compares the upper bound on its own length, so `-1015` includes 10:15:59.9 (TM).
-    """
-    where, args = [f"{column} != ''"], []
-    if low:
-        where.append(f"{column} >= ?")
-        args.append(low)
-    if high:
-        where.append(f"substr({column}, 1, {len(high)}) <= ?" if prefix_high else f"{column} <= ?")
-        args.append(high)
-    return " AND ".join(where), args
-
-
 def modalities_clause(modalities: list[str], study: str = "s.study_uid") -> tuple[str, list]:
     """ModalitiesInStudy matching: a study matches when any of its series has any of the modalities."""
     clause, args = list_clause("m.modality", modalities)
     return f"EXISTS (SELECT 1 FROM series m WHERE m.study_uid = {study} AND {clause})", args
-
-
-def split_range(value: str) -> tuple[str | None, str | None]:
-    """'A-B', 'A-', '-B' or 'A' -> (low, high), the bounds None when open."""
-    if "-" not in value:
-        return value, value
-    low, _, high = value.partition("-")
-    return low or None, high or None
 
 
 # --- identifiers -> SQL -------------------------------------------------------------------------
@@ -166,26 +163,52 @@ def _values(elem: DataElement) -> list[str]:
     return texts
 
 
-def _attr_clause(attr: Attr, values: list[str]) -> tuple[str, list]:
+def value_clause(attr: Attr, sql: str, values: list[str]) -> tuple[str, list]:
+    """Matching of `values` against `sql`, the attribute's column (its key column for dates and times)."""
     if attr.kind == "uid":
-        return list_clause(attr.sql, values)
+        return list_clause(sql, values)
     if attr.kind in ("date", "time"):
         if len(values) != 1:
             raise QueryError(f"{attr.keyword}: one date/time or range, got {len(values)} values")
-        value = values[0]
-        if attr.kind == "time":  # PS3.5 TM allows HH:MM:SS (ACR-NEMA style) in queries; the index has HHMMSS
-            value = value.replace(":", "")
-        if "-" in value:
-            low, high = split_range(value)
-            return range_clause(attr.sql, low, high, prefix_high=attr.kind == "time")
-        if attr.kind == "time":
-            return range_clause(attr.sql, value, value, prefix_high=True)
-        return f"{attr.sql} = ?", [value]
+        try:
+            if attr.kind == "date":
+                low, high = dicomtime.date_range(values[0])
+                single = low == high and "-" not in values[0]
+            else:
+                low, high, single = dicomtime.time_range(values[0])
+        except dicomtime.BadValue as err:
+            raise QueryError(f"{attr.keyword}: {err}") from None
+        if single:
+            return f"{sql} = ?", [low]
+        return key_range_clause(sql, low, high)
     if attr.kind == "modalities":
         return modalities_clause(values)
     if attr.kind == "count":
         return "", []  # derived counts are returned, not matched (PS3.4: matching on them is optional)
-    return list_clause(attr.sql, values) if len(values) > 1 else match_clause(attr.sql, values[0])
+    return list_clause(sql, values) if len(values) > 1 else match_clause(sql, values[0])
+
+
+def key_range_clause(sql: str, low, high) -> tuple[str, list]:
+    """PS3.4 C.2.2.2.5 range matching on a key column, inclusive; a value without a key (empty,
+    or not a date or time) never matches a range."""
+    where, args = [f"{sql} IS NOT NULL"], []
+    if low is not None:
+        where.append(f"{sql} >= ?")
+        args.append(low)
+    if high is not None:
+        where.append(f"{sql} <= ?")
+        args.append(high)
+    return " AND ".join(where), args
+
+
+def _attr_clause(attr: Attr, level: str, values: list[str]) -> tuple[str, list]:
+    clause, args = value_clause(attr, column(attr, level, key=True), values)
+    if clause and attr.level == _P and level == _P and attr.keyword not in ("PatientID", "IssuerOfPatientID"):
+        # A patient matches when any of its studies does: a corrected name still finds the earlier studies.
+        inner = clause.replace("p.", "t.")
+        clause = (f"EXISTS (SELECT 1 FROM studies t WHERE t.patient_id = p.patient_id AND t.issuer = p.issuer"
+                  f" AND {inner})")
+    return clause, args
 
 
 @dataclass
@@ -203,8 +226,8 @@ class Query:
         return [k for k, a, _ in self.keys if a is None and keyword_for_tag(k) not in _NODE_KEYS]
 
     def sql(self, limit: int | None) -> tuple[str, list]:
-        columns = [f"{a.sql} AS {a.keyword}" for _, a, _ in self.keys if a is not None]
-        columns.append(f"{ATTRS[_UNIQUE_KEY[self.level]].sql} AS _key")
+        columns = [f"{column(a, self.level)} AS {a.keyword}" for _, a, _ in self.keys if a is not None]
+        columns.append(f"{column(ATTRS[_UNIQUE_KEY[self.level]], self.level)} AS _key")
         text = f"SELECT {', '.join(columns)} FROM {_FROM[self.level]}"
         if self.where:
             text += " WHERE " + " AND ".join(self.where)
@@ -220,7 +243,8 @@ def parse_identifier(identifier: Dataset, model: str, *, unique_keys_only: bool 
     """Turn a C-FIND/C-MOVE/C-GET identifier into a Query; QueryError if it does not fit the model.
 
     Keys of the query level and the levels above it match (relational-style, which a hierarchical
-    query is a special case of); keys below the query level are ignored, as PS3.4 C.4.1.2.1 allows.
+    query is a special case of); keys below the query level do not match (PS3.4 C.4.1.2.1) and come
+    back empty, like every requested key the index does not hold.
     """
     level = str(identifier.get("QueryRetrieveLevel", "") or "").strip().upper()
     if level not in MODEL_LEVELS[model]:
@@ -232,7 +256,7 @@ def parse_identifier(identifier: Dataset, model: str, *, unique_keys_only: bool 
             continue
         attr = ATTRS.get(elem.keyword)
         if attr is not None and LEVELS.index(attr.level) > depth:
-            continue  # a key below the query level
+            attr = None  # a key below the query level: returned empty, never matched
         if attr is None:
             keys.append((elem.tag, None, elem.VR))
             continue
@@ -246,7 +270,7 @@ def parse_identifier(identifier: Dataset, model: str, *, unique_keys_only: bool 
         except Exception as err:  # noqa: BLE001 - a value pydicom cannot decode
             raise QueryError(f"{elem.keyword}: cannot read the value: {err}") from err
         if values:
-            clause, extra = _attr_clause(attr, values)
+            clause, extra = _attr_clause(attr, level, values)
             if clause:
                 where.append(clause)
                 args += extra

@@ -7,7 +7,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from .index import Index, InstanceRecord
+from .index import STUDY_COLUMNS, Index, InstanceRecord, study_row
 from .ingest import NotStorable, build_record, parse_part10
 from .pools import Pool
 
@@ -32,7 +32,7 @@ class RecoveryReport:
         }
 
 
-def record_from_file(pool: Pool, rel: str) -> InstanceRecord:
+def record_from_file(pool: Pool, rel: str, checksum: bool = True) -> InstanceRecord:
     """Rebuild an index row from a stored file alone (same values ingest wrote)."""
     path = pool.file(rel)
     digest = hashlib.sha256()
@@ -40,7 +40,7 @@ def record_from_file(pool: Pool, rel: str) -> InstanceRecord:
         st = os.fstat(fh.fileno())
         ds = parse_part10(fh, st.st_size)
         fh.seek(0)
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
+        for chunk in iter(lambda: fh.read(1 << 20), b"") if checksum else ():
             digest.update(chunk)
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
@@ -104,6 +104,40 @@ def _intact(pools: list[Pool], row) -> bool:
         return pool is not None and os.stat(pool.file(row["path"])).st_size == row["size"]
     except OSError:
         return False
+
+
+def reread_studies(pools: list[Pool], index: Index, batch: int = 500) -> int:
+    """Give each study queued in study_reread (by the index upgrade to schema 5) its own patient
+    attributes, read from its most recently received instance that can be read. Returns how many."""
+    conn = index.connection()
+    done = 0
+    by_name = {p.name: p for p in pools}
+    while True:
+        queued = [r[0] for r in conn.execute("SELECT study_uid FROM study_reread LIMIT ?", (batch,))]
+        if not queued:
+            return done
+        updates = []
+        for study_uid in queued:
+            rows = conn.execute("SELECT pool, path FROM instances WHERE study_uid = ?"
+                                " ORDER BY received_at DESC, sop_uid DESC", (study_uid,)).fetchall()
+            for row in rows:
+                pool = by_name.get(row[0])
+                if pool is None:
+                    continue
+                try:
+                    rec = record_from_file(pool, row[1], checksum=False)
+                except (NotStorable, OSError):
+                    continue
+                updates.append((*study_row(rec)[len(STUDY_COLUMNS):], study_uid))
+                break
+            else:
+                log.warning("study %s: no readable file to take its patient attributes from; kept as they were",
+                            study_uid)
+        with index.transaction() as tx:
+            tx.executemany("UPDATE studies SET patient_name = ?, birth_date = ?, sex = ?, issuer = ?, date_key = ?,"
+                           " time_key = ?, birth_date_key = ? WHERE study_uid = ?", updates)
+            tx.executemany("DELETE FROM study_reread WHERE study_uid = ?", [(uid,) for uid in queued])
+        done += len(updates)
 
 
 def reindex(pools: list[Pool], index: Index) -> dict:

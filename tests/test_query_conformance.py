@@ -217,6 +217,7 @@ DIFFERENCES: dict[str, tuple[str, str]] = {
     "pn-question-umlaut": ("C.2.2.2.4", "'?' is one character: ü in UTF-8 (2 bytes) and Latin-1 (1 byte); dcmqrscp: none"),
     "pn-utf8-no-charset": ("C.2.2.2.1, PS3.5 6.1.2.5", "non-ASCII bytes without SpecificCharacterSet: not guessed"),
     "da-star": ("C.2.2.2.4", "'*' alone is universal, for DA too, keeping dateless studies; dcmqrscp: a literal"),
+    # Empty value matching ('""') is not supported yet: refused, where dcmqrscp answers nothing.
     "da-empty-value": ("C.2.2.2.1, C.2.2.2.5", "'\"\"' is neither a date nor a range: 0xA900; dcmqrscp: none"),
     "tm-empty-value": ("C.2.2.2.1, C.2.2.2.5", "'\"\"' is neither a time nor a range: 0xA900; dcmqrscp: none"),
     "tm-open-low": ("C.2.2.2.5", "an upper bound includes its whole unit: -1015 takes 10:15:30; dcmqrscp does not"),
