@@ -119,6 +119,16 @@ def wrap_accepted(context: ssl.SSLContext, sock: socket.socket) -> ssl.SSLSocket
     return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
 
 
+# What support staff should read next to OpenSSL's reason codes.
+_HINTS = {
+    "WRONG_VERSION_NUMBER": " (the peer does not speak TLS: a plain DICOM association on the TLS port?)",
+    "HTTP_REQUEST": " (the peer does not speak TLS: a plain DICOM association on the TLS port?)",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": " (the peer offered no client certificate; require_client_certificate is on)",
+    "TLSV1_ALERT_UNKNOWN_CA": " (the peer does not trust the node's certificate: give it the CA that signed it)",
+    "CERTIFICATE_VERIFY_FAILED": " (the peer's certificate does not chain to tls.ca_certificates)",
+}
+
+
 class HandshakeFailed(Exception):
     """The peer did not complete a TLS handshake in time, or offered no acceptable certificate."""
 
@@ -135,7 +145,8 @@ def handshake(sock: ssl.SSLSocket, deadline: float) -> None:
     except (socket.timeout, TimeoutError):
         raise HandshakeFailed("the TLS handshake did not complete in time") from None
     except ssl.SSLError as err:
-        raise HandshakeFailed(f"TLS handshake failed: {err.reason or err}") from None
+        reason = err.reason or str(err)
+        raise HandshakeFailed(f"TLS handshake failed: {reason}{_HINTS.get(reason, '')}") from None
     except OSError as err:
         raise HandshakeFailed(f"TLS handshake failed: {err.strerror or err}") from None
     except (AttributeError, ValueError):  # closed under us (node shutting down)
