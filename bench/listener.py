@@ -51,7 +51,7 @@ VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 APP_CONTEXT = "1.2.840.10008.3.1.1.1"
 REQUEST_TIMEOUT = 10.0  # the node's default limits.request_timeout, seconds
-MAX_PENDING = 64  # the node's default limits.max_pending
+MAX_PENDING = 256  # the node's default limits.max_pending
 DRIP_INTERVAL = 0.5  # seconds between a drip-feeder's bytes
 RECONNECT_DELAY = 0.5  # seconds before a closed attacker connects again: bounds the churn (250 peers: <= 500/s)
 CONNECT_TIMEOUT = 5.0

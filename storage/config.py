@@ -504,7 +504,7 @@ max_associations: 32           # per worker process
 workers: auto                  # processes sharing the port (auto: one per core, at most 4)
 query_limit: 1000              # C-FIND matches per query; more are cut with status 0xFE00 (0 = no limit)
 limits:                        # what a peer may cost the node (see README, Security); defaults shown
-  max_pending: 64              # connections per worker still negotiating; past this the oldest is closed
+  max_pending: 256             # connections per worker still negotiating; past this the oldest idle is closed
   max_associations_per_ae: 16  # per calling AE title, per worker (0 = no limit)
   max_associations_per_host: 0 # per peer address, per worker (0 = no limit)
   request_timeout: 10s         # connect to a whole A-ASSOCIATE-RQ

@@ -6,6 +6,7 @@ import faulthandler
 import gc
 import logging
 import os
+import resource
 import signal
 import socket
 import threading
@@ -187,6 +188,19 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
+def _raise_file_limit() -> None:
+    """Each connection holds three descriptors (its socket, a wake-up pipe); systemd's default soft
+    limit of 1,024 would stop accepting near 300 connections. Raise the soft limit to the hard one
+    (at most 65,536), as servers commonly do."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as err:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, err)
+
+
 def run_node(config_path: str) -> int:
     """`pacsdeck node run`: recover, serve in the foreground until SIGTERM or SIGINT."""
     from . import metrics
@@ -197,6 +211,7 @@ def run_node(config_path: str) -> int:
     logging.getLogger().setLevel(config.log_level)
     # `kill -USR1 PID` writes every thread's stack to the log (stderr): what a stuck node is doing.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    _raise_file_limit()
     _stop_with_lifeline()
     # We validate UIDs and values ourselves and answer with a status; pydicom's per-value
     # warnings would only flood the log with the same news.

@@ -23,7 +23,7 @@ from tests.raw_peer import (CT_IMAGE_STORAGE, DEFLATED_LE, IMPLICIT_LE, VERIFICA
                             associate_rq, c_echo_rq, c_store_rq, pdata, pdu)
 
 # Deadlines short enough for tests; each one is what the node must meet, not a sleep.
-LIMITS = {"request_timeout": 2, "pdu_timeout": 2, "max_pending": 64, "max_instance_size": "2MiB",
+LIMITS = {"request_timeout": 2, "pdu_timeout": 2, "max_pending": 256, "max_instance_size": "2MiB",
           "max_sequence_depth": 8}
 ANSWER = 2.0  # an answer due "at once" must come within this
 
@@ -402,3 +402,17 @@ def test_a_stopping_node_does_not_wait_for_idle_or_stalled_peers(node_factory):
     handle.proc = None
     for peer in (idle, stalled, half_open):
         assert peer.closed_within(ANSWER)
+
+
+def test_an_association_is_served_past_descriptor_1024(node_factory):
+    """400 idle connections hold 1,200 descriptors in the node (socket and wake-up pipe each): a new
+    association still gets in (pynetdicom's select() would raise past 1,024 and drop it)."""
+    handle = node_factory("many", workers=1, limits={"max_pending": 600, "request_timeout": 30})
+    handle.start()
+    idle = [socket.create_connection(("127.0.0.1", handle.port)) for _ in range(400)]
+    try:
+        wait_for(lambda: worker(handle).num_fds() > 1100, timeout=20, what="the node to hold the connections")
+        assert echo_ok(handle)
+    finally:
+        for sock in idle:
+            sock.close()
