@@ -146,8 +146,10 @@ def test_the_upgrade_gives_merged_studies_their_own_patient(tmp_path):
     folder.mkdir()
     written = [write_instance(folder, f"r{i}", patient_id=pid, name=name) for i, (pid, name) in enumerate(FOUR, 1)]
     node = make_node(tmp_path / "node", aets=AETS, workers=1).start()
-    assert len(send_files(node, [p for p, _ in written])) == 4
-    node.stop()
+    try:
+        assert len(send_files(node, [p for p, _ in written])) == 4
+    finally:
+        node.stop()
     # Make it what schema 4 kept: a patients table with the last name per ID, no patient columns on studies.
     conn = sqlite3.connect(node.index_path)
     conn.executescript("""
@@ -164,11 +166,14 @@ def test_the_upgrade_gives_merged_studies_their_own_patient(tmp_path):
     """)
     conn.close()
     node.start()
-    assert studies_named(node, "Brown^Tom") == {written[0][1]: "Brown^Tom"}
-    assert studies_named(node, "Alpha^A") == {written[2][1]: "Alpha^A"}
-    assert node.rows("SELECT count(*) AS n FROM study_reread")[0]["n"] == 0
-    assert "4 studies took their own patient attributes" in node.log_text()
-    assert node.rows("PRAGMA user_version")[0][0] == 5
+    try:
+        assert studies_named(node, "Brown^Tom") == {written[0][1]: "Brown^Tom"}
+        assert studies_named(node, "Alpha^A") == {written[2][1]: "Alpha^A"}
+        assert node.rows("SELECT count(*) AS n FROM study_reread")[0]["n"] == 0
+        assert "4 studies took their own patient attributes" in node.log_text()
+        assert node.rows("PRAGMA user_version")[0][0] == 5
+    finally:
+        node.stop()
 
 
 def test_reindex_gives_each_study_its_own_patient_again(tmp_path):
@@ -178,12 +183,15 @@ def test_reindex_gives_each_study_its_own_patient_again(tmp_path):
     written = [write_instance(folder, f"r{i}", patient_id=pid, name=name, time="101530")
                for i, (pid, name) in enumerate(FOUR, 1)]
     node = make_node(tmp_path / "node", aets=AETS, workers=1).start()
-    assert len(send_files(node, [p for p, _ in written])) == 4
-    before = {name: studies_named(node, name) for _, name in FOUR}
-    node.stop()
-    result = pacsdeck("node", "reindex", "--config", str(node.config))
-    assert result.returncode == 0, result.stderr
-    node.start()
-    assert {name: studies_named(node, name) for _, name in FOUR} == before
-    assert before["Brown^Tom"] == {written[0][1]: "Brown^Tom"}
-    assert labels(node, {"r1": written[0][1]}, StudyTime="101530") == {"r1"}
+    try:
+        assert len(send_files(node, [p for p, _ in written])) == 4
+        before = {name: studies_named(node, name) for _, name in FOUR}
+        node.stop()
+        result = pacsdeck("node", "reindex", "--config", str(node.config))
+        assert result.returncode == 0, result.stderr
+        node.start()
+        assert {name: studies_named(node, name) for _, name in FOUR} == before
+        assert before["Brown^Tom"] == {written[0][1]: "Brown^Tom"}
+        assert labels(node, {"r1": written[0][1]}, StudyTime="101530") == {"r1"}
+    finally:
+        node.stop()
