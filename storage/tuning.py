@@ -92,11 +92,13 @@ class _TimeWithWakeups:
             wait(seconds, self._association and seconds == _REACTOR_DELAY)
 
 
-# The longest an idle reactor waits when nothing it knows of is due: every change it must see wakes
-# it (a queued message or primitive, an event, a pause, a kill, the DUL's end, the socket), and its
-# timers (idle, ARTIM) bound the wait. Measured with 200 idle associations (bench/listener.py): a 1 s
-# cap cost 4-6 % of a core in wake-ups alone; pynetdicom's 1 ms polls cost whole cores.
-IDLE_WAKE = 30.0
+# The longest an idle reactor waits when nothing it knows of is due: every change it must see should
+# wake it (a queued message or primitive, an event, a pause, a kill, the DUL's end, the socket), and
+# its timers (idle, ARTIM) bound the wait. With a 30 s cap, 2 full test runs in 3 saw one C-STORE
+# answered only after the sender's 30 s DIMSE timeout: some wake-up is still missed, not yet found.
+# 10 s keeps such a miss under the DIMSE timeout; 200 idle associations cost ~1 % of a core (2 s: 3.7 %)
+# (bench/listener.py), against whole cores for pynetdicom's 1 ms polls.
+IDLE_WAKE = 10.0
 _REACTOR_DELAY = 0.001  # what pynetdicom's association reactor sleeps per pass (association.py)
 
 
