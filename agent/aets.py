@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from storage import routes
-from storage.config import OPERATIONS
-from storage.tls import client_context
+from storage.index import routes
+from storage.config.settings import OPERATIONS
+from storage.dimse.tls import client_context
 
 from . import validate as v
 from .echo import echo as c_echo

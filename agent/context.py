@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.accounts import Accounts
-from storage.config import ConfigError, load_config
+from storage.index.accounts import Accounts
+from storage.config.settings import ConfigError, load_config
 from storage.node import Node
 
 from .protocol import UNAVAILABLE, RPCError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from storage.health_config import health_config
+from storage.config.health import health_config
 
 from . import health_host as host
 from . import health_node as pacs

@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-from storage.pools import TEMP_SUFFIX
+from storage.pools.pool import TEMP_SUFFIX
 from storage.workers import running_node_pid
 
 from .health_host import CRIT, OK, UNKNOWN, WARN, check

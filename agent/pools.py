@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from storage.migration import MigrationBusy, migrate, verify
-from storage.placement import pool_stats
+from storage.pools.migration import MigrationBusy, migrate, verify
+from storage.pools.placement import pool_stats
 
 from . import validate as v
 from .protocol import CONFLICT, INVALID_PARAMS, NOT_FOUND, RPCError

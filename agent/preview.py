@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 
-from storage import encoders
-from storage.preview import PreviewError, Window, instance_path, read, render
+from storage.imaging import encoders
+from storage.imaging.preview import PreviewError, Window, instance_path, read, render
 
 from . import validate as v
 from .protocol import INVALID_PARAMS, NOT_FOUND, UNAVAILABLE, RPCError

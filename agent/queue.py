@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from storage import jobs
-from storage.queue import KINDS, QueueError, cancel, list_jobs, retry
+from storage.index import jobs
+from storage.index.queue import KINDS, QueueError, cancel, list_jobs, retry
 
 from . import validate as v
 from .protocol import RPCError, iso_time

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from storage import routes as r
+from storage.index import routes as r
 
 from . import validate as v
 from .aets import addressed

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from storage import query as q
-from storage.query import match_clause
-from storage.queue import QueueError, enqueue_study
+from storage.index import query as q
+from storage.index.query import match_clause
+from storage.index.queue import QueueError, enqueue_study
 
 from .aets import addressed
 from .protocol import NOT_FOUND, RPCError, iso_time

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from storage.accounts import hash_password
+from storage.index.accounts import hash_password
 
 from . import authorized_keys
 from . import validate as v

@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import peers  # noqa: E402
 from storage import synthetic  # noqa: E402
-from storage.index import Index  # noqa: E402
-from storage.queue import enqueue_study  # noqa: E402
+from storage.index.database import Index  # noqa: E402
+from storage.index.queue import enqueue_study  # noqa: E402
 
 PER_STUDY = 100
 DEST = peers.StorescpServer.ae_title

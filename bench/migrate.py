@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pydicom.uid import generate_uid  # noqa: E402
 
 from storage import synthetic  # noqa: E402
-from storage.config import load_config  # noqa: E402
-from storage.migration import migrate  # noqa: E402
+from storage.config.settings import load_config  # noqa: E402
+from storage.pools.migration import migrate  # noqa: E402
 from storage.node import Node, init_node  # noqa: E402
 from storage.uids import instance_path  # noqa: E402
 

@@ -17,8 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pydicom import dcmread  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
-from storage import encoders, synthetic  # noqa: E402
-from storage.preview import render  # noqa: E402
+from storage.imaging import encoders
+from storage import synthetic  # noqa: E402
+from storage.imaging.preview import render  # noqa: E402
 
 CELL = (10, 20)  # the VT340 cell both textual-image and chafa assume when a terminal does not say
 IMAGES = {"CT 512x512": ("CT", 512, 512), "CR 3000x2500": ("CR", 2500, 3000)}

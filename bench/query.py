@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.peers import (LOOPBACK, SENDER_AET, BenchError, OrthancServer, PacsdeckServer,  # noqa: E402
                          StorescpServer, dcmtk_env, find_dcmtk, find_orthanc)
 from storage import synthetic  # noqa: E402
-from storage.index import Index  # noqa: E402
+from storage.index.database import Index  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 BENCH_AET = "BENCH"

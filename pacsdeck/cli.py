@@ -35,7 +35,7 @@ def _emit(args, data: dict, human: str) -> None:
 
 
 def cmd_node_init(args) -> int:
-    from storage.config import validate_ae_title, validate_port
+    from storage.config.settings import validate_ae_title, validate_port
     from storage.node import init_node
 
     ae_title = validate_ae_title(args.ae_title, "--ae-title")
@@ -56,10 +56,10 @@ def cmd_node_run(args) -> int:
 
 
 def cmd_node_reindex(args) -> int:
-    from storage.config import load_config
-    from storage.index import Index
-    from storage.pools import Pool
-    from storage.recovery import reindex
+    from storage.config.settings import load_config
+    from storage.index.database import Index
+    from storage.pools.pool import Pool
+    from storage.pools.recovery import reindex
 
     config = load_config(_config_path(args))
     result = reindex([Pool.from_config(p) for p in config.pools], Index(config.index))
@@ -69,14 +69,14 @@ def cmd_node_reindex(args) -> int:
 
 
 def _node_context(args):
-    from storage.config import load_config
+    from storage.config.settings import load_config
     from storage.node import Node
 
     return Node(load_config(_config_path(args)))
 
 
 def cmd_node_pools(args) -> int:
-    from storage.placement import pool_stats
+    from storage.pools.placement import pool_stats
 
     stats = pool_stats(_node_context(args).placement)
     lines = [f"{'pool':<12} {'tier':<10} {'instances':>9} {'used':>14} {'capacity':>14} {'%':>6}  state"]
@@ -92,7 +92,7 @@ def cmd_node_pools(args) -> int:
 
 
 def cmd_node_migrate(args) -> int:
-    from storage.migration import MigrationBusy, migrate
+    from storage.pools.migration import MigrationBusy, migrate
 
     try:
         report = migrate(_node_context(args), study_uids=args.study or None, target=args.target,
@@ -117,7 +117,7 @@ def cmd_node_migrate(args) -> int:
 
 
 def cmd_node_verify(args) -> int:
-    from storage.migration import verify
+    from storage.pools.migration import verify
 
     try:
         report = verify(_node_context(args), sample=args.sample, pool=args.pool)
@@ -359,7 +359,7 @@ def cmd_up(args) -> int:
     from pathlib import Path
 
     from console.inventory import single_node_fleet
-    from storage.config import validate_ae_title, validate_port
+    from storage.config.settings import validate_ae_title, validate_port
     from storage.node import init_node
     from storage.workers import running_node_pid
 
@@ -385,8 +385,8 @@ def cmd_up(args) -> int:
 def cmd_preview(args) -> int:
     import re
 
-    from storage import encoders
-    from storage.preview import PreviewError, Window, instance_path, read
+    from storage.imaging import encoders
+    from storage.imaging.preview import PreviewError, Window, instance_path, read
 
     target = args.target
     try:
@@ -554,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     # The fleet commands report each node's connection failure in its row; paramiko's own log is noise there.
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    from storage.config import ConfigError
+    from storage.config.settings import ConfigError
     from storage.workers import NodeAlreadyRunning
 
     try:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from . import __version__
 
 if TYPE_CHECKING:
-    from .config import NodeConfig
+    from storage.config.settings import NodeConfig
     from .node import Node
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def association_closed(result: str) -> None:
 
 
 def rejected(reason: str) -> None:
-    """A malformed, oversized, unexpected or late input was refused (storage/guard.py names the reasons)."""
+    """A malformed, oversized, unexpected or late input was refused (storage/dimse/guard.py names the reasons)."""
     if _metrics is not None:
         _metrics.rejected.labels(reason).inc()
 
@@ -124,7 +124,7 @@ def _on_dimse_sent(event) -> None:
 
 
 def response_sent(operation: str, status: int) -> None:
-    """A final response written without pynetdicom's DIMSE layer (storage/suboperations.py)."""
+    """A final response written without pynetdicom's DIMSE layer (storage/dimse/suboperations.py)."""
     if _metrics is not None:
         _metrics.dimse.labels(operation, f"0x{status:04X}").inc()
 

@@ -16,17 +16,17 @@ from pathlib import Path
 from pydicom import config as pydicom_config
 
 from . import __version__
-from .associations import AssociationLog
-from .committer import GroupCommitter
-from .config import NodeConfig, default_config_text, load_config
-from .index import Index
-from .ingest import Ingestor
-from .limits_config import LimitsConfig
-from .placement import Placement
-from .pools import Pool
-from .migration import migration_lock
-from .recovery import RecoveryReport, recover, reread_studies
-from .scheduler import MigrationScheduler
+from storage.dimse.associations import AssociationLog
+from storage.pools.committer import GroupCommitter
+from storage.config.settings import NodeConfig, default_config_text, load_config
+from storage.index.database import Index
+from storage.pools.ingest import Ingestor
+from storage.config.limits import LimitsConfig
+from storage.pools.placement import Placement
+from storage.pools.pool import Pool
+from storage.pools.migration import migration_lock
+from storage.pools.recovery import RecoveryReport, recover, reread_studies
+from storage.pools.scheduler import MigrationScheduler
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Node:
 
     def serve(self, listening=None) -> None:
         """Start the group committer and the SCP (threads: after any fork)."""
-        from .scp import start_scp
+        from storage.dimse.scp import start_scp
 
         self.committer = GroupCommitter(self.index, self.config.index.with_suffix(".writelock"),
                                         max_attempts=self.config.queue.max_attempts)
@@ -182,7 +182,7 @@ def _freeze_startup_objects() -> None:
     that took ~10 ms with the GIL held: a stall for every association in flight. These objects live
     as long as the process, so they are frozen (gc.freeze); a collection then looks only at newer
     ones (microseconds), and forked workers keep sharing their pages."""
-    from . import scp  # noqa: F401 - the SCP's modules are among what lives as long as the process
+    from storage.dimse import scp  # noqa: F401 - the SCP's modules are among what lives as long as the process
 
     gc.collect()
     gc.freeze()
@@ -204,7 +204,7 @@ def _raise_file_limit() -> None:
 def run_node(config_path: str) -> int:
     """`pacsdeck node run`: recover, serve in the foreground until SIGTERM or SIGINT."""
     from . import metrics
-    from .forward import Forwarder  # pynetdicom's SCU side: only the node process needs it
+    from storage.dimse.forward import Forwarder  # pynetdicom's SCU side: only the node process needs it
     from .workers import hold_node_lock, serve_in_workers, wait_for_signal
 
     config = load_config(config_path)
@@ -239,7 +239,7 @@ def run_node(config_path: str) -> int:
         _sd_notify("READY=1")
 
     # Migrations and forwards run in exactly one process: this one, after any fork (see
-    # storage/scheduler.py, storage/forward.py).
+    # storage/pools/scheduler.py, storage/dimse/forward.py).
     scheduler = MigrationScheduler(node)
     forwarder = Forwarder(node)
     if workers > 1:

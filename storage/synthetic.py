@@ -118,7 +118,7 @@ def studies(count: int, prefix: str = "PAT") -> Iterator[StudySpec]:
 def index_rows(index, instances: int, per_study: int = 10) -> None:
     """Put `instances` index rows (no files) into an Index in one transaction: five studies per
     patient, dates spread over ten years. For benchmarks and tests of what reads the index alone."""
-    from .index import InstanceRecord
+    from storage.index.database import InstanceRecord
 
     studies = instances // per_study
     with index.transaction() as conn:

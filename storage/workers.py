@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .config import NodeConfig
+    from storage.config.settings import NodeConfig
     from .node import Node
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def serve_in_workers(node: "Node", count: int, announce: Callable[[], None]) -> 
     If a worker dies the others are stopped and the exit code is 1, so a service manager restarts
     the node (and its recovery runs again) instead of serving with part of its capacity.
     """
-    from .scp import listen
+    from storage.dimse.scp import listen
 
     parent = os.getpid()
     listening = listen(node)  # bound here, once: a port already in use fails the node at start

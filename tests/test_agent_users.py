@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.accounts import verify_password
+from storage.index.accounts import verify_password
 
 from .agent_support import agent_env, agents, ssh_keygen  # noqa: F401 - fixture
 from .conftest import make_node

@@ -1,4 +1,4 @@
-"""storage/negotiation.py's remembered A-ASSOCIATE decoding, negotiation and AC encoding give exactly
+"""storage/dimse/negotiation.py's remembered A-ASSOCIATE decoding, negotiation and AC encoding give exactly
 what pynetdicom gives without them."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from storage import negotiation, qr_scp
+from storage.dimse import negotiation, qr_scp
 
 SYNTAXES = ([ExplicitVRLittleEndian, ImplicitVRLittleEndian],
             [JPEGBaseline8Bit, ExplicitVRLittleEndian, ImplicitVRLittleEndian],
@@ -83,7 +83,7 @@ def _decode(cls, data: bytes):
 
 
 def _supported_contexts():
-    """The node's contexts, added as storage/scp.py build_ae adds them."""
+    """The node's contexts, added as storage/dimse/scp.py build_ae adds them."""
     ae = AE()
     ae.add_supported_context(Verification)
     for sop_class in qr_scp.FIND_CONTEXTS + qr_scp.RETRIEVE_CONTEXTS:

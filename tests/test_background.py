@@ -1,4 +1,4 @@
-"""storage/background.py: a lane runs its tasks in order on its own thread, in every process."""
+"""storage/dimse/background.py: a lane runs its tasks in order on its own thread, in every process."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import select
 import threading
 import time
 
-from storage.background import Lane
+from storage.dimse.background import Lane
 
 WAIT = 10.0  # seconds a test waits for a lane before failing (never reached when it works)
 
@@ -39,7 +39,7 @@ def test_a_failing_task_is_logged_and_the_next_ones_run(caplog):
     def fail(message: str) -> None:
         raise ValueError(message)
 
-    with caplog.at_level(logging.ERROR, logger="storage.background"):
+    with caplog.at_level(logging.ERROR, logger="storage.dimse.background"):
         lane.submit(ran.append, "before")
         lane.submit(fail, "boom in a background task")
         lane.submit(ran.append, "after")
@@ -47,7 +47,7 @@ def test_a_failing_task_is_logged_and_the_next_ones_run(caplog):
         lane.submit(ran.append, "last")
         _drain(lane)
     assert ran == ["before", "after", "last"]
-    failures = [r for r in caplog.records if r.name == "storage.background"]
+    failures = [r for r in caplog.records if r.name == "storage.dimse.background"]
     assert len(failures) == 2
     assert all(lane.name in r.getMessage() for r in failures)
     assert [str(r.exc_info[1]) for r in failures] == ["boom in a background task", "second failure"]

@@ -1,4 +1,4 @@
-"""storage/commands.py writes the C-GET/C-MOVE responses pynetdicom writes, and reads what it writes."""
+"""storage/dimse/commands.py writes the C-GET/C-MOVE responses pynetdicom writes, and reads what it writes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
 )
 
-from storage import commands, tuning
+from storage.dimse import commands, tuning
 
 
 def _encoded(primitive) -> bytes:

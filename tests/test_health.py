@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from storage.config import ConfigError, parse_config
+from storage.config.settings import ConfigError, parse_config
 
 from .agent_support import agents, env  # noqa: F401 - fixtures
 from .conftest import IN_CI, pacsdeck, read_only, tmpfs

@@ -1,4 +1,4 @@
-"""storage/index.py: a thread's connection goes to the next thread once the first has ended, clean."""
+"""storage/index/database.py: a thread's connection goes to the next thread once the first has ended, clean."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from storage.index import Index
+from storage.index.database import Index
 
 WAIT = 10.0
 

@@ -248,7 +248,7 @@ def test_a_second_node_on_the_same_port_is_refused(node_factory):
 
 def test_the_example_node_yaml_is_valid(tmp_path):
     """configs/node.example.yaml parses (its absolute pool paths moved under a temporary folder)."""
-    from storage.config import parse_config
+    from storage.config.settings import parse_config
 
     from .conftest import REPO
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.config import ConfigError, parse_config
-from storage.index import SCHEMA_VERSION, Index
+from storage.config.settings import ConfigError, parse_config
+from storage.index.database import SCHEMA_VERSION, Index
 
 
 def _config(tmp_path: Path, pools: list[dict], **extra):

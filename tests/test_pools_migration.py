@@ -13,8 +13,8 @@ from pathlib import Path
 from pydicom import dcmread
 
 from storage import synthetic
-from storage.config import load_config
-from storage.migration import recall_on_access, recall_study
+from storage.config.settings import load_config
+from storage.pools.migration import recall_on_access, recall_study
 from storage.node import Node
 
 from .conftest import pacsdeck, storescu, wait_for

@@ -14,8 +14,9 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from storage import encoders, synthetic
-from storage.preview import PreviewError, Window, display_aspect, read, render
+from storage.imaging import encoders
+from storage import synthetic
+from storage.imaging.preview import PreviewError, Window, display_aspect, read, render
 
 from .conftest import IN_CI, REPO, require_tool
 

@@ -10,7 +10,7 @@ from PIL import Image
 from pydicom import dcmread
 
 from storage import synthetic
-from storage.encoders import ASCII_RAMP
+from storage.imaging.encoders import ASCII_RAMP
 
 from .agent_support import agent_env, agents  # noqa: F401 - fixture
 from .conftest import pacsdeck, storescu

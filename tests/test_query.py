@@ -9,7 +9,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from storage import synthetic
-from storage.index import Index
+from storage.index.database import Index
 
 from .conftest import make_node
 from .qr_support import PYDICOM_TEST_FILES, expected_instances, findscu, send_files

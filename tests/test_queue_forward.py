@@ -10,7 +10,7 @@ import pytest
 from pydicom import dcmread
 
 from storage import synthetic
-from storage.forward import ACK_BATCH
+from storage.dimse.forward import ACK_BATCH
 
 from .agent_support import agent_env, agents, dcmqrscp_factory  # noqa: F401 - fixtures
 from .conftest import dataset_bytes, free_port, require_tool, start_listener, storescu, terminate, wait_for

@@ -7,9 +7,9 @@ import sqlite3
 import pytest
 import yaml
 
-from storage import jobs
-from storage.config import ConfigError, QueueConfig, load_config
-from storage.index import SCHEMA_VERSION, Index
+from storage.index import jobs
+from storage.config.settings import ConfigError, QueueConfig, load_config
+from storage.index.database import SCHEMA_VERSION, Index
 
 V2_JOBS = """
     CREATE TABLE jobs (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',

@@ -137,7 +137,7 @@ def test_roles_and_audit(node, agents, env):
 def test_route_patterns_match_like_c_find():
     from pydicom.dataset import Dataset
 
-    from storage.routes import Route, compile_pattern
+    from storage.index.routes import Route, compile_pattern
 
     ds = Dataset()
     ds.Modality = "CT"

@@ -1,4 +1,4 @@
-"""storage/tuning.py's replacements write exactly what pynetdicom and pydicom would have written."""
+"""storage/dimse/tuning.py's replacements write exactly what pynetdicom and pydicom would have written."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pynetdicom import dimse
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.pdu import P_DATA_TF
 
-from storage import commands, tuning
+from storage.dimse import commands, tuning
 
 
 def _primitives():
@@ -123,7 +123,7 @@ def _dataset_bytes(path: Path) -> bytes:
 def test_dataset_offset_matches_pydicom_reading_of_the_file_meta(tmp_path):
     from pynetdicom.dsutils import split_dataset
 
-    from storage import part10
+    from storage.dimse import part10
 
     ours = tmp_path / "ours.dcm"
     ours.write_bytes(part10.file_meta("1.2.840.10008.5.1.4.1.1.2", "1.2.3.45", "1.2.840.10008.1.2.1", "CT1")

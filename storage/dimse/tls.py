@@ -4,7 +4,7 @@ With `tls:` set the whole listener speaks TLS (unless `listen: false`), and the 
 identifies the node to AEs registered with `tls: true` when it opens associations to them. Each accepted socket is wrapped without a handshake
 (pynetdicom would do it in the accept loop, where one stalled client blocks every other); the
 handshake runs in the connection's own DUL thread when its first bytes arrive, bounded by
-limits.request_timeout (storage/guard.py). Keys and certificates are read from files that only
+limits.request_timeout (storage/dimse/guard.py). Keys and certificates are read from files that only
 their owner may write, and a private key that others may read is refused.
 """
 
@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ConfigError
+from storage.config.settings import ConfigError
 
 
 @dataclass(frozen=True)

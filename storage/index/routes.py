@@ -65,7 +65,7 @@ def check_match(value) -> dict[str, str]:
 
 def compile_pattern(pattern: str) -> re.Pattern:
     """C-FIND style wildcard matching (PS3.4 C.2.2.2.4): `*` any run, `?` one character, the rest
-    literal and case-sensitive, like the GLOB that storage/query.py builds for the index."""
+    literal and case-sensitive, like the GLOB that storage/index/query.py builds for the index."""
     parts = (".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
     return re.compile("".join(parts), re.DOTALL)
 

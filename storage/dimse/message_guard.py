@@ -20,8 +20,9 @@ import struct
 
 from pynetdicom.pdu_primitives import P_DATA
 
-from . import commands, guard, status
-from .uids import InvalidUID, check_raw_uid
+from . import commands, guard
+from storage import status
+from storage.uids import InvalidUID, check_raw_uid
 
 MAX_COMMAND = 64 * 1024  # a command set is a few hundred bytes; C-FIND identifiers travel as datasets
 _PDV_PDU = struct.Struct(">BBLLBB")  # PDU type, reserved, PDU length, PDV length, context ID, control

@@ -90,10 +90,10 @@ class NodeConfig:
     query_limit: int = 1000  # C-FIND matches answered per request (0 = no limit)
     migration: MigrationConfig = MigrationConfig()
     metrics_port: int = 0  # Prometheus /metrics on 127.0.0.1 (0 = off)
-    health: object = None  # storage.health_config.HealthConfig; None = the defaults
+    health: object = None  # storage.config.health.HealthConfig; None = the defaults
     queue: QueueConfig = QueueConfig()
-    limits: object = None  # storage.limits_config.LimitsConfig; None = the defaults
-    tls: object = None  # storage.tls.TLSConfig; None = plain TCP
+    limits: object = None  # storage.config.limits.LimitsConfig; None = the defaults
+    tls: object = None  # storage.dimse.tls.TLSConfig; None = plain TCP
 
     def worker_count(self) -> int:
         """Processes serving the port: `auto` is one per core, at most 4."""
@@ -450,13 +450,13 @@ def parse_config(data, path: Path, create_dirs: bool = False) -> NodeConfig:
     if "metrics_port" in data:
         kw["metrics_port"] = validate_port(data["metrics_port"], "metrics_port", allow_zero=True)
     if "health" in data:
-        from .health_config import parse_health  # it imports ConfigError from here
+        from .health import parse_health  # it imports ConfigError from here
 
         kw["health"] = parse_health(data["health"])
-    from .limits_config import parse_limits  # it imports ConfigError from here
+    from .limits import parse_limits  # it imports ConfigError from here
 
     kw["limits"] = parse_limits(data.get("limits"))
-    from .tls import parse_tls  # it imports ConfigError from here
+    from storage.dimse.tls import parse_tls  # it imports ConfigError from here
 
     kw["tls"] = parse_tls(data.get("tls"), base)
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from . import queue as job_queue
-from .index import Index, InstanceRecord
-from .pools import fsync_dir
-from .routes import Router
+from storage.index import queue as job_queue
+from storage.index.database import Index, InstanceRecord
+from .pool import fsync_dir
+from storage.index.routes import Router
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import metrics
+from storage import metrics
 
 if TYPE_CHECKING:
-    from .node import Node
+    from storage.node import Node
 
 log = logging.getLogger(__name__)
 

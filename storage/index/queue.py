@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from . import jobs
 
 if TYPE_CHECKING:
-    from .index import Index
+    from .database import Index
 
 FORWARD = "forward"
 KINDS = (FORWARD, "migrate", "verify", "backup", "update")
@@ -162,7 +162,7 @@ def cancel(index: "Index", job_id: int) -> int:
 
 def requeue_running(index: "Index") -> int:
     """At start, before the forwarder runs: forwards a dead process left running go back to pending.
-    Items it had sent but not yet recorded as acknowledged are sent again (see storage/forward.py)."""
+    Items it had sent but not yet recorded as acknowledged are sent again (see storage/dimse/forward.py)."""
     now = time.time()
     with index.transaction() as conn:
         return conn.execute("UPDATE jobs SET state = 'pending', next_attempt_at = ?, updated_at = ?"

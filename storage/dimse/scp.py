@@ -13,13 +13,14 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import AssociationServer
 
-from . import guard, metrics, qr_scp, status, tls, tuning
-from .ingest import NotStorable
-from .limits_config import LimitsConfig
+from . import guard, qr_scp, tls, tuning
+from storage import metrics, status
+from storage.pools.ingest import NotStorable
+from storage.config.limits import LimitsConfig
 from .part10 import file_meta
 
 if TYPE_CHECKING:
-    from .node import Node
+    from storage.node import Node
 
 log = logging.getLogger(__name__)
 

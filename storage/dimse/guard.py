@@ -31,8 +31,9 @@ import ssl
 import struct
 import threading
 import time
-from . import metrics, tls
-from .limits_config import LimitsConfig
+from storage import metrics
+from . import tls
+from storage.config.limits import LimitsConfig
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from .migration import MigrationBusy, migrate
 
 if TYPE_CHECKING:
-    from .node import Node
+    from storage.node import Node
 
 log = logging.getLogger(__name__)
 

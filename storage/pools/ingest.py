@@ -17,12 +17,12 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 from pydicom.multival import MultiValue
 
-from . import status
+from storage import status
 from .committer import GroupCommitter
-from .index import Index, InstanceRecord
+from storage.index.database import Index, InstanceRecord
 from .placement import Placement
-from .pools import Pool, StoreFailed
-from .uids import InvalidUID, check_raw_uid, check_uid, instance_path
+from .pool import Pool, StoreFailed
+from storage.uids import InvalidUID, check_raw_uid, check_uid, instance_path
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ changes only when another connection commits) and starts one thread per destinat
 at most `queue.concurrency` at once, so a destination that is down never holds up the others.
 
 A destination thread claims its due jobs one at a time and sends their instances as stored (the
-file's dataset bytes, through storage/retrieve.py's StoredSender) on one association that it keeps
+file's dataset bytes, through storage/dimse/retrieve.py's StoredSender) on one association that it keeps
 for as long as that destination has due jobs. Acknowledged instances are recorded at least every
 ACK_BATCH instances or ACK_SECONDS: a retry after a failed attempt never resends an acknowledged
 instance, and after a crash (kill -9, power loss) at most that many acknowledged instances per
@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING
 
 from pynetdicom import AE
 
-from . import jobs
-from .queue import requeue_running
+from storage.index import jobs
+from storage.index.queue import requeue_running
 from .retrieve import MAX_CONTEXTS, StoredSender, open_store_association
 
 if TYPE_CHECKING:
-    from .node import Node
+    from storage.node import Node
 
 log = logging.getLogger(__name__)
 

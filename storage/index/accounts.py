@@ -11,7 +11,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 
-from .index import Index
+from .database import Index
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (

@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from . import jobs
-from .pools import TEMP_SUFFIX, Pool, ensure_dir, fsync_dir
-from .uids import instance_path
+from storage.index import jobs
+from .pool import TEMP_SUFFIX, Pool, ensure_dir, fsync_dir
+from storage.uids import instance_path
 
 if TYPE_CHECKING:
-    from .config import NodeConfig
-    from .node import Node
+    from storage.config.settings import NodeConfig
+    from storage.node import Node
 
 log = logging.getLogger(__name__)
 

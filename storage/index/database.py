@@ -121,7 +121,7 @@ WHEN OLD.pool IS NOT NEW.pool OR OLD.size IS NOT NEW.size BEGIN
     INSERT INTO pool_usage (pool, instances, bytes) VALUES (NEW.pool, 1, NEW.size)
     ON CONFLICT(pool) DO UPDATE SET instances = instances + 1, bytes = bytes + excluded.bytes;
 END;
--- The job queue: forwards, migrations, verifications (see storage/jobs.py, storage/queue.py).
+-- The job queue: forwards, migrations, verifications (see storage/index/jobs.py, storage/index/queue.py).
 -- Columns after updated_at came with schema 3 (added by ALTER TABLE to older indexes).
 CREATE TABLE IF NOT EXISTS jobs (
     id                INTEGER PRIMARY KEY,

@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import PoolConfig
+from storage.config.settings import PoolConfig
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pynetdicom.pdu import A_ASSOCIATE_RJ
 from . import background, commands, inline, part10, tls, tuning
 
 if TYPE_CHECKING:
-    from .node import Node
+    from storage.node import Node
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import struct
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID
 
-from . import __version__
+from storage import __version__
 
 IMPLEMENTATION_VERSION_NAME = f"PACSDECK_{__version__.replace('.', '')}"[:16]
 _PREAMBLE = b"\x00" * 128 + b"DICM"

@@ -8,11 +8,11 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .config import PoolConfig
-from .pools import Pool
+from storage.config.settings import PoolConfig
+from .pool import Pool
 
 if TYPE_CHECKING:
-    from .index import Index
+    from storage.index.database import Index
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from .index import STUDY_COLUMNS, Index, InstanceRecord, study_row
+from storage.index.database import STUDY_COLUMNS, Index, InstanceRecord, study_row
 from .ingest import NotStorable, build_record, parse_part10
-from .pools import Pool
+from .pool import Pool
 
 log = logging.getLogger(__name__)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from .config import ConfigError, _seconds, parse_size
+from .settings import ConfigError, _seconds, parse_size
 
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    """Each limit is enforced where the bytes arrive (storage/guard.py); the README's Security section says
+    """Each limit is enforced where the bytes arrive (storage/dimse/guard.py); the README's Security section says
     what each one defends."""
 
     # Connections per worker that have not sent their A-ASSOCIATE-RQ; past this the oldest idle one is closed.

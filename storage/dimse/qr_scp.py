@@ -16,10 +16,12 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from . import query, retrieve, status, suboperations
+from storage.index import query
+from . import retrieve, suboperations
+from storage import status
 
 if TYPE_CHECKING:
-    from .node import Node
+    from storage.node import Node
 
 log = logging.getLogger(__name__)
 

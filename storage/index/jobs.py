@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .index import Index
+    from .database import Index
 
 # pending: waiting for its next attempt (next_attempt_at); running: a process works on it now;
 # done / failed (attempts used up, last_error says why) / cancelled (by an operator or a shutdown).

@@ -22,7 +22,9 @@ from pynetdicom import evt
 from pynetdicom.dsutils import encode
 from pynetdicom.service_class import QueryRetrieveServiceClass
 
-from . import background, commands, inline, metrics, migration, status, tuning
+from . import background, commands, inline, tuning
+from storage import metrics, status
+from storage.pools import migration
 
 if TYPE_CHECKING:
     from .retrieve import StoredSender

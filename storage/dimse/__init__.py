@@ -1,0 +1,1 @@
+"""dimse: TODO docstring."""

@@ -1,0 +1,1 @@
+"""pools: TODO docstring."""
