@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from storage.index import routes
-from storage.config.settings import OPERATIONS
-from storage.dimse.tls import client_context
+from storage.config.values import OPERATIONS
+from storage.config.tls import client_context
 
 from . import validate as v
 from .echo import echo as c_echo

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 
-from storage.dimse.tls import client_context
+from storage.config.tls import client_context
 from storage.workers import running_node_pid
 
 from . import validate as v

@@ -7,7 +7,7 @@ import binascii
 import re
 from datetime import date
 
-from storage.config.settings import ConfigError, validate_ae_title, validate_host, validate_operations, validate_port
+from storage.config.values import ConfigError, validate_ae_title, validate_host, validate_operations, validate_port
 
 from .protocol import INVALID_PARAMS, RPCError
 

@@ -35,7 +35,7 @@ def _emit(args, data: dict, human: str) -> None:
 
 
 def cmd_node_init(args) -> int:
-    from storage.config.settings import validate_ae_title, validate_port
+    from storage.config.values import validate_ae_title, validate_port
     from storage.node import init_node
 
     ae_title = validate_ae_title(args.ae_title, "--ae-title")
@@ -359,7 +359,7 @@ def cmd_up(args) -> int:
     from pathlib import Path
 
     from console.inventory import single_node_fleet
-    from storage.config.settings import validate_ae_title, validate_port
+    from storage.config.values import validate_ae_title, validate_port
     from storage.node import init_node
     from storage.workers import running_node_pid
 
@@ -554,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     # The fleet commands report each node's connection failure in its row; paramiko's own log is noise there.
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
-    from storage.config.settings import ConfigError
+    from storage.config.values import ConfigError
     from storage.workers import NodeAlreadyRunning
 
     try:

@@ -41,7 +41,7 @@ class Node:
         self.ingestor: Ingestor | None = None
         self.server = None
         self.started_at = time.time()
-        self.associations = AssociationLog(self)
+        self.associations = AssociationLog(self.index, self.may, self.rejection_reason)
 
     # --- access control ----------------------------------------------------------------------
 
@@ -203,7 +203,7 @@ def _raise_file_limit() -> None:
 
 def run_node(config_path: str) -> int:
     """`pacsdeck node run`: recover, serve in the foreground until SIGTERM or SIGINT."""
-    from . import metrics
+    from . import metrics, metrics_server
     from storage.dimse.forward import Forwarder  # pynetdicom's SCU side: only the node process needs it
     from .workers import hold_node_lock, serve_in_workers, wait_for_signal
 
@@ -234,7 +234,8 @@ def run_node(config_path: str) -> int:
                  limits.max_associations_per_ae or "no limit", limits.max_associations_per_host or "no limit",
                  limits.max_pending, limits.request_timeout, limits.pdu_timeout, limits.idle_timeout,
                  limits.max_instance_size, limits.max_sequence_depth)
-        metrics.serve(node)  # here, in the supervisor, once the SCP listens (/readyz asks it)
+        # here, in the supervisor, once the SCP listens (/readyz asks it)
+        metrics_server.serve(node.config, node.index, node.pools, node.placement)
         print(f"ready {config.ae_title}@{config.bind}:{config.port}", flush=True)
         _sd_notify("READY=1")
 
@@ -265,7 +266,7 @@ def run_node(config_path: str) -> int:
         code = 0
     forwarder.stop()
     scheduler.stop()
-    metrics.stop()
+    metrics_server.stop()
     _sd_notify("STOPPING=1")
     log.info("stopped")
     lock.close()

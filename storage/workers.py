@@ -9,16 +9,23 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from storage.config.settings import NodeConfig
-    from .node import Node
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 READY_TIMEOUT = 60
+
+
+class Servable(Protocol):
+    """What a worker does with the node it inherited: serve on the shared socket, then stop (storage/node.py)."""
+
+    def serve(self, listening=None) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class NodeAlreadyRunning(RuntimeError):
@@ -78,7 +85,7 @@ def wait_for_signal(stop: threading.Event) -> None:
         pass
 
 
-def _worker(node: "Node", listening, ready_fd: int, parent: int) -> None:
+def _worker(node: Servable, listening, ready_fd: int, parent: int) -> None:
     """Runs in the child: serve until SIGTERM. Never returns."""
     code = 0
     try:
@@ -99,7 +106,7 @@ def _worker(node: "Node", listening, ready_fd: int, parent: int) -> None:
         os._exit(code)
 
 
-def serve_in_workers(node: "Node", count: int, announce: Callable[[], None]) -> int:
+def serve_in_workers(node: Servable, count: int, announce: Callable[[], None]) -> int:
     """Bind the port, fork `count` workers that accept on it, announce once all serve, stop them
     on SIGTERM/SIGINT.
 

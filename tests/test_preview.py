@@ -151,7 +151,7 @@ def test_no_pixel_data_and_not_dicom(tmp_path):
 def test_missing_codec_names_the_extra():
     # A process without pylibjpeg: the JPEG-LS decoder is unavailable, as on a node without the extra.
     code = ("import sys; sys.modules['pylibjpeg'] = None\n"
-            "from storage.preview import read, render, PreviewError\n"
+            "from storage.imaging.preview import read, render, PreviewError\n"
             f"try:\n    render(read({str(TEST_FILES / 'MR_small_jpeg_ls_lossless.dcm')!r}))\n"
             "except PreviewError as err:\n    print(err.reason, err)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from .settings import ConfigError, _seconds, parse_size
+from .values import ConfigError, parse_seconds, parse_size
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def parse_limits(raw) -> LimitsConfig:
             kw[key] = v
     for key, (low, high) in _DURATIONS.items():
         if key in raw:
-            kw[key] = _seconds(raw[key], f"limits.{key}", low, high)
+            kw[key] = parse_seconds(raw[key], f"limits.{key}", low, high)
     if "max_instance_size" in raw:
         size = parse_size(raw["max_instance_size"], "limits.max_instance_size")
         if size < 1024 * 1024:

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from .health import parse_health
+from .limits import parse_limits
+from .tls import parse_tls
+from .values import (OPERATIONS, ConfigError, parse_bool, parse_duration, parse_percent, parse_seconds, parse_size,
+                     validate_ae_title, validate_host, validate_operations, validate_port)
+
 DEFAULT_PORT = 11112
 DEFAULT_AE_TITLE = "PACSDECK"
-OPERATIONS = ("store", "find", "move", "get")
 DUPLICATE_POLICIES = ("keep", "overwrite")
-
-
-class ConfigError(ValueError):
-    """A node.yaml value is wrong; the message names the field (`pools[1].path: not writable`)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class NodeConfig:
     health: object = None  # storage.config.health.HealthConfig; None = the defaults
     queue: QueueConfig = QueueConfig()
     limits: object = None  # storage.config.limits.LimitsConfig; None = the defaults
-    tls: object = None  # storage.dimse.tls.TLSConfig; None = plain TCP
+    tls: object = None  # storage.config.tls.TLSConfig; None = plain TCP
 
     def worker_count(self) -> int:
         """Processes serving the port: `auto` is one per core, at most 4."""
@@ -106,55 +108,7 @@ class NodeConfig:
         return self.path.parent
 
 
-# --- validators, each raising ConfigError that names the field ----------------------------------
-
-_AE_FORBIDDEN = re.compile(r"[\\\x00-\x1f\x7f]")
-_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.\-:]*[A-Za-z0-9])?$")
 _POOL_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-
-
-def validate_ae_title(value, where: str) -> str:
-    """AE title rules from PS3.5 (VR AE): 1-16 chars, printable ASCII, no backslash, not all spaces."""
-    if not isinstance(value, str):
-        raise ConfigError(f"{where}: must be a string, got {type(value).__name__}")
-    if not value.isascii() or _AE_FORBIDDEN.search(value):
-        raise ConfigError(f"{where}: only printable ASCII without backslash is allowed: {value!r}")
-    stripped = value.strip()
-    if not stripped:
-        raise ConfigError(f"{where}: must not be empty")
-    if len(stripped) > 16:
-        raise ConfigError(f"{where}: at most 16 characters, got {len(stripped)}: {stripped!r}")
-    return stripped
-
-
-def validate_port(value, where: str, allow_zero: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{where}: must be an integer port number, got {value!r}")
-    low = 0 if allow_zero else 1
-    if not low <= value <= 65535:
-        raise ConfigError(f"{where}: must be between {low} and 65535, got {value}")
-    return value
-
-
-def validate_host(value, where: str) -> str:
-    if not isinstance(value, str) or len(value) > 253 or not _HOST_RE.match(value):
-        raise ConfigError(f"{where}: not a host name or IP address: {value!r}")
-    return value
-
-
-def validate_operations(value, where: str) -> tuple[str, ...]:
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(f"{where}: must be a non-empty list of {', '.join(OPERATIONS)}")
-    for i, op in enumerate(value):
-        if op not in OPERATIONS:
-            raise ConfigError(f"{where}[{i}]: unknown operation {op!r}; use {', '.join(OPERATIONS)}")
-    return tuple(dict.fromkeys(value))
-
-
-def _bool(value, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: must be true or false, got {value!r}")
-    return value
 
 
 def _check_pool_dir(path: Path, where: str, create: bool) -> None:
@@ -190,43 +144,12 @@ def parse_aet(raw, where: str) -> AETConfig:
         port=None if port is None else validate_port(port, f"{where}.port"),
         description=description,
         operations=validate_operations(raw.get("operations", list(OPERATIONS)), f"{where}.operations"),
-        move_destination=_bool(raw.get("move_destination", False), f"{where}.move_destination"),
-        tls=_bool(raw.get("tls", False), f"{where}.tls"),
+        move_destination=parse_bool(raw.get("move_destination", False), f"{where}.move_destination"),
+        tls=parse_bool(raw.get("tls", False), f"{where}.tls"),
     )
 
 
 _POOL_LIMIT_KEYS = ("capacity", "reserve", "high_watermark", "low_watermark")
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]i?B|B)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "pb": 10**15,
-               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "pib": 2**50}
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_size(value, where: str) -> int:
-    """Bytes from an integer or a string like `500GB`, `1.5TiB`, `2MB` (decimal and binary units)."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{where}: a size in bytes or like 500GB, got {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise ConfigError(f"{where}: must not be negative, got {value}")
-        return value
-    m = _SIZE_RE.match(value) if isinstance(value, str) else None
-    if m is None:
-        raise ConfigError(f"{where}: a size in bytes or like 500GB, 1.5TiB, got {value!r}")
-    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
-
-
-def _percent(value, where: str) -> float:
-    if isinstance(value, str) and value.strip().endswith("%"):
-        value = value.strip()[:-1]
-        try:
-            value = float(value)
-        except ValueError:
-            raise ConfigError(f"{where}: a percentage from 0 to 100, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
-        raise ConfigError(f"{where}: a percentage from 0 to 100, got {value!r}")
-    return float(value)
 
 
 def parse_pool_limits(raw: dict, where: str) -> dict:
@@ -239,7 +162,7 @@ def parse_pool_limits(raw: dict, where: str) -> dict:
     reserve = raw.get("reserve")
     if reserve is not None:
         if isinstance(reserve, str) and reserve.strip().endswith("%"):
-            out["reserve_percent"] = _percent(reserve, f"{where}.reserve")
+            out["reserve_percent"] = parse_percent(reserve, f"{where}.reserve")
         else:
             out["reserve_bytes"] = parse_size(reserve, f"{where}.reserve")
             if out.get("capacity") is not None and out["reserve_bytes"] >= out["capacity"]:
@@ -247,9 +170,9 @@ def parse_pool_limits(raw: dict, where: str) -> dict:
                                   f"capacity ({out['capacity']} bytes)")
     high, low = raw.get("high_watermark"), raw.get("low_watermark")
     if high is not None:
-        out["high_watermark"] = _percent(high, f"{where}.high_watermark")
+        out["high_watermark"] = parse_percent(high, f"{where}.high_watermark")
     if low is not None:
-        out["low_watermark"] = _percent(low, f"{where}.low_watermark")
+        out["low_watermark"] = parse_percent(low, f"{where}.low_watermark")
     if (high is None) != (low is None):
         missing = "low_watermark" if low is None else "high_watermark"
         raise ConfigError(f"{where}.{missing}: required when the other watermark is set")
@@ -257,22 +180,6 @@ def parse_pool_limits(raw: dict, where: str) -> dict:
         raise ConfigError(f"{where}.low_watermark: must be below high_watermark "
                           f"({out['low_watermark']:g} >= {out['high_watermark']:g})")
     return out
-
-
-def parse_duration(value, where: str) -> float:
-    """Seconds from a number or a string like `30s`, `15m`, `1h`, `1d`."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{where}: seconds or like 15m, 1h, 1d, got {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        m = _DURATION_RE.match(value) if isinstance(value, str) else None
-        if m is None:
-            raise ConfigError(f"{where}: seconds or like 15m, 1h, 1d, got {value!r}")
-        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    if seconds < 1:
-        raise ConfigError(f"{where}: at least 1 second, got {value!r}")
-    return seconds
 
 
 def parse_migration(raw, pool_names: set[str]) -> MigrationConfig:
@@ -288,7 +195,7 @@ def parse_migration(raw, pool_names: set[str]) -> MigrationConfig:
     if "interval" in raw:
         kw["interval"] = parse_duration(raw["interval"], "migration.interval")
     if "recall_on_access" in raw:
-        kw["recall_on_access"] = _bool(raw["recall_on_access"], "migration.recall_on_access")
+        kw["recall_on_access"] = parse_bool(raw["recall_on_access"], "migration.recall_on_access")
     rules_raw = raw.get("rules") or []
     if not isinstance(rules_raw, list):
         raise ConfigError("migration.rules: must be a list of {from, to, after_days, since}")
@@ -317,14 +224,6 @@ def parse_migration(raw, pool_names: set[str]) -> MigrationConfig:
     return MigrationConfig(**kw)
 
 
-def _seconds(value, where: str, low: float, high: float) -> float:
-    """Seconds as a number (fractions allowed, for tests) or a duration such as 30s, 5m."""
-    seconds = parse_duration(value, where) if isinstance(value, str) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not low <= seconds <= high:
-        raise ConfigError(f"{where}: seconds from {low:g} to {high:g} (or like 30s, 5m), got {value!r}")
-    return float(seconds)
-
-
 def parse_queue(raw) -> QueueConfig:
     """The `queue:` section: retry backoff, attempts, destinations at once, network timeout."""
     if raw is None:
@@ -337,11 +236,11 @@ def parse_queue(raw) -> QueueConfig:
         raise ConfigError(f"queue: unknown key(s) {', '.join(sorted(unknown))}")
     kw: dict = {}
     if "backoff_base" in raw:
-        kw["backoff_base"] = _seconds(raw["backoff_base"], "queue.backoff_base", 0.05, 86400)
+        kw["backoff_base"] = parse_seconds(raw["backoff_base"], "queue.backoff_base", 0.05, 86400)
     if "backoff_max" in raw:
-        kw["backoff_max"] = _seconds(raw["backoff_max"], "queue.backoff_max", 0.05, 7 * 86400)
+        kw["backoff_max"] = parse_seconds(raw["backoff_max"], "queue.backoff_max", 0.05, 7 * 86400)
     if "timeout" in raw:
-        kw["timeout"] = _seconds(raw["timeout"], "queue.timeout", 1, 600)
+        kw["timeout"] = parse_seconds(raw["timeout"], "queue.timeout", 1, 600)
     for key, high in (("max_attempts", 1000), ("concurrency", 64), ("associations", 8)):
         if key in raw:
             v = raw[key]
@@ -378,7 +277,7 @@ def parse_config(data, path: Path, create_dirs: bool = False) -> NodeConfig:
         kw["bind"] = validate_host(data["bind"], "bind")
     for key in ("open_mode", "require_called_aet"):
         if key in data:
-            kw[key] = _bool(data[key], key)
+            kw[key] = parse_bool(data[key], key)
     if "duplicates" in data:
         if data["duplicates"] not in DUPLICATE_POLICIES:
             raise ConfigError(f"duplicates: must be one of {', '.join(DUPLICATE_POLICIES)}, got {data['duplicates']!r}")
@@ -450,13 +349,10 @@ def parse_config(data, path: Path, create_dirs: bool = False) -> NodeConfig:
     if "metrics_port" in data:
         kw["metrics_port"] = validate_port(data["metrics_port"], "metrics_port", allow_zero=True)
     if "health" in data:
-        from .health import parse_health  # it imports ConfigError from here
 
         kw["health"] = parse_health(data["health"])
-    from .limits import parse_limits  # it imports ConfigError from here
 
     kw["limits"] = parse_limits(data.get("limits"))
-    from storage.dimse.tls import parse_tls  # it imports ConfigError from here
 
     kw["tls"] = parse_tls(data.get("tls"), base)
 
@@ -490,74 +386,6 @@ def load_config(path: str | os.PathLike, create_dirs: bool = False) -> NodeConfi
 
 
 def default_config_text(ae_title: str, port: int) -> str:
-    """The node.yaml that `pacsdeck node init` writes: every setting shown with its default."""
-    return f"""\
-# pacsdeck node configuration. Paths are relative to this file's folder.
-ae_title: {ae_title}            # our AE title (1-16 printable ASCII characters)
-port: {port}                    # DICOM port
-bind: 0.0.0.0                  # address to listen on
-require_called_aet: true       # reject associations not addressed to our AE title
-open_mode: false               # true: accept any calling AE title (unregistered senders)
-duplicates: keep               # same SOPInstanceUID again: keep (first copy wins) or overwrite
-max_pdu: 131072                # maximum PDU we receive, bytes (0 = unlimited)
-max_associations: 32           # per worker process
-workers: auto                  # processes sharing the port (auto: one per core, at most 4)
-query_limit: 1000              # C-FIND matches per query; more are cut with status 0xFE00 (0 = no limit)
-limits:                        # what a peer may cost the node (see README, Security); defaults shown
-  max_pending: 256             # connections per worker still negotiating; past this the oldest idle is closed
-  max_associations_per_ae: 16  # per calling AE title, per worker (0 = no limit)
-  max_associations_per_host: 0 # per peer address, per worker (0 = no limit)
-  request_timeout: 10s         # connect to a whole A-ASSOCIATE-RQ
-  pdu_timeout: 30s             # a PDU that has begun must arrive whole within this
-  idle_timeout: 60s            # no PDU for this long: the association is aborted
-  max_instance_size: 2GiB      # one received dataset (a Deflated one counted inflated)
-  max_sequence_depth: 32       # sequences nested deeper are refused
-# tls:                         # DICOM TLS on the listener (see README, Security); files: owner-only writable
-#   certificate: tls/node.pem    # PEM certificate (and chain)
-#   private_key: tls/node.key    # PEM key, chmod 600
-#   ca_certificates: tls/ca.pem  # CA that client certificates must chain to
-#   require_client_certificate: false   # true: mutual TLS, peers without a certificate from the CA are refused
-#   listen: true               # false: plain listener; the files serve only AEs registered with tls: true
-metrics_port: 0                # Prometheus /metrics, /healthz, /readyz on 127.0.0.1:PORT (0 = off)
-# health:                      # thresholds of health.check / `pacsdeck node check` (defaults shown)
-#   disk_percent: {{warn: 85, crit: 95}}
-#   fsync_ms: {{warn: 100, crit: 1000}}
-#   forecast_days: {{warn: 30, crit: 7}}   # days until a pool is full, from the last 7 days of ingest
-#   forecast_window_days: 7
-index: index.sqlite
-pools:                         # ordered by tier: new instances go to the first pool with room
-  - name: primary
-    path: pools/primary
-    tier: primary
-    # capacity: 500GB            # logical size (bytes, or 500GB / 2TiB); default: the filesystem
-    reserve: 5%                  # free space never used for new instances (bytes or % of capacity)
-    high_watermark: 90           # % used: move least-recently-accessed studies to the next tier ...
-    low_watermark: 80            # ... until the pool is under this
-  - name: archive
-    path: pools/archive
-    tier: archive
-    reserve: 2%
-migration:
-  interval: 1h                 # how often the age rules run (30s, 15m, 1h, 1d); watermarks act at once
-  recall_on_access: false      # copy a study back to the first tier when it is retrieved
-  rules: []                    # age rules, applied in order, e.g.
-#    - from: primary
-#      to: archive
-#      after_days: 90
-#      since: last_access       # or received
-queue:                         # forwards (routes.*, studies.send): retried with exponential backoff
-  backoff_base: 10s            # wait before the 2nd attempt, doubled for each further one ...
-  backoff_max: 10m             # ... up to this
-  max_attempts: 10             # then the job fails with its last error (queue.retry starts it again)
-  concurrency: 4               # associations open at once, over all destinations
-  associations: 1              # per destination (more: several studies to it in parallel)
-  timeout: 30s                 # connect, association and each C-STORE response
-# AE titles imported into the index at init; manage them later with the agent (aets.*)
-aets: []
-#  - ae_title: CT1
-#    host: 10.0.0.20
-#    port: 104
-#    operations: [store, find, move, get]
-#    move_destination: true
-#    tls: false                # true: the node's associations to this AE (C-MOVE, forwards, echo) use TLS
-"""
+    """The node.yaml that `pacsdeck node init` writes (template.yaml): every setting shown with its default."""
+    template = (Path(__file__).parent / "template.yaml").read_text(encoding="utf-8")
+    return string.Template(template).substitute(ae_title=ae_title, port=port)

@@ -6,12 +6,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from storage import metrics
 
 if TYPE_CHECKING:
-    from storage.node import Node
+    from storage.index.database import Index
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,9 @@ class AssociationRecord:
 class AssociationLog:
     """Collects per-association facts from pynetdicom events and writes one row when it closes."""
 
-    def __init__(self, node: "Node"):
-        self._node = node
+    def __init__(self, index: Index, may: Callable[[str, str], bool], rejection_reason: Callable[[str, str], str]):
+        """`may(calling_ae, operation)` and `rejection_reason(calling_ae, called_ae)`: the node's access rules."""
+        self._index, self._may, self._rejection_reason = index, may, rejection_reason
         self._lock = threading.Lock()
         self._open: dict[int, AssociationRecord] = {}
 
@@ -51,9 +53,9 @@ class AssociationLog:
         """Node.may, asked once per association and operation (not once per instance)."""
         rec = self.record(assoc)
         if rec is None:
-            return self._node.may(calling_ae, operation)
+            return self._may(calling_ae, operation)
         if operation not in rec.permissions:
-            rec.permissions[operation] = self._node.may(calling_ae, operation)
+            rec.permissions[operation] = self._may(calling_ae, operation)
         return rec.permissions[operation]
 
     def on_requested(self, event) -> None:
@@ -87,7 +89,7 @@ class AssociationLog:
         if rec is None:
             return
         # The reason first: EVT_CONN_CLOSE may write the row (in the DUL thread) at any moment.
-        rec.reason = self._node.rejection_reason(rec.calling_ae, rec.called_ae)
+        rec.reason = self._rejection_reason(rec.calling_ae, rec.called_ae)
         rec.result = "rejected"
         log.warning("association rejected: calling %r called %r from %s: %s", rec.calling_ae, rec.called_ae,
                     rec.peer_host, rec.reason)
@@ -120,11 +122,11 @@ class AssociationLog:
             rec.result = "dropped"
         elif rec.result in ("requested", "rejected"):  # EVT_REJECTED may come after the close, or be mid-way
             rec.result = "rejected"
-            rec.reason = rec.reason or self._node.rejection_reason(rec.calling_ae, rec.called_ae)
+            rec.reason = rec.reason or self._rejection_reason(rec.calling_ae, rec.called_ae)
         rec.ended_at = time.time()
         metrics.association_closed(rec.result)
         try:
-            self._node.index.log_association(rec.__dict__)
+            self._index.log_association(rec.__dict__)
         except Exception:  # noqa: BLE001 - losing a log row must not disturb DICOM service
             log.exception("cannot write the association log")
 

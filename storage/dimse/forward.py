@@ -31,7 +31,7 @@ from storage.index.queue import requeue_running
 from .retrieve import MAX_CONTEXTS, StoredSender, open_store_association
 
 if TYPE_CHECKING:
-    from storage.node import Node
+    from .context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class AssociationFailed(Exception):
 
 
 class Forwarder:
-    def __init__(self, node: "Node"):
+    def __init__(self, node: "NodeContext"):
         self.node = node
         self.config = node.config.queue
         self._stop = threading.Event()

@@ -21,7 +21,7 @@ from . import retrieve, suboperations
 from storage import status
 
 if TYPE_CHECKING:
-    from storage.node import Node
+    from .context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +59,12 @@ def _calling(assoc) -> str:
     return assoc.requestor.ae_title.strip()
 
 
-def _request(event, node: "Node", operation: str) -> tuple[str, Dataset]:
+def _request(event, node: "NodeContext", operation: str) -> tuple[str, Dataset]:
     """(model, identifier) of a permitted C-FIND; Refused otherwise."""
     return _permitted(node, event.assoc, event.request, operation, lambda: event.identifier)
 
 
-def _permitted(node: "Node", assoc, request, operation: str, identifier) -> tuple[str, Dataset]:
+def _permitted(node: "NodeContext", assoc, request, operation: str, identifier) -> tuple[str, Dataset]:
     """(model, decoded identifier) of a request the calling AE may make; Refused otherwise."""
     calling = _calling(assoc)
     if not node.associations.may(assoc, calling, operation):
@@ -76,7 +76,7 @@ def _permitted(node: "Node", assoc, request, operation: str, identifier) -> tupl
     return _MODEL[str(request.AffectedSOPClassUID)], decoded
 
 
-def handle_find(event, node: "Node"):
+def handle_find(event, node: "NodeContext"):
     try:
         model, identifier = _request(event, node, "find")
         q = query.parse_identifier(identifier, model)
@@ -106,14 +106,14 @@ def handle_find(event, node: "Node"):
     yield status.SUCCESS, None
 
 
-def _retrieve_rows(node: "Node", model: str, identifier: Dataset) -> list:
+def _retrieve_rows(node: "NodeContext", model: str, identifier: Dataset) -> list:
     try:
         return query.retrieve_rows(node.index.connection(), identifier, model)
     except query.QueryError as err:
         raise Refused(status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(err)) from err
 
 
-def _retrieve_request(service, req, context, node: "Node", operation: str) -> list:
+def _retrieve_request(service, req, context, node: "NodeContext", operation: str) -> list:
     """The rows a permitted C-GET / C-MOVE asks for; Refused otherwise."""
     syntax = context.transfer_syntax[0]
 
@@ -129,7 +129,7 @@ def _retrieve_request(service, req, context, node: "Node", operation: str) -> li
 
 
 @suboperations.serves_whole_operation
-def handle_get(service, req, context, node: "Node") -> None:
+def handle_get(service, req, context, node: "NodeContext") -> None:
     """C-GET: the matching instances as C-STOREs on the requestor's own association."""
     respond = suboperations.Responder(service, req, context, "C-GET")
     try:
@@ -148,7 +148,7 @@ def handle_get(service, req, context, node: "Node") -> None:
 
 
 @suboperations.serves_whole_operation
-def handle_move(service, req, context, node: "Node") -> None:
+def handle_move(service, req, context, node: "NodeContext") -> None:
     """C-MOVE: the matching instances as C-STOREs on a new association to a registered destination."""
     respond = suboperations.Responder(service, req, context, "C-MOVE")
     destination = str(req.MoveDestination or "").strip()

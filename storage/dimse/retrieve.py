@@ -16,10 +16,12 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import _config, build_context, evt
 from pynetdicom.pdu import A_ASSOCIATE_RJ
 
-from . import background, commands, inline, part10, tls, tuning
+from storage.config.tls import client_context
+
+from . import background, commands, inline, part10, tuning
 
 if TYPE_CHECKING:
-    from storage.node import Node
+    from .context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +118,7 @@ class StoredSender:
     an unusual File Meta layout).
     """
 
-    def __init__(self, node: "Node", originator_aet: str | None = None):
+    def __init__(self, node: "NodeContext", originator_aet: str | None = None):
         self.node = node
         # PS3.7 9.1.1.1: the AE that asked for the C-MOVE (pynetdicom 3.0.4 puts the node's own title).
         self.originator_aet = originator_aet
@@ -306,7 +308,7 @@ class StoredSender:
             log.warning("cannot update last_access of %d instances: %s", len(self.sent), err)
 
 
-def move_destination(node: "Node", title: str) -> dict | None:
+def move_destination(node: "NodeContext", title: str) -> dict | None:
     """The registered AE a C-MOVE may send to, or None (unknown, not a move destination, no address)."""
     aet = node.index.aet(title.strip())
     if aet is None or not aet["move_destination"] or not aet["host"] or not aet["port"]:
@@ -314,7 +316,7 @@ def move_destination(node: "Node", title: str) -> dict | None:
     return aet
 
 
-def open_store_association(ae, node: "Node", aet: dict, rows: list, sender: StoredSender,
+def open_store_association(ae, node: "NodeContext", aet: dict, rows: list, sender: StoredSender,
                            timeout: float) -> tuple:
     """An association from `ae` to the registered destination `aet`, proposing what `rows` need
     (dicts or rows with sop_class_uid and transfer_syntax): (association, None) once established,
@@ -326,7 +328,7 @@ def open_store_association(ae, node: "Node", aet: dict, rows: list, sender: Stor
             rejections.append(event.pdu.to_primitive())
 
     host, port = aet["host"], aet["port"]
-    tls_args = (tls.client_context(node.config.tls), None) if aet.get("tls") else None
+    tls_args = (client_context(node.config.tls), None) if aet.get("tls") else None
     assoc = ae.associate(host, port, ae_title=aet["ae_title"], contexts=store_contexts(rows),
                          max_pdu=node.config.max_pdu, tls_args=tls_args,
                          evt_handlers=[(evt.EVT_CONN_OPEN, sender.on_store_connection), (evt.EVT_PDU_RECV, on_pdu)])

@@ -13,14 +13,16 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import AssociationServer
 
-from . import guard, qr_scp, tls, tuning
-from storage import metrics, status
+from storage.config.tls import server_context
+
+from . import guard, observe, qr_scp, tls, tuning
+from storage import status
 from storage.pools.ingest import NotStorable
 from storage.config.limits import LimitsConfig
 from .part10 import file_meta
 
 if TYPE_CHECKING:
-    from storage.node import Node
+    from .context import NodeContext
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ class NodeAE(AE):
     """An AE whose accepted calling AE titles come from the index at each association request,
     so AEs added or removed through the agent apply without a restart."""
 
-    def __init__(self, node: "Node"):
+    def __init__(self, node: "NodeContext"):
         self._node = node
         super().__init__(ae_title=node.config.ae_title)
 
@@ -104,11 +106,11 @@ class NodeServer(AssociationServer):
         self.ae.gate.close_all()
 
 
-def handle_echo(event, node: "Node") -> int:
+def handle_echo(event, node: "NodeContext") -> int:
     return status.SUCCESS
 
 
-def handle_store(event, node: "Node"):
+def handle_store(event, node: "NodeContext"):
     req = event.request
     calling = event.assoc.requestor.ae_title.strip()
     rec = node.associations.record(event.assoc)
@@ -150,7 +152,7 @@ def handle_store(event, node: "Node"):
     return status.SUCCESS
 
 
-def on_connection_open(event, node: "Node") -> None:
+def on_connection_open(event, node: "NodeContext") -> None:
     """Count the new connection as waiting for its A-ASSOCIATE-RQ (the oldest such may be closed)."""
     event.assoc.ae.gate.opened(event.assoc, event.address[0])
 
@@ -159,7 +161,7 @@ def on_connection_closed(event) -> None:
     event.assoc.ae.gate.closed(event.assoc)
 
 
-def handle_requested(event, node: "Node") -> None:
+def handle_requested(event, node: "NodeContext") -> None:
     """Admit the association or answer A-ASSOCIATE-RJ "local limit exceeded" (transient), counted
     and logged with the limit that was reached."""
     assoc = event.assoc
@@ -176,7 +178,7 @@ def handle_requested(event, node: "Node") -> None:
     assoc.kill()
 
 
-def build_ae(node: "Node") -> NodeAE:
+def build_ae(node: "NodeContext") -> NodeAE:
     cfg = node.config
     limits = cfg.limits or LimitsConfig()
     ae = NodeAE(node)
@@ -201,12 +203,12 @@ class PortInUse(OSError):
     """The DICOM port is taken (another node or program listens there)."""
 
 
-def _port_in_use(node: "Node", err: OSError) -> PortInUse:
+def _port_in_use(node: "NodeContext", err: OSError) -> PortInUse:
     return PortInUse(err.errno, f"cannot listen on {node.config.bind}:{node.config.port}: {err.strerror} "
                                 f"(another node or program uses that port; change `port` in {node.config.path})")
 
 
-def listen(node: "Node") -> socket.socket:
+def listen(node: "NodeContext") -> socket.socket:
     """The supervisor's listening socket, bound once and shared by the forked workers."""
     try:
         sock = socket.create_server((node.config.bind, node.config.port), backlog=NodeServer.request_queue_size)
@@ -216,7 +218,7 @@ def listen(node: "Node") -> socket.socket:
     return sock
 
 
-def start_scp(node: "Node", listening: socket.socket | None = None) -> NodeServer:
+def start_scp(node: "NodeContext", listening: socket.socket | None = None) -> NodeServer:
     ae = build_ae(node)
     server_class = NodeServer if listening is None else type(
         "WorkerNodeServer", (NodeServer,), {"listening_socket": listening})
@@ -238,7 +240,7 @@ def start_scp(node: "Node", listening: socket.socket | None = None) -> NodeServe
         (evt.EVT_ABORTED, log_.on_aborted),
         (evt.EVT_CONN_CLOSE, log_.on_closed),
         (evt.EVT_CONN_CLOSE, on_connection_closed),
-        *metrics.scp_handlers(),  # empty unless node.yaml sets metrics_port
+        *observe.scp_handlers(),  # empty unless node.yaml sets metrics_port
     ]
     try:
         server = ae.make_server((node.config.bind, node.config.port), evt_handlers=handlers,
@@ -246,7 +248,7 @@ def start_scp(node: "Node", listening: socket.socket | None = None) -> NodeServe
     except OSError as err:
         raise _port_in_use(node, err) from None
     if node.config.tls is not None and node.config.tls.listen:
-        server.tls_context = tls.server_context(node.config.tls)
+        server.tls_context = server_context(node.config.tls)
     thread = threading.Thread(target=server.serve_forever, name="scp-accept", daemon=True)
     thread.start()
     return server

@@ -1,1 +1,8 @@
-"""index: TODO docstring."""
+"""The SQLite index: schema and upgrades, C-FIND matching, jobs and the queue, routes, accounts.
+
+Owns: `database.py` (Index: connections, transactions, schema upgrades, instance rows), `query.py`
+and `dicomtime.py` (C-FIND matching of names, dates and times), `jobs.py` and `queue.py`
+(persistent jobs: forwards, migrations, backups), `routes.py`, `accounts.py` (users and password
+hashes). Every SQL statement of the product lives here (the agent calls these functions).
+May import: storage.config, storage.metrics, storage.status, storage.uids.
+"""

@@ -1,1 +1,8 @@
-"""pools: TODO docstring."""
+"""Where instances live on disk: placement across tiers, durable writes, migration, recovery.
+
+Owns: `pool.py` (one pool folder: durable writes, fsync), `placement.py` (the first pool with
+room), `ingest.py` and `committer.py` (a received instance made durable and indexed; group
+commit), `migration.py` (plan, move, verify, recall), `scheduler.py`, `recovery.py` (startup
+sweep and reindex), `context.py` (what migration needs of the node, as a Protocol).
+May import: storage.index, storage.config and the leaves; never storage.dimse or storage.node.
+"""

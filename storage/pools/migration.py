@@ -23,7 +23,7 @@ from storage.uids import instance_path
 
 if TYPE_CHECKING:
     from storage.config.settings import NodeConfig
-    from storage.node import Node
+    from .context import PoolsContext
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def migration_lock(config: "NodeConfig", wait: bool = False) -> Iterator[None]:
 
 
 @contextmanager
-def verification(node: "Node") -> Iterator[None]:
+def verification(node: "PoolsContext") -> Iterator[None]:
     """Held (shared) while a verification runs, by whatever process runs it. Whoever gets it alone
     knows that no verification runs, so a verify job still `running` is one whose process died:
     it is marked failed, as migrations mark theirs."""
@@ -92,7 +92,7 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def plan(node: "Node", *, study_uids: list[str] | None = None, target: str | None = None,
+def plan(node: "PoolsContext", *, study_uids: list[str] | None = None, target: str | None = None,
          now: float | None = None) -> tuple[list[Move], list[dict]]:
     """What a migration would move, and what it would have to skip (with why). Changes nothing.
 
@@ -190,7 +190,7 @@ def plan(node: "Node", *, study_uids: list[str] | None = None, target: str | Non
     return moves, skipped
 
 
-def migrate(node: "Node", *, study_uids: list[str] | None = None, target: str | None = None,
+def migrate(node: "PoolsContext", *, study_uids: list[str] | None = None, target: str | None = None,
             dry_run: bool = True, stop: threading.Event | None = None, wait: bool = False,
             touch: bool = False) -> dict:
     """Plan (dry run) or run a migration; the result is a JSON-ready report.
@@ -251,7 +251,7 @@ class _Mover:
     fsynced and re-read with the right checksum, and the sources are the extras. No step deletes
     the copy the index points at."""
 
-    def __init__(self, node: "Node", job_id: int, touch: bool):
+    def __init__(self, node: "PoolsContext", job_id: int, touch: bool):
         self.node = node
         self.job_id = job_id
         self.touch = touch
@@ -434,7 +434,7 @@ def _unlink(path) -> None:
 # --- verify and recall ---------------------------------------------------------------------------
 
 
-def verify(node: "Node", sample: int | None = 100, pool: str | None = None) -> dict:
+def verify(node: "PoolsContext", sample: int | None = 100, pool: str | None = None) -> dict:
     """Re-read `sample` random instances (None or 0: all) and compare size and SHA-256 with the index.
 
     Problems are reported (and kept in the job), never repaired silently: a corrupt copy stays
@@ -463,7 +463,7 @@ def verify(node: "Node", sample: int | None = 100, pool: str | None = None) -> d
             raise
 
 
-def _verify_rows(node: "Node", job_id: int, rows: list, started: float) -> dict:
+def _verify_rows(node: "PoolsContext", job_id: int, rows: list, started: float) -> dict:
     """verify's work, once its job exists."""
 
     def check(row) -> dict | None:
@@ -498,7 +498,7 @@ def _verify_rows(node: "Node", job_id: int, rows: list, started: float) -> dict:
             "bytes": sum(r["size"] for r in rows), "seconds": round(time.monotonic() - started, 3)}
 
 
-def recall_study(node: "Node", study_uid: str, wait: bool = False) -> dict:
+def recall_study(node: "PoolsContext", study_uid: str, wait: bool = False) -> dict:
     """Copy a study's instances that live on later tiers back to the first tier with room."""
     placement = node.placement
     size = node.index.connection().execute("SELECT coalesce(sum(size), 0) FROM instances WHERE study_uid=?",
@@ -510,7 +510,7 @@ def recall_study(node: "Node", study_uid: str, wait: bool = False) -> dict:
     return {"recalled": report.get("moved_instances", 0) > 0, **report}
 
 
-def recall_on_access(node: "Node", study_uid: str) -> threading.Thread | None:
+def recall_on_access(node: "PoolsContext", study_uid: str) -> threading.Thread | None:
     """For retrieve (C-MOVE/C-GET): when `migration.recall_on_access` is on and the study has
     instances on a later tier, copy it back to the first tier in a background thread. Returns the
     thread, or None when there is nothing to do. Never blocks the retrieve; a busy migration lock

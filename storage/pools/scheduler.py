@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from .migration import MigrationBusy, migrate
 
 if TYPE_CHECKING:
-    from storage.node import Node
+    from .context import PoolsContext
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ class MigrationScheduler:
     `node migrate` from the command line, the agent, a recall): whoever holds it moves files,
     the others skip this round."""
 
-    def __init__(self, node: "Node"):
+    def __init__(self, node: "PoolsContext"):
         self.node = node
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="migration-scheduler", daemon=True)
