@@ -7,7 +7,7 @@ from storage.config.values import OPERATIONS
 from storage.config.tls import client_context
 
 from . import validate as v
-from .echo import echo as c_echo
+from storage.dimse.echo import echo as c_echo
 from .protocol import CONFLICT, NOT_FOUND, RPCError, iso_time
 from .registry import Method, Param
 

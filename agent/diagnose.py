@@ -13,7 +13,7 @@ from storage.config.tls import client_context
 from storage.workers import running_node_pid
 
 from . import validate as v
-from .echo import echo as c_echo
+from storage.dimse.echo import echo as c_echo
 from .protocol import SCHEMA_VERSION, iso_time
 from .registry import Method, Param
 

@@ -311,33 +311,26 @@ def _send_demo_studies(config, studies: int = 3, per_study: int = 4) -> int:
     """A new single box gets a few small synthetic CT studies, sent over DICOM as a modality would send
     them (so the index, the association log and the console all have something to show)."""
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-    from pynetdicom import AE
 
     from agent.server import call_once
     from storage import synthetic
+    from storage.dimse.echo import send_datasets
 
     response = call_once(str(config.path), None, None, "aets.add", {
         "ae_title": DEMO_AE, "host": "127.0.0.1", "port": 104, "operations": ["store"],
         "description": "pacsdeck up: sent the demo studies; remove it with aets.remove"})
     if "error" in response:
         return 0
-    ae = AE(ae_title=DEMO_AE)
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", config.port, ae_title=config.ae_title)
-    if not assoc.is_established:
-        return 0
-    stored = 0
-    try:
+
+    def datasets():
         for spec in synthetic.studies(studies, prefix="DEMO"):
             series = generate_uid()
             for number in range(1, per_study + 1):
-                ds = synthetic.instance(spec, series_uid=series, sop_uid=generate_uid(), number=number, rows=256,
-                                        cols=256)
-                status = assoc.send_c_store(ds)
-                stored += bool(status and status.Status == 0)
-    finally:
-        assoc.release()
-    return stored
+                yield synthetic.instance(spec, series_uid=series, sop_uid=generate_uid(), number=number, rows=256,
+                                         cols=256)
+
+    return send_datasets(DEMO_AE, config.ae_title, "127.0.0.1", config.port, datasets(),
+                         [(CTImageStorage, ExplicitVRLittleEndian)])
 
 
 def _has_index(node_dir) -> bool:
@@ -555,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     # The fleet commands report each node's connection failure in its row; paramiko's own log is noise there.
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     from storage.config.values import ConfigError
+    from storage.dimse import UnsupportedPynetdicom
     from storage.workers import NodeAlreadyRunning
 
     try:
@@ -562,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"pacsdeck: config: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except NodeAlreadyRunning as err:
+    except (NodeAlreadyRunning, UnsupportedPynetdicom) as err:
         print(f"pacsdeck: {err}", file=sys.stderr)
         return EXIT_FAILURE
     except CLIError as err:

@@ -83,7 +83,10 @@ class Node:
 
     def serve(self, listening=None) -> None:
         """Start the group committer and the SCP (threads: after any fork)."""
+        from storage import dimse
         from storage.dimse.scp import start_scp
+
+        dimse.install()  # already done by run_node; here for nodes built in-process (tests, tools)
 
         self.committer = GroupCommitter(self.index, self.config.index.with_suffix(".writelock"),
                                         max_attempts=self.config.queue.max_attempts)
@@ -207,6 +210,9 @@ def run_node(config_path: str) -> int:
     from storage.dimse.forward import Forwarder  # pynetdicom's SCU side: only the node process needs it
     from .workers import hold_node_lock, serve_in_workers, wait_for_signal
 
+    from storage import dimse
+
+    dimse.install()  # first: an untested pynetdicom release is refused before anything starts
     config = load_config(config_path)
     logging.getLogger().setLevel(config.log_level)
     # `kill -USR1 PID` writes every thread's stack to the log (stderr): what a stuck node is doing.

@@ -14,7 +14,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
 )
 
-from storage.dimse import commands, tuning
+from storage.dimse import commands
 
 
 def _encoded(primitive) -> bytes:
@@ -22,7 +22,7 @@ def _encoded(primitive) -> bytes:
     table = dimse._RQ_TO_MESSAGE if primitive.MessageIDBeingRespondedTo is None else dimse._RSP_TO_MESSAGE
     msg = table[primitive.__class__]()
     msg.primitive_to_message(primitive)
-    return tuning._encode_dataset(msg.command_set, True, True)
+    return commands._encode_dataset(msg.command_set, True, True)
 
 
 def _response(kind, responding_to, sop_class, status, counts, comment="", identifier=False):

@@ -1,4 +1,4 @@
-"""storage/dimse/tuning.py's replacements write exactly what pynetdicom and pydicom would have written."""
+"""storage/dimse/framing.py's replacements write exactly what pynetdicom and pydicom would have written."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pynetdicom import dimse
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.pdu import P_DATA_TF
 
-from storage.dimse import commands, tuning
+from storage.dimse import commands, framing
 
 
 def _primitives():
@@ -57,8 +57,8 @@ def _message(primitive):
 @pytest.mark.parametrize("primitive", _primitives(), ids=lambda p: type(p).__name__)
 def test_command_sets_are_written_as_pydicom_writes_them(primitive):
     command_set = _message(primitive).command_set
-    expected = tuning._encode_dataset(command_set, True, True)
-    assert tuning._encode_command(command_set, True, True) == expected
+    expected = commands._encode_dataset(command_set, True, True)
+    assert commands.encode_command(command_set, True, True) == expected
     assert len(command_set) >= 4  # a real command set, not an empty one that trivially matches
 
 
@@ -71,7 +71,7 @@ def test_c_store_request_is_pynetdicoms_command_set(originator):
     if originator:
         store.MoveOriginatorApplicationEntityTitle, store.MoveOriginatorMessageID = originator, 42
     store.DataSet = BytesIO(b"\x08\x00\x60\x00\x02\x00\x00\x00CT")  # present: Command Data Set Type says so
-    expected = tuning._encode_dataset(_message(store).command_set, True, True)
+    expected = commands._encode_dataset(_message(store).command_set, True, True)
     built = commands.c_store_request(65535, 1, store.AffectedSOPClassUID, store.AffectedSOPInstanceUID,
                                    originator, 42 if originator else None)
     assert built == expected
@@ -80,12 +80,12 @@ def test_c_store_request_is_pynetdicoms_command_set(originator):
 def test_other_encodings_and_values_go_to_pydicom():
     ds = Dataset()
     ds.PatientName = "Müller^Jörg"  # not ASCII, and not a command set
-    assert tuning._encode_command(ds, True, True) == tuning._encode_dataset(ds, True, True)
-    assert tuning._encode_command(ds, False, True) == tuning._encode_dataset(ds, False, True)
+    assert commands.encode_command(ds, True, True) == commands._encode_dataset(ds, True, True)
+    assert commands.encode_command(ds, False, True) == commands._encode_dataset(ds, False, True)
 
 
 def _pdus_from_pynetdicom(msg, context_id: int, max_pdu: int) -> bytes:
-    return b"".join(P_DATA_TF(p).encode() for p in tuning._encode_msg(msg, context_id, max_pdu))
+    return b"".join(P_DATA_TF(p).encode() for p in framing._encode_msg(msg, context_id, max_pdu))
 
 
 @pytest.mark.parametrize("max_pdu", [16384, 4096, 0, 1_000_000])
@@ -96,18 +96,18 @@ def test_framed_c_store_is_the_bytes_pynetdicom_sends(name, max_pdu, tmp_path):
     primitive = _primitives()[2]
     msg = _message(primitive)
     msg._data_set_path = (path, offset)
-    framed = list(tuning._encode_stored_file(msg, 3, max_pdu))
-    assert all(isinstance(p, tuning.FramedPData) for p in framed)
+    framed = list(framing._encode_stored_file(msg, 3, max_pdu))
+    assert all(isinstance(p, framing.FramedPData) for p in framed)
     assert b"".join(bytes(p.frames) for p in framed) == _pdus_from_pynetdicom(msg, 3, max_pdu)
 
 
 def test_framed_c_store_of_a_file_larger_than_one_batch(tmp_path, monkeypatch):
-    monkeypatch.setattr(tuning, "_BATCH_BYTES", 100_000)  # several batches, the last one partial
+    monkeypatch.setattr(framing, "_BATCH_BYTES", 100_000)  # several batches, the last one partial
     path = Path(get_testdata_file("examples_overlay.dcm"))
     offset = len(path.read_bytes()) - len(_dataset_bytes(path))
     msg = _message(_primitives()[2])
     msg._data_set_path = (path, offset)
-    framed = list(tuning._encode_stored_file(msg, 1, 4096))
+    framed = list(framing._encode_stored_file(msg, 1, 4096))
     assert len(framed) > 2
     assert b"".join(bytes(p.frames) for p in framed) == _pdus_from_pynetdicom(msg, 1, 4096)
 

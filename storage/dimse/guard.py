@@ -5,7 +5,7 @@ pynetdicom 3.0.4 trusts the peer: it reads a PDU by allocating its declared leng
 reads with no deadline once a PDU has begun, counts half-open connections against the
 association limit, and after aborting a bad request keeps the connection's thread for its ACSE
 timeout. Here each PDU is read by `read_pdu` (installed on every accepted connection's DUL by
-tuning.prepare, in place of `DULServiceProvider._read_pdu_data`):
+reactors.prepare, in place of `DULServiceProvider._read_pdu_data`):
 
 - its length is checked against what that PDU type may be (the negotiated maximum for P-DATA,
   1 MiB for an A-ASSOCIATE-RQ as in DCMTK, 4 bytes for the fixed-size ones) before anything is

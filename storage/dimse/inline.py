@@ -12,7 +12,7 @@ PDU and DIMSE code. The DUL thread is kept off the socket by a lock around its r
 (`_is_transport_event`); anything that is not P-DATA (a release, an abort, a closed connection) is
 handed to the DUL's state machine as if it had read it, and the claim ends, so pynetdicom's own
 handling of association endings is unchanged. An A-RELEASE or A-ABORT sent by the holder also ends
-the claim first. Only associations given event-driven wake-ups by tuning.prepare() can be claimed;
+the claim first. Only associations given event-driven wake-ups by reactors.prepare() can be claimed;
 for others `claim` returns None and the caller uses pynetdicom's queues.
 """
 
@@ -58,7 +58,7 @@ class _Claim:
             pass
 
     def send(self, primitive) -> None:
-        frames = getattr(primitive, "frames", None)  # tuning.FramedPData: already P-DATA-TF PDUs
+        frames = getattr(primitive, "frames", None)  # framing.FramedPData: already P-DATA-TF PDUs
         if frames is None:
             pdu = P_DATA_TF()
             pdu.from_primitive(primitive)

@@ -5,7 +5,7 @@ and a command without CommandField raises inside its state machine: the peer got
 association hung until the idle timeout, and each case left a traceback in the node's log. A
 dataset was also collected in memory to whatever size the peer sent.
 
-Here (installed on DIMSEServiceProvider.receive_primitive by tuning.py):
+Here (installed on DIMSEServiceProvider.receive_primitive by reactors.install()):
 - a command set must be well-formed implicit VR group 0000 of at most 64 KiB with a
   CommandField and a MessageID, else the association is aborted at once with the reason;
 - a C-STORE-RQ whose Affected SOP Class or Instance UID is not a valid UID (PS3.5 9.1, checked on

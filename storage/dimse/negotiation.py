@@ -1,5 +1,5 @@
 """Association negotiation for the node: storage-aware unrestricted negotiation, and a request
-decoded, negotiated and answered once per distinct request (pynetdicom adjustments, like tuning.py).
+decoded, negotiated and answered once per distinct request (pynetdicom adjustments, applied by install()).
 
 A viewer proposes the same ~120 presentation contexts with role items on every association, byte
 for byte. pynetdicom decoded them into PDU items and a primitive (~3 ms of CPU), negotiated them
@@ -15,12 +15,17 @@ import copy
 import functools
 import threading
 
+import pynetdicom._config
 import pynetdicom.acse
+import pynetdicom.dimse_primitives
 import pynetdicom.dul
 import pynetdicom.fsm
 import pynetdicom.pdu
+import pynetdicom.pdu_items
 import pynetdicom.pdu_primitives
+import pynetdicom.presentation
 import pynetdicom.transport
+import pynetdicom.utils
 from pydicom.uid import UID
 from pynetdicom.presentation import _STORAGE_CLASSES, PresentationContext, negotiate_as_acceptor
 
@@ -199,9 +204,27 @@ def _copy_contexts(value, memo=None):
     return copy.deepcopy(value, memo)
 
 
-pynetdicom.acse.negotiate_unrestricted = negotiate_storage_unrestricted
-pynetdicom.dul._PDU_TYPES[b"\x01"] = (_RememberedRQ, pynetdicom.dul._PDU_TYPES[b"\x01"][1])
-pynetdicom.fsm.A_ASSOCIATE_AC = _RememberedAC
-pynetdicom.pdu.PDU_TYPES[_RememberedRQ] = pynetdicom.pdu.PDU_TYPES[pynetdicom.pdu.A_ASSOCIATE_RQ]
-pynetdicom.pdu.PDU_TYPES[_RememberedAC] = pynetdicom.pdu.PDU_TYPES[pynetdicom.pdu.A_ASSOCIATE_AC]
-pynetdicom.transport.deepcopy = _copy_contexts
+_validate_uid = functools.lru_cache(maxsize=4096)(pynetdicom._config.VALIDATORS["UI"])
+_set_uid = functools.lru_cache(maxsize=4096)(pynetdicom.utils.set_uid)
+
+
+def install() -> None:
+    """Replace, in pynetdicom 3.0.4: acse.negotiate_unrestricted, the A-ASSOCIATE-RQ/AC PDU classes
+    (dul._PDU_TYPES, fsm.A_ASSOCIATE_AC, pdu.PDU_TYPES: requests and answers remembered, see
+    above), transport.deepcopy (_copy_contexts), _config.VALIDATORS["UI"] and set_uid (utils.py)."""
+    pynetdicom.acse.negotiate_unrestricted = negotiate_storage_unrestricted
+    pynetdicom.dul._PDU_TYPES[b"\x01"] = (_RememberedRQ, pynetdicom.dul._PDU_TYPES[b"\x01"][1])
+    pynetdicom.fsm.A_ASSOCIATE_AC = _RememberedAC
+    pynetdicom.pdu.PDU_TYPES[_RememberedRQ] = pynetdicom.pdu.PDU_TYPES[pynetdicom.pdu.A_ASSOCIATE_RQ]
+    pynetdicom.pdu.PDU_TYPES[_RememberedAC] = pynetdicom.pdu.PDU_TYPES[pynetdicom.pdu.A_ASSOCIATE_AC]
+    pynetdicom.transport.deepcopy = _copy_contexts
+    # pynetdicom checks every UID of every A-ASSOCIATE-RQ with a regular expression, through its
+    # documented VALIDATORS hook; a viewer's C-GET proposes the same ~120 SOP classes every time.
+    # The check depends only on the value (and a setting we never change), so remember the answers.
+    pynetdicom._config.VALIDATORS["UI"] = _validate_uid
+    # The same for its conversion of each of those UIDs into a pydicom UID, which also runs pydicom's
+    # conformance regex (is_valid): 1,500 regex matches per getscu association, half its decoding time.
+    # A pure function of its arguments; only a "non-conformant UID" warning is now logged once per value.
+    for module in (pynetdicom.pdu_items, pynetdicom.pdu_primitives, pynetdicom.presentation,
+                   pynetdicom.dimse_primitives):
+        module.set_uid = _set_uid

@@ -18,16 +18,13 @@ from pynetdicom.pdu import A_ASSOCIATE_RJ
 
 from storage.config.tls import client_context
 
-from . import background, commands, inline, part10, tuning
+from . import background, commands, framing, inline, part10, reactors
 
 if TYPE_CHECKING:
     from .context import NodeContext
 
 log = logging.getLogger(__name__)
 
-# send_c_store(path) then sends the file's dataset bytes as stored, in chunks, never decoded or
-# re-encoded (pynetdicom's own mechanism). Only our retrieve code calls send_c_store with a path.
-_config.STORE_SEND_CHUNKED_DATASET = True
 
 MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1-255
 
@@ -184,7 +181,7 @@ class StoredSender:
         sock = getattr(event.assoc.dul.socket, "socket", None)
         if sock is not None:  # DCMTK receivers leave Nagle on too; small PDUs must not wait for it
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        tuning.prepare(event.assoc)  # its DUL wakes for each PDU to send or read, not once a millisecond
+        reactors.prepare(event.assoc)  # its DUL wakes for each PDU to send or read, not once a millisecond
         # Before the association is established, so before its reactor runs.
         self._paused = event.assoc._reactor_checkpoint = _PausedReactor(event.assoc)
         self.bind(event.assoc)
@@ -217,7 +214,7 @@ class StoredSender:
         if message is not None:
             self._ahead = (str(item.SOPInstanceUID), msg_id, message)
 
-    def _take_ahead(self, uid: str, msg_id: int) -> tuning.FramedStore | None:
+    def _take_ahead(self, uid: str, msg_id: int) -> framing.FramedStore | None:
         ahead, self._ahead = self._ahead, None
         if ahead is None:
             return None
@@ -246,7 +243,7 @@ class StoredSender:
     def _send_stored(self, item: StoredInstance, msg_id: int = 1, *args, **kwargs):
         ahead = self._take_ahead(str(item.SOPInstanceUID), msg_id)
         if ahead is not None:
-            return tuning.send_stored_file(self._assoc, ahead, self._prepare_upcoming)
+            return framing.send_stored_file(self._assoc, ahead, self._prepare_upcoming)
         args = (msg_id, *args)
         path = item.stored_path
         if path is None or not path.is_file():  # moved by a migration since the rows were read?
@@ -269,16 +266,16 @@ class StoredSender:
 
     def _send_file(self, item: StoredInstance, path: Path, msg_id: int = 1, priority: int = 2,
                    originator_aet: str | None = None, originator_id: int | None = None):
-        """The stored bytes as they are, by tuning.send_stored_file; pynetdicom's own send_c_store(path)
+        """The stored bytes as they are, by framing.send_stored_file; pynetdicom's own send_c_store(path)
         for a file with an unusual File Meta layout. ValueError when no context takes the syntax."""
         message = self._message(item, path, msg_id, priority, originator_aet, originator_id)
         if message is None:
             inline.release(self._assoc)  # pynetdicom's own send waits on its queue, filled by the DUL
             return self._original(path, msg_id, priority, originator_aet, originator_id)
-        return tuning.send_stored_file(self._assoc, message, self._prepare_upcoming)
+        return framing.send_stored_file(self._assoc, message, self._prepare_upcoming)
 
     def _message(self, item: StoredInstance, path: Path, msg_id: int, priority: int,
-                 originator_aet: str | None, originator_id: int | None) -> tuning.FramedStore | None:
+                 originator_aet: str | None, originator_id: int | None) -> framing.FramedStore | None:
         """The C-STORE-RQ for the stored bytes, first batch read; None for a file whose File Meta
         layout we do not read ourselves. ValueError when no context takes the stored syntax."""
         offset = part10.dataset_offset(path)
@@ -293,7 +290,7 @@ class StoredSender:
         originator = (self.originator_aet or originator_aet) if originator_aet else None
         command = commands.c_store_request(msg_id, priority, key[0], str(item.SOPInstanceUID), originator,
                                            originator_id)
-        return tuning.FramedStore(context_id, command, path, offset, self._assoc.dimse.maximum_pdu_size)
+        return framing.FramedStore(context_id, command, path, offset, self._assoc.dimse.maximum_pdu_size)
 
     def touch(self) -> None:
         """Record the read in last_access (tiering keeps recently read studies on fast pools)."""
@@ -350,3 +347,10 @@ def why_not(assoc, rejections: list, host: str, port: int, timeout: float) -> st
     except OSError as err:
         return f"cannot connect to {host}:{port}: {err.strerror or err}"
     return f"{host}:{port} accepted TCP but did not accept the association (aborted or timed out)"
+
+
+def install() -> None:
+    """Set pynetdicom's _config.STORE_SEND_CHUNKED_DATASET."""
+    # send_c_store(path) then sends the file's dataset bytes as stored, in chunks, never decoded or
+    # re-encoded (pynetdicom's own mechanism). Only our retrieve code calls send_c_store with a path.
+    _config.STORE_SEND_CHUNKED_DATASET = True

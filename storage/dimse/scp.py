@@ -15,7 +15,7 @@ from pynetdicom.transport import AssociationServer
 
 from storage.config.tls import server_context
 
-from . import guard, observe, qr_scp, tls, tuning
+from . import guard, observe, qr_scp, reactors, tls
 from storage import status
 from storage.pools.ingest import NotStorable
 from storage.config.limits import LimitsConfig
@@ -26,10 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Storage contexts (every public storage SOP class, private and unknown ones too) are accepted with
-# the sender's first proposed transfer syntax, so each instance is kept exactly as the modality
-# encoded it. pynetdicom's own negotiation would pick by our list's order and make DCMTK transcode.
-_config.UNRESTRICTED_STORAGE_SERVICE = True
 
 # Never matches a real calling AE title: with no AE registered and open mode off, nobody gets in.
 _NOBODY = "\x00"
@@ -224,7 +220,7 @@ def start_scp(node: "NodeContext", listening: socket.socket | None = None) -> No
         "WorkerNodeServer", (NodeServer,), {"listening_socket": listening})
     log_ = node.associations
     handlers = [
-        (evt.EVT_CONN_OPEN, tuning.on_connection_open),
+        (evt.EVT_CONN_OPEN, reactors.on_connection_open),
         (evt.EVT_CONN_OPEN, on_connection_open, [node]),
         (evt.EVT_C_ECHO, handle_echo, [node]),
         (evt.EVT_C_STORE, handle_store, [node]),
@@ -252,3 +248,11 @@ def start_scp(node: "NodeContext", listening: socket.socket | None = None) -> No
     thread = threading.Thread(target=server.serve_forever, name="scp-accept", daemon=True)
     thread.start()
     return server
+
+
+def install() -> None:
+    """Set pynetdicom's _config.UNRESTRICTED_STORAGE_SERVICE."""
+    # Storage contexts (every public storage SOP class, private and unknown ones too) are accepted with
+    # the sender's first proposed transfer syntax, so each instance is kept exactly as the modality
+    # encoded it. pynetdicom's own negotiation would pick by our list's order and make DCMTK transcode.
+    _config.UNRESTRICTED_STORAGE_SERVICE = True

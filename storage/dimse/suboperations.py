@@ -22,7 +22,7 @@ from pynetdicom import evt
 from pynetdicom.dsutils import encode
 from pynetdicom.service_class import QueryRetrieveServiceClass
 
-from . import background, commands, inline, tuning
+from . import background, commands, framing, inline
 from storage import metrics, status
 from storage.pools import migration
 
@@ -56,8 +56,15 @@ def _dispatch(event, pynetdicom_scp):
     return scp
 
 
-QueryRetrieveServiceClass._get_scp = _dispatch(evt.EVT_C_GET, QueryRetrieveServiceClass._get_scp)
-QueryRetrieveServiceClass._move_scp = _dispatch(evt.EVT_C_MOVE, QueryRetrieveServiceClass._move_scp)
+_get_scp = QueryRetrieveServiceClass._get_scp
+_move_scp = QueryRetrieveServiceClass._move_scp
+
+
+def install() -> None:
+    """Replace QueryRetrieveServiceClass._get_scp and ._move_scp (service_class.py): handlers marked
+    serves_whole_operation answer the request themselves."""
+    QueryRetrieveServiceClass._get_scp = _dispatch(evt.EVT_C_GET, _get_scp)
+    QueryRetrieveServiceClass._move_scp = _dispatch(evt.EVT_C_MOVE, _move_scp)
 
 
 class Responder:
@@ -110,7 +117,7 @@ class Responder:
                                              comment, identifier=failed_uids is not None)
         if self.assoc.is_established:
             try:
-                self.assoc.dul.send_pdu(tuning.framed(self.context_id, command, identifier,
+                self.assoc.dul.send_pdu(framing.framed(self.context_id, command, identifier,
                                                       self.assoc.dimse.maximum_pdu_size))
             except inline.LinkLost as err:
                 log.warning("%s: cannot answer the requestor: %s", self.operation, err)
