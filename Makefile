@@ -22,6 +22,8 @@ run: venv
 
 lint: venv
 	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: venv lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
