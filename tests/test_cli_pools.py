@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pwd
+import subprocess
+import sys
 
 import pytest
 
-from agent.protocol import EXIT_CODES, FORBIDDEN, NOT_FOUND
+from agent.protocol import CONFLICT, EXIT_CODES, FORBIDDEN, NOT_FOUND
 from storage import synthetic
 
 from .agent_support import agent_call, agent_env
-from .conftest import pacsdeck, storescu
+from .conftest import REPO, pacsdeck, storescu, wait_for
 from .test_store import assert_index_matches_disk
 
 LOCAL_USER = f"local:{pwd.getpwuid(os.geteuid()).pw_name}"
@@ -122,3 +125,31 @@ def test_verify_through_the_agent_reports_every_instance(node):
     assert (report["checked"], report["ok"], report["problems"]) == (6, 6, [])
     human = pacsdeck("node", "verify", "--config", str(node.config), "--sample", "0")
     assert human.returncode == 0 and "checked 6 instances" in human.stdout and "6 ok, 0 with problems" in human.stdout
+
+
+def _waits_for_lock(pid: int) -> bool:
+    """Is process `pid` blocked on an flock? /proc/locks lists each waiter with '->' before its lock."""
+    with open("/proc/locks") as locks:
+        return any("->" in line and line.split("->", 1)[1].split()[3] == str(pid) for line in locks)
+
+
+def test_a_busy_migration_is_a_conflict_and_wait_waits_for_it(node):
+    config = str(node.config)
+    with open(node.dir / "migration.lock", "a+") as held:  # what a running migration holds
+        fcntl.flock(held, fcntl.LOCK_EX)
+        busy = pacsdeck("node", "migrate", "--config", config, "--run")
+        assert busy.returncode == EXIT_CODES[CONFLICT], busy.stderr
+        assert "pools.migrate: conflict: a migration is already running" in busy.stderr
+        waiting = subprocess.Popen([sys.executable, "-m", "pacsdeck.cli", "node", "migrate", "--config", config,
+                                    "--run", "--wait", "--json"], cwd=REPO, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: _waits_for_lock(waiting.pid) or waiting.poll() is not None, what="the CLI waiting")
+            assert waiting.poll() is None and _pools(node) == {"primary"}
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    assert json.loads(out)["moved_instances"] == 6 and _pools(node) == {"archive"}
+    assert _audit(node)[-2:] == [(LOCAL_USER, CONFLICT, {"dry_run": False}),
+                                 (LOCAL_USER, "ok", {"dry_run": False, "wait": True})]
