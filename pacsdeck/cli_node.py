@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .cli_common import CONFIG_HELP, EXIT_FAILURE, EXIT_OK, JSON_HELP, config_path, emit
 from . import cli_pools
+from .cli_common import CONFIG_HELP, EXIT_FAILURE, EXIT_OK, JSON_HELP, config_path, emit
 
 
 def cmd_node_init(args) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from .cli_common import AS_HELP, CONFIG_HELP, EXIT_FAILURE, EXIT_OK, JSON_HELP, call_agent, config_path, emit
+from .cli_common import AS_HELP, CONFIG_HELP, EXIT_FAILURE, EXIT_OK, JSON_HELP, call_agent, emit
 
 
 def cmd_node_pools(args) -> int:

@@ -7,7 +7,7 @@ import re
 import shutil
 import sys
 
-from .cli_common import CONFIG_HELP, EXIT_OK, EXIT_USAGE, CLIError, config_path, out
+from .cli_common import CONFIG_HELP, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CLIError, config_path, out
 
 
 def _node(args):

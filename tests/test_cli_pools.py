@@ -1,4 +1,4 @@
-"""`pacsdeck node pools|migrate|verify` go through the agent: its plan, its roles, its audit log, its dry-run default."""
+"""`pacsdeck node pools|migrate|verify` go through the agent: its plan, roles, audit log and dry-run default."""
 
 from __future__ import annotations
 
