@@ -31,8 +31,9 @@ def run_migration(ctx, params: dict) -> dict:
         studies = [v.uid(s, f"study_uids[{i}]") for i, s in enumerate(studies)]
     target = _pool_name(ctx, params["target"], "target") if params.get("target") is not None else None
     dry_run = v.boolean(params.get("dry_run", True), "dry_run")
+    wait = v.boolean(params.get("wait", False), "wait")
     try:
-        return migrate(node, study_uids=studies, target=target, dry_run=dry_run)
+        return migrate(node, study_uids=studies, target=target, dry_run=dry_run, wait=wait)
     except ValueError as err:
         raise RPCError(INVALID_PARAMS, str(err)) from None
     except MigrationBusy as err:
@@ -54,7 +55,9 @@ METHODS = (
            {"study_uids": Param("array", "studies to move; without it the node's rules apply",
                                 extra={"items": {"type": "string"}}),
             "target": Param("string", "pool to move to; default: the next tier with room"),
-            "dry_run": Param("boolean", "only return the plan (default true)")}, audit=True),
+            "dry_run": Param("boolean", "only return the plan (default true)"),
+            "wait": Param("boolean", "wait for a migration already running instead of failing with conflict "
+                          "(default false; the call blocks until that one ends)")}, audit=True),
     Method("pools.verify", run_verify, "Re-read instances and compare size and SHA-256 with the index",
            {"sample": Param("integer", "how many random instances; 0 = all (default 100)"),
             "pool": Param("string", "only this pool")}),

@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field
 from agent.protocol import FORBIDDEN, METHOD_NOT_FOUND, NOT_FOUND, RPCError
 
 from .inventory import Fleet, NodeEntry
-from .transport import HostKeyChanged, HostKeyUnknown, Transport, TransportError
+from .transport.base import Transport, TransportError
+from .transport.ssh import HostKeyChanged, HostKeyUnknown
 
 UP, DEGRADED, DOWN, UNREACHABLE, UNTRUSTED = "up", "degraded", "down", "unreachable", "untrusted"
 STATUSES = (UP, DEGRADED, DOWN, UNREACHABLE, UNTRUSTED)

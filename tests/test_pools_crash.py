@@ -39,7 +39,7 @@ def test_kill_9_during_migration_keeps_exactly_one_valid_copy(node_factory, tmp_
         to_move = sum(1 for r in node.rows("SELECT pool FROM instances") if r["pool"] != target)
         kill_at = before + rng.randrange(1, max(2, to_move))  # a random number of copies in
         args = [sys.executable, "-m", "pacsdeck.cli", "node", "migrate", "--config", str(node.config),
-                "--target", target]
+                "--target", target, "--run"]
         for uid in studies:
             args += ["--study", uid]
         migrator = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -61,7 +61,7 @@ def test_kill_9_during_migration_keeps_exactly_one_valid_copy(node_factory, tmp_
 
     # The interrupted jobs say so, and a final uninterrupted run finishes the work.
     result = subprocess.run([sys.executable, "-m", "pacsdeck.cli", "node", "migrate", "--config", str(node.config),
-                             "--target", "archive", *[a for uid in studies for a in ("--study", uid)]],
+                             "--target", "archive", "--run", *[a for uid in studies for a in ("--study", uid)]],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     rows = assert_index_matches_disk(node)

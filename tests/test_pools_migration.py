@@ -65,7 +65,7 @@ def test_age_rule_moves_old_studies_byte_identical(node_factory, tmp_path):
     assert plan["bytes"] == sum(len(b) for b, s in before.values() if s != recent)
     assert node.rows("SELECT count(*) n FROM instances WHERE pool='archive'")[0]["n"] == 0  # dry run moved nothing
 
-    code, report = _cli_json("node", "migrate", "--config", str(node.config))  # while the node serves
+    code, report = _cli_json("node", "migrate", "--config", str(node.config), "--run")  # while the node serves
     assert code == 0, report
     assert (report["state"], report["moved_instances"], report["failed_instances"]) == ("done", 8, 0)
     rows = assert_index_matches_disk(node)
@@ -137,7 +137,8 @@ def test_corrupt_copy_is_reported_by_verify_and_never_migrated(node_factory, tmp
     node = node_factory().start()
     [files] = _send_studies(node, tmp_path, 1, 5)
     study = _study_uid(files)
-    code, _ = _cli_json("node", "migrate", "--config", str(node.config), "--study", study, "--target", "archive")
+    code, _ = _cli_json("node", "migrate", "--config", str(node.config), "--study", study, "--target", "archive",
+                        "--run")
     assert code == 0
     victim = node.rows("SELECT * FROM instances ORDER BY sop_uid LIMIT 1")[0]
     path = node.file(victim)
@@ -153,7 +154,8 @@ def test_corrupt_copy_is_reported_by_verify_and_never_migrated(node_factory, tmp
     assert problem["actual_sha256"] == hashlib.sha256(data).hexdigest() != victim["sha256"]
 
     # Recalling the study moves the good copies and refuses the corrupt one: it stays put and indexed.
-    code, report = _cli_json("node", "migrate", "--config", str(node.config), "--study", study, "--target", "primary")
+    code, report = _cli_json("node", "migrate", "--config", str(node.config), "--study", study, "--target", "primary",
+                             "--run")
     assert code == 1
     assert (report["moved_instances"], report["failed_instances"]) == (4, 1)
     assert victim["sop_uid"] in report["errors"][0] and "corrupt" in report["errors"][0]
@@ -194,7 +196,7 @@ def test_recall_copies_a_study_back_to_primary(node_factory, tmp_path):
     node = node_factory(migration={"recall_on_access": True}).start()
     [files] = _send_studies(node, tmp_path, 1, 3)
     study = _study_uid(files)
-    code, _ = _cli_json("node", "migrate", "--config", str(node.config), "--study", study)  # default: next tier
+    code, _ = _cli_json("node", "migrate", "--config", str(node.config), "--study", study, "--yes")  # next tier
     assert code == 0 and {r["pool"] for r in node.rows("SELECT pool FROM instances")} == {"archive"}
     with node.db() as db:
         db.execute("UPDATE instances SET last_access=0")
@@ -217,7 +219,8 @@ def test_get_after_migration_returns_identical_bytes_and_recalls(node_factory, t
     [files] = _send_studies(node, tmp_path, 1, 3)
     study = _study_uid(files)
     stored = {r["sop_uid"]: dataset_bytes(node.file(r)) for r in node.rows("SELECT * FROM instances")}
-    code, _ = _cli_json("node", "migrate", "--config", str(node.config), "--study", study, "--target", "archive")
+    code, _ = _cli_json("node", "migrate", "--config", str(node.config), "--study", study, "--target", "archive",
+                        "--run")
     assert code == 0 and {r["pool"] for r in node.rows("SELECT pool FROM instances")} == {"archive"}
 
     out = tmp_path / "got"
