@@ -25,7 +25,11 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+from storage import dimse
 from storage.dimse import negotiation, qr_scp
+
+# These tests exercise pynetdicom as the node adjusts it, in this process.
+dimse.install()
 
 SYNTAXES = ([ExplicitVRLittleEndian, ImplicitVRLittleEndian],
             [JPEGBaseline8Bit, ExplicitVRLittleEndian, ImplicitVRLittleEndian],
