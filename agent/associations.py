@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from storage import catalog
 
 from .protocol import iso_time
 from .registry import Method, Param
@@ -11,37 +11,21 @@ from . import validate as v
 RESULTS = ("requested", "accepted", "released", "rejected", "aborted", "dropped")
 
 
+def public(a: catalog.AssociationEntry) -> dict:
+    return {"id": a.id, "started_at": iso_time(a.started_at), "ended_at": iso_time(a.ended_at),
+            "calling_ae": a.calling_ae, "called_ae": a.called_ae, "peer_host": a.peer_host, "peer_port": a.peer_port,
+            "result": a.result, "reason": a.reason, "rejected_contexts": list(a.rejected_contexts),
+            "instances": a.instances, "failures": a.failures, "bytes": a.bytes}
+
+
 def recent(ctx, params: dict) -> dict:
     node = ctx.require_node()
     limit = v.limit(params.get("limit"))
-    where, args = [], []
-    if params.get("calling_ae") is not None:
-        where.append("calling_ae = ?")
-        args.append(v.ae_title(params["calling_ae"], "calling_ae"))
-    if params.get("result") is not None:
-        if params["result"] not in RESULTS:
-            raise v.invalid("result", f"one of {', '.join(RESULTS)}")
-        where.append("result = ?")
-        args.append(params["result"])
-    sql = ("SELECT * FROM associations" + (f" WHERE {' AND '.join(where)}" if where else "")
-           + " ORDER BY id DESC LIMIT ?")
-    rows = node.index.connection().execute(sql, (*args, limit)).fetchall()
-    entries = []
-    for r in rows:
-        d = dict(r)
-        d["started_at"] = iso_time(d["started_at"])
-        d["ended_at"] = iso_time(d["ended_at"])
-        d["rejected_contexts"] = _json_list(d["rejected_contexts"])
-        entries.append(d)
-    return {"associations": entries}
-
-
-def _json_list(text: str) -> list:
-    try:
-        value = json.loads(text or "[]")
-    except ValueError:
-        return []
-    return value if isinstance(value, list) else []
+    calling_ae = v.ae_title(params["calling_ae"], "calling_ae") if params.get("calling_ae") is not None else None
+    result = params.get("result")
+    if result is not None and result not in RESULTS:
+        raise v.invalid("result", f"one of {', '.join(RESULTS)}")
+    return {"associations": [public(a) for a in catalog.associations(node.index, limit, calling_ae, result)]}
 
 
 METHODS = (

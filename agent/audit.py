@@ -7,6 +7,8 @@ import hashlib
 import json
 import logging
 
+from storage import catalog
+
 from .protocol import NESTED, iso_time
 from .registry import Method, Param
 from .validate import limit as valid_limit
@@ -94,10 +96,9 @@ def recent(ctx, params: dict) -> dict:
     accounts = ctx.require_accounts()
     user = safe_text(params.get("user"), "user", max_len=64, required=False, allow_punctuation=True)
     method = safe_text(params.get("method"), "method", max_len=64, required=False)
-    rows = accounts.recent_audit(valid_limit(params.get("limit")), user=user, method=method)
-    for row in rows:
-        row["at"] = iso_time(row["at"])
-    return {"entries": rows}
+    entries = catalog.recent_audit(accounts, valid_limit(params.get("limit")), user=user, method=method)
+    return {"entries": [{"id": e.id, "at": iso_time(e.at), "user": e.user, "method": e.method, "params": e.params,
+                         "result": e.result, "message": e.message} for e in entries]}
 
 
 METHODS = (

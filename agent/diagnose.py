@@ -9,11 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 
+from storage import catalog
 from storage.tls import client_context
 from storage.workers import running_node_pid
 
+from . import echo as c_echo
 from . import validate as v
-from .echo import echo as c_echo
 from .protocol import SCHEMA_VERSION, iso_time
 from .registry import Method, Param
 
@@ -85,19 +86,19 @@ def _dns(host: str) -> dict:
             "message": f"{host} resolves to {', '.join(addresses)}"}
 
 
-def _peer(node, aet: dict, timeout: float) -> dict:
-    entry = {"ae_title": aet["ae_title"], "host": aet["host"], "port": aet["port"], "operations": aet["operations"]}
-    if not aet["host"]:
+def _peer(node, aet: catalog.Aet, timeout: float) -> dict:
+    entry = {"ae_title": aet.ae_title, "host": aet.host, "port": aet.port, "operations": list(aet.operations)}
+    if not aet.host:
         return {**entry, "ok": None, "dns": None, "echo": None,
                 "message": "no host registered: it can send to us, but nothing can be checked or sent to it"}
-    entry["dns"] = _dns(aet["host"])
-    if not aet["port"]:
+    entry["dns"] = _dns(aet.host)
+    if not aet.port:
         return {**entry, "ok": None, "echo": None,
                 "message": "no port registered: we cannot call it; set one with aets.update if we send to it"}
     if not entry["dns"]["ok"]:
         return {**entry, "ok": False, "echo": None, "message": entry["dns"]["message"]}
-    result = c_echo(node.config.ae_title, aet["ae_title"], aet["host"], aet["port"], timeout,
-                    tls=client_context(node.config.tls) if aet.get("tls") else None)
+    result = c_echo.echo(node.config.ae_title, aet.ae_title, aet.host, aet.port, timeout,
+                         tls=client_context(node.config.tls) if aet.tls else None)
     entry["echo"] = result
     if result["ok"]:
         message = f"C-ECHO ok in {result['total_ms']:.0f} ms (echo round trip {result['rtt_ms']:.1f} ms)"
@@ -106,14 +107,14 @@ def _peer(node, aet: dict, timeout: float) -> dict:
     return {**entry, "ok": result["ok"], "message": message}
 
 
-def _kinds(row: dict) -> list[str]:
-    reason = row["reason"] or ""
+def _kinds(a: catalog.AssociationEntry) -> list[str]:
+    reason = a.reason or ""
     kinds = []
     if "is not ours" in reason:
         kinds.append(WRONG_CALLED)
     if "is not registered" in reason:
         kinds.append(UNKNOWN_CALLING)
-    if row["result"] != "rejected" and row["contexts"]:
+    if a.result != "rejected" and a.rejected_contexts:
         kinds.append(NO_CONTEXT)
     return kinds or [OTHER]
 
@@ -137,27 +138,18 @@ def _fix(kind: str, node, calling: str, called: str, hosts: list[str], contexts:
 
 def rejections(node, since_hours: float) -> list[dict]:
     """Rejected associations, and accepted ones where every proposed context was refused, grouped."""
-    since = time.time() - since_hours * 3600
-    rows = node.index.connection().execute(
-        "SELECT calling_ae, called_ae, peer_host, result, reason, rejected_contexts, instances, started_at"
-        " FROM associations WHERE started_at >= ? AND (result = 'rejected' OR (rejected_contexts != '[]'"
-        " AND instances = 0)) ORDER BY started_at", (since,)).fetchall()
     groups: dict = {}
-    for r in rows:
-        try:
-            contexts = json.loads(r["rejected_contexts"] or "[]")
-        except ValueError:
-            contexts = []
-        row = {"result": r["result"], "reason": r["reason"], "contexts": contexts}
-        for kind in _kinds(row):
-            if kind == OTHER and r["result"] != "rejected":
+    for a in catalog.rejections(node.index, time.time() - since_hours * 3600):
+        contexts = list(a.rejected_contexts)
+        for kind in _kinds(a):
+            if kind == OTHER and a.result != "rejected":
                 continue
-            g = groups.setdefault((r["calling_ae"], kind), {
-                "calling_ae": r["calling_ae"], "kind": kind, "count": 0, "called_aes": [], "peer_hosts": [],
-                "reason": r["reason"], "first_at": r["started_at"], "last_at": r["started_at"], "contexts": []})
+            g = groups.setdefault((a.calling_ae, kind), {
+                "calling_ae": a.calling_ae, "kind": kind, "count": 0, "called_aes": [], "peer_hosts": [],
+                "reason": a.reason, "first_at": a.started_at, "last_at": a.started_at, "contexts": []})
             g["count"] += 1
-            g["last_at"] = r["started_at"]
-            for key, value in (("called_aes", r["called_ae"]), ("peer_hosts", r["peer_host"])):
+            g["last_at"] = a.started_at
+            for key, value in (("called_aes", a.called_ae), ("peer_hosts", a.peer_host)):
                 if value not in g[key]:
                     g[key].append(value)
             g["contexts"] = (g["contexts"] + contexts)[:20]
@@ -176,10 +168,10 @@ def run(ctx, params: dict) -> dict:
     since_hours = params.get("since_hours", 24)
     if isinstance(since_hours, bool) or not isinstance(since_hours, (int, float)) or not 0 < since_hours <= 24 * 90:
         raise v.invalid("since_hours", "hours from 0 to 2160")
-    aets = node.index.aets()
+    aets = catalog.aets(node.index)
     if params.get("ae_title") is not None:
         title = v.ae_title(params["ae_title"])
-        aets = [a for a in aets if a["ae_title"] == title]
+        aets = [a for a in aets if a.ae_title == title]
         if not aets:
             raise v.invalid("ae_title", f"no AE title {title!r} is registered; aets.list shows them")
     started = time.perf_counter()

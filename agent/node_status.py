@@ -8,7 +8,7 @@ import time
 
 import psutil
 
-from storage import __version__
+from storage import __version__, catalog
 from storage.workers import running_node_pid
 
 from .protocol import SCHEMA_VERSION, iso_time
@@ -81,7 +81,7 @@ def status(ctx, params: dict) -> dict:
     up = listening(ctx, _probe_address(cfg.bind), cfg.port)
     proc = node_process(ctx, cfg.node_dir)
     started = proc and proc["create_time"]
-    conn = node.index.connection()
+    counts = node.index.counts()
     return {
         "schema_version": SCHEMA_VERSION,
         "version": __version__,
@@ -103,11 +103,13 @@ def status(ctx, params: dict) -> dict:
             "uptime_s": round(now - started, 3) if started else None,
         },
         "agent": {"pid": os.getpid(), "uptime_s": round(now - ctx.started_at, 3)},
-        "counts": node.index.counts(),
-        "registered_aets": conn.execute("SELECT count(*) FROM aets").fetchone()[0],
+        "counts": {k: counts[k] for k in _COUNTS},
+        "registered_aets": catalog.count_aets(node.index),
         "pools": _pools(node),
     }
 
+
+_COUNTS = ("patients", "studies", "series", "instances", "bytes")
 
 METHODS = (
     Method("node.status", status, "Identity, version, uptime, counts, pools and listening state of the node"),

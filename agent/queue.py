@@ -2,32 +2,32 @@
 
 from __future__ import annotations
 
-from storage import jobs
-from storage.queue import KINDS, QueueError, cancel, list_jobs, retry
+from storage import catalog, jobs
+from storage.queue import KINDS, QueueError, cancel, retry
 
 from . import validate as v
 from .protocol import RPCError, iso_time
 from .registry import Method, Param
 
 
-def _job(row: dict) -> dict:
+def _job(job: catalog.Job) -> dict:
     return {
-        "id": row["id"],
-        "kind": row["kind"],
-        "state": row["state"],
-        "attempts": row["attempts"],
-        "max_attempts": row["max_attempts"],
-        "next_attempt_at": iso_time(row["next_attempt_at"]) if row["state"] == jobs.PENDING else None,
-        "last_error": row["last_error"],
-        "destination": row["destination"],
-        "study_uid": row["study_uid"],
-        "items_done": row["instances_done"],
-        "items_total": row["instances_total"],
-        "bytes_done": row["bytes_done"],
-        "bytes_total": row["bytes_total"],
-        "reason": row["reason"],
-        "created_at": iso_time(row["created_at"]),
-        "updated_at": iso_time(row["updated_at"]),
+        "id": job.id,
+        "kind": job.kind,
+        "state": job.state,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "next_attempt_at": iso_time(job.next_attempt_at) if job.state == jobs.PENDING else None,
+        "last_error": job.last_error,
+        "destination": job.destination,
+        "study_uid": job.study_uid,
+        "items_done": job.instances_done,
+        "items_total": job.instances_total,
+        "bytes_done": job.bytes_done,
+        "bytes_total": job.bytes_total,
+        "reason": job.reason,
+        "created_at": iso_time(job.created_at),
+        "updated_at": iso_time(job.updated_at),
     }
 
 
@@ -51,13 +51,14 @@ def _translate(err: QueueError) -> RPCError:
 
 def list_queue(ctx, params: dict) -> dict:
     node = ctx.require_node()
-    result = list_jobs(node.index.connection(),
-                       state=_choice(params.get("state"), "state", jobs.STATES),
-                       kind=_choice(params.get("kind"), "kind", KINDS),
-                       destination=v.ae_title(params["destination"], "destination")
-                       if params.get("destination") is not None else None,
-                       limit=v.limit(params.get("limit")))
-    return {**result, "jobs": [_job(r) for r in result["jobs"]]}
+    found = catalog.list_jobs(node.index,
+                              state=_choice(params.get("state"), "state", jobs.STATES),
+                              kind=_choice(params.get("kind"), "kind", KINDS),
+                              destination=v.ae_title(params["destination"], "destination")
+                              if params.get("destination") is not None else None,
+                              limit=v.limit(params.get("limit")))
+    return {"jobs": [_job(j) for j in found.jobs], "counts": dict(found.counts),
+            "oldest_pending_age_s": found.oldest_pending_age_s}
 
 
 def retry_jobs(ctx, params: dict) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from storage import catalog
 from storage.accounts import hash_password
 
 from . import authorized_keys
@@ -10,7 +11,7 @@ from .audit import fingerprint
 from .context import find_executable
 from .protocol import CONFLICT, NOT_FOUND, RPCError, iso_time
 from .registry import Method, Param
-from .roles import ADMIN, ROLES
+from .roles import ROLES
 
 MAX_KEYS = 32
 
@@ -30,14 +31,14 @@ def _keys(value, field: str = "ssh_keys") -> list[tuple[str, str]]:
     return list(dict.fromkeys(keys))
 
 
-def _public(user: dict) -> dict:
+def _public(user: catalog.User) -> dict:
     return {
-        "name": user["name"],
-        "role": user["role"],
-        "has_password": bool(user["password_hash"]),
-        "ssh_keys": [{"type": k.split()[0], "fingerprint": fingerprint(k)} for k in user["ssh_keys"]],
-        "created_at": iso_time(user["created_at"]),
-        "updated_at": iso_time(user["updated_at"]),
+        "name": user.name,
+        "role": user.role,
+        "has_password": user.has_password,
+        "ssh_keys": [{"type": k.split()[0], "fingerprint": fingerprint(k)} for k in user.ssh_keys],
+        "created_at": iso_time(user.created_at),
+        "updated_at": iso_time(user.updated_at),
     }
 
 
@@ -49,8 +50,12 @@ def _missing(name: str) -> RPCError:
     return RPCError(NOT_FOUND, f"no user {name!r}; users.list shows them", {"field": "name"})
 
 
+def _last_admin(name: str, field: str, what: str) -> RPCError:
+    return RPCError(CONFLICT, f"{name} is the last admin{what}; make another user admin first", {"field": field})
+
+
 def list_users(ctx, params: dict) -> dict:
-    return {"users": [_public(u) for u in ctx.require_accounts().users()]}
+    return {"users": [_public(u) for u in catalog.users(ctx.require_accounts())]}
 
 
 def add(ctx, params: dict) -> dict:
@@ -61,13 +66,13 @@ def add(ctx, params: dict) -> dict:
     keys = _keys(params.get("ssh_keys", []))
     # Hash before the write lock: scrypt takes ~50 ms and other writers should not wait for it.
     password_hash = hash_password(secret) if secret is not None else None
-    with accounts.index.transaction() as conn:
-        if accounts.user(name, conn) is not None:
-            raise RPCError(CONFLICT, f"user {name!r} exists; use users.update", {"field": "name"})
-        accounts.add_user(conn, name, role, password_hash, [f"{t} {b}" for t, b in keys])
-        # Inside the transaction: if the file cannot be written the user is not created either.
-        _sync_keys(ctx, name, keys)
-    return {"user": _public(accounts.user(name))}
+    try:
+        # The keys file is written inside the transaction: if it cannot be, the user is not created either.
+        user = catalog.add_user(accounts, name, role, password_hash, [f"{t} {b}" for t, b in keys],
+                                then=lambda: _sync_keys(ctx, name, keys))
+    except catalog.Exists:
+        raise RPCError(CONFLICT, f"user {name!r} exists; use users.update", {"field": "name"}) from None
+    return {"user": _public(user)}
 
 
 def update(ctx, params: dict) -> dict:
@@ -80,31 +85,27 @@ def update(ctx, params: dict) -> dict:
     if role is None and secret is None and not clear_password and keys is None:
         raise v.invalid("params", "nothing to change; give role, password (null clears it) or ssh_keys")
     password_hash = hash_password(secret) if secret is not None else None
-    with accounts.index.transaction() as conn:
-        current = accounts.user(name, conn)
-        if current is None:
-            raise _missing(name)
-        if current["role"] == ADMIN and role not in (None, ADMIN) and accounts.admin_count(conn) <= 1:
-            raise RPCError(CONFLICT, f"{name} is the last admin; make another user admin first", {"field": "role"})
-        accounts.update_user(conn, name, role=role, password_hash=password_hash, clear_password=clear_password,
-                             ssh_keys=None if keys is None else [f"{t} {b}" for t, b in keys])
-        if keys is not None:
-            _sync_keys(ctx, name, keys)
-    return {"user": _public(accounts.user(name))}
+    try:
+        user = catalog.update_user(accounts, name, role=role, password_hash=password_hash,
+                                   clear_password=clear_password,
+                                   ssh_keys=None if keys is None else [f"{t} {b}" for t, b in keys],
+                                   then=None if keys is None else lambda: _sync_keys(ctx, name, keys))
+    except catalog.Missing:
+        raise _missing(name) from None
+    except catalog.LastAdmin:
+        raise _last_admin(name, "role", "") from None
+    return {"user": _public(user)}
 
 
 def remove(ctx, params: dict) -> dict:
     accounts = ctx.require_accounts()
     name = v.user_name(params.get("name"))
-    with accounts.index.transaction() as conn:
-        current = accounts.user(name, conn)
-        if current is None:
-            raise _missing(name)
-        if current["role"] == ADMIN and accounts.admin_count(conn) <= 1:
-            raise RPCError(CONFLICT, f"{name} is the last admin and cannot be removed; make another user admin "
-                                     "first", {"field": "name"})
-        accounts.remove_user(conn, name)
-        _sync_keys(ctx, name, [])
+    try:
+        catalog.remove_user(accounts, name, then=lambda: _sync_keys(ctx, name, []))
+    except catalog.Missing:
+        raise _missing(name) from None
+    except catalog.LastAdmin:
+        raise _last_admin(name, "name", " and cannot be removed") from None
     return {"removed": name}
 
 
