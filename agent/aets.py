@@ -10,6 +10,13 @@ from . import echo as c_echo
 from . import validate as v
 from .protocol import CONFLICT, NOT_FOUND, RPCError, iso_time
 from .registry import Method, Param
+from .schema import BOOL, INT, STR, TIME, Arr, Enum, Null, Obj
+
+AET = Obj({
+    "ae_title": STR, "host": Null(STR), "port": Null(INT), "description": STR,
+    "operations": Arr(Enum(*OPERATIONS)), "move_destination": BOOL, "tls": BOOL,
+    "created_at": TIME, "updated_at": TIME,
+})
 
 
 def public(aet: catalog.Aet) -> dict:
@@ -125,19 +132,19 @@ _FIELDS = {
     "tls": Param("boolean", "the node's associations to this AE (C-MOVE, forwards, echo) use DICOM TLS"),
 }
 METHODS = (
-    Method("aets.list", list_aets, "Registered AE titles"),
+    Method("aets.list", list_aets, "Registered AE titles", result=Obj({"aets": Arr(AET)})),
     Method("aets.add", add, "Register an AE title; the running node accepts it at once", {
         "ae_title": _TITLE,
         **_FIELDS,
         "host": Param("string", "host name or IP address", required=True),
         "port": Param("integer", "DICOM port, 1-65535", required=True),
-    }, audit=True),
+    }, audit=True, result=Obj({"aet": AET})),
     Method("aets.update", update, "Change a registered AE title's host, port, operations, ...", {
-        "ae_title": _TITLE, **_FIELDS}, audit=True),
+        "ae_title": _TITLE, **_FIELDS}, audit=True, result=Obj({"aet": AET})),
     Method("aets.remove", remove, "Unregister an AE title; the running node rejects it at once", {
-        "ae_title": _TITLE}, audit=True),
+        "ae_title": _TITLE}, audit=True, result=Obj({"removed": STR})),
     Method("aets.echo", echo, "C-ECHO from this node to a registered AE: status, round trip, diagnosis", {
         "ae_title": _TITLE,
         "timeout": Param("number", "seconds per step (0.1-60, default 5)"),
-    }, audit=True),
+    }, audit=True, result=c_echo.RESULT),
 )

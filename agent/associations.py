@@ -6,9 +6,17 @@ from storage import catalog
 
 from .protocol import iso_time
 from .registry import Method, Param
+from .schema import INT, STR, TIME, Arr, Enum, Null, Obj
 from . import validate as v
 
 RESULTS = ("requested", "accepted", "released", "rejected", "aborted", "dropped")
+# A presentation context the node refused, as the association log keeps it.
+CONTEXT = Obj({"abstract_syntax": STR, "transfer_syntaxes": Arr(STR), "reason": STR})
+ENTRY = Obj({
+    "id": INT, "started_at": TIME, "ended_at": Null(TIME), "calling_ae": STR, "called_ae": STR, "peer_host": STR,
+    "peer_port": Null(INT), "result": Enum(*RESULTS), "reason": STR, "rejected_contexts": Arr(CONTEXT),
+    "instances": INT, "failures": INT, "bytes": INT,
+})
 
 
 def public(a: catalog.AssociationEntry) -> dict:
@@ -33,5 +41,5 @@ METHODS = (
         "limit": Param("integer", "how many (1-1000, default 100)"),
         "calling_ae": Param("string", "only this calling AE title"),
         "result": Param("string", "only this result", extra={"enum": list(RESULTS)}),
-    }),
+    }, result=Obj({"associations": Arr(ENTRY)})),
 )

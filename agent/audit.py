@@ -11,6 +11,7 @@ from storage import catalog
 
 from .protocol import NESTED, iso_time
 from .registry import Method, Param
+from .schema import ANY, INT, STR, TIME, Arr, Map, Obj
 from .validate import limit as valid_limit
 from .validate import safe_text
 
@@ -101,10 +102,14 @@ def recent(ctx, params: dict) -> dict:
                          "result": e.result, "message": e.message} for e in entries]}
 
 
+# result: "ok" or the error kind the call failed with; params: the call's, redacted (see summary()).
+ENTRY = Obj({"id": INT, "at": TIME, "user": STR, "method": STR, "params": Map(ANY), "result": STR, "message": STR})
+
+
 METHODS = (
     Method("audit.recent", recent, "Latest audit log entries, newest first", {
         "limit": Param("integer", "how many (1-1000, default 100)"),
         "user": Param("string", "only this caller, e.g. alice or local:root"),
         "method": Param("string", "only this method, e.g. aets.add"),
-    }),
+    }, result=Obj({"entries": Arr(ENTRY)})),
 )

@@ -15,8 +15,10 @@ from storage.workers import running_node_pid
 
 from . import echo as c_echo
 from . import validate as v
+from .associations import CONTEXT
 from .protocol import SCHEMA_VERSION, iso_time
 from .registry import Method, Param
+from .schema import BOOL, INT, NUM, STR, TIME, Arr, Enum, Null, Obj
 
 _MAX_PARALLEL = 8  # echoes run side by side so one silent host costs one timeout, not one per AE
 WRONG_CALLED, UNKNOWN_CALLING, NO_CONTEXT, OTHER = (
@@ -196,11 +198,31 @@ def run(ctx, params: dict) -> dict:
     }
 
 
+_DNS = Obj({"ok": BOOL, "ms": NUM, "addresses": Arr(STR), "message": STR}, {"error": Null(STR)})
+_PEER = Obj({
+    "ae_title": STR, "host": Null(STR), "port": Null(INT), "operations": Arr(STR),
+    "ok": Null(BOOL),  # null: nothing to check (no host or no port registered)
+    "dns": Null(_DNS), "echo": Null(c_echo.RESULT), "message": STR,
+})
+_SCP = Obj({
+    "ok": BOOL, "ae_title": STR, "port": INT, "bind": STR, "node_pid": Null(INT), "message": STR,
+    "addresses": Arr(Obj({"address": STR, "reachable": BOOL, "connect_ms": NUM}, {"error": STR})),
+})
+_REJECTION = Obj({
+    "calling_ae": STR, "kind": Enum(WRONG_CALLED, UNKNOWN_CALLING, NO_CONTEXT, OTHER), "count": INT,
+    "called_aes": Arr(STR), "peer_hosts": Arr(STR), "reason": STR, "first_at": TIME, "last_at": TIME,
+    "contexts": Arr(CONTEXT), "fix": STR,
+})
+RESULT = Obj({
+    "schema_version": INT, "time": TIME, "ok": BOOL, "problems": Arr(STR), "scp": _SCP, "aets": Arr(_PEER),
+    "rejections": Arr(_REJECTION), "since_hours": NUM, "duration_s": NUM,
+})
+
 METHODS = (
     Method("diagnose.run", run, "Why can't a modality send? Our SCP's reachability, DNS/TCP/C-ECHO to each "
            "registered AE with timing, recent association rejections grouped with the fix", {
                "timeout": Param("number", "seconds per network step (0.1-60, default 3)"),
                "since_hours": Param("number", "rejections from the last N hours (default 24)"),
                "ae_title": Param("string", "check only this registered AE"),
-           }, audit=True),
+           }, audit=True, result=RESULT),
 )

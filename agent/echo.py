@@ -11,11 +11,23 @@ from pynetdicom import AE, evt
 from pynetdicom.pdu import A_ASSOCIATE_RJ
 from pynetdicom.sop_class import Verification
 
+from .schema import BOOL, INT, NUM, STR, Enum, Null, Obj
+
 log = logging.getLogger(__name__)
 
 # Diagnosis kinds, in the order the checks run: each names the layer that failed.
 DNS, REFUSED, UNREACHABLE, TIMEOUT, REJECTED, ABORTED, FAILED = (
     "dns", "refused", "unreachable", "timeout", "rejected", "aborted", "failed")
+
+# What echo() returns: aets.echo's result, and each AE's `echo` in diagnose.run.
+RESULT = Obj({
+    "ok": BOOL, "calling_ae": STR, "called_ae": STR, "host": STR, "port": INT,
+    "address": Null(STR), "status": Null(INT), "rtt_ms": Null(NUM), "total_ms": Null(NUM),
+    # Set when ok is false: which layer failed; a rejection adds the A-ASSOCIATE-RJ fields.
+    "diagnosis": Null(Obj({"kind": Enum(DNS, REFUSED, UNREACHABLE, TIMEOUT, REJECTED, ABORTED, FAILED),
+                           "message": STR},
+                          {"result": INT, "source": INT, "diagnostic": INT, "reason": STR})),
+})
 
 _HINTS = {
     (1, 3): "register our AE title {calling} (and this host) at the peer",

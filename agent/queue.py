@@ -8,6 +8,7 @@ from storage.queue import KINDS, QueueError, cancel, retry
 from . import validate as v
 from .protocol import RPCError, iso_time
 from .registry import Method, Param
+from .schema import INT, NUM, STR, TIME, Arr, Null, Obj
 
 
 def _job(job: catalog.Job) -> dict:
@@ -87,6 +88,15 @@ def cancel_job(ctx, params: dict) -> dict:
         raise _translate(err) from None
 
 
+JOB = Obj({
+    "id": INT, "kind": STR, "state": STR, "attempts": INT, "max_attempts": INT, "next_attempt_at": Null(TIME),
+    "last_error": Null(STR), "destination": Null(STR), "study_uid": Null(STR), "items_done": INT, "items_total": INT,
+    "bytes_done": INT, "bytes_total": INT, "reason": STR, "created_at": TIME, "updated_at": TIME,
+})
+# counts: every state in jobs.STATES, and any other state found in the table.
+LIST = Obj({"jobs": Arr(JOB), "counts": Obj(dict.fromkeys(jobs.STATES, INT), extra=INT),
+            "oldest_pending_age_s": Null(NUM)})
+
 _ID = Param("integer", "a job id from queue.list")
 METHODS = (
     Method("queue.list", list_queue, "Jobs newest first, counts by state, age of the oldest pending job", {
@@ -94,13 +104,13 @@ METHODS = (
         "kind": Param("string", "only jobs of this kind", extra={"enum": list(KINDS)}),
         "destination": Param("string", "only forwards to this AE title"),
         "limit": Param("integer", "at most this many jobs (1-1000, default 100)"),
-    }),
+    }, result=LIST),
     Method("queue.retry", retry_jobs, "Run a job again now, or every failed forward to a destination", {
         "id": _ID,
         "destination": Param("string", "with state \"failed\": every failed forward to this AE title"),
         "state": Param("string", "\"failed\" (with destination)", extra={"enum": [jobs.FAILED]}),
-    }, audit=True),
+    }, audit=True, result=Obj({"retried": INT})),
     Method("queue.cancel", cancel_job, "Cancel a forward job; a running one stops at its next instance", {
         "id": Param("integer", "a job id from queue.list", required=True),
-    }, audit=True),
+    }, audit=True, result=Obj({"cancelled": INT})),
 )

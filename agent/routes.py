@@ -9,6 +9,9 @@ from . import validate as v
 from .aets import refused
 from .protocol import CONFLICT, INVALID_PARAMS, NOT_FOUND, RPCError, iso_time
 from .registry import Method, Param
+from .schema import STR, TIME, Arr, Map, Obj
+
+ROUTE = Obj({"name": STR, "match": Map(STR), "destinations": Arr(STR), "created_at": TIME, "updated_at": TIME})
 
 
 def _public(route: catalog.RouteRecord) -> dict:
@@ -60,14 +63,14 @@ def remove(ctx, params: dict) -> dict:
 
 _NAME_PARAM = Param("string", "route name: letters, digits, '_', '.', '-' (max 64)", required=True)
 METHODS = (
-    Method("routes.list", list_routes, "Auto-routing rules"),
+    Method("routes.list", list_routes, "Auto-routing rules", result=Obj({"routes": Arr(ROUTE)})),
     Method("routes.add", add, "Forward every new instance that matches to registered AEs", {
         "name": _NAME_PARAM,
         "match": Param("object", "{calling_ae or DICOM keyword: pattern with * and ?}; {} matches everything",
                        required=True),
         "destinations": Param("array", "registered AE titles to forward to", required=True,
                               extra={"items": {"type": "string"}}),
-    }, audit=True),
+    }, audit=True, result=Obj({"route": ROUTE})),
     Method("routes.remove", remove, "Delete a route; instances already queued are still forwarded", {
-        "name": _NAME_PARAM}, audit=True),
+        "name": _NAME_PARAM}, audit=True, result=Obj({"removed": STR})),
 )

@@ -10,6 +10,7 @@ from storage.queue import QueueError, enqueue_study
 from .aets import addressed
 from .protocol import NOT_FOUND, RPCError, iso_time
 from .registry import Method, Param
+from .schema import BOOL, INT, STR, TIME, Arr, Obj
 from . import validate as v
 
 _MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
@@ -121,6 +122,23 @@ def send(ctx, params: dict) -> dict:
             "destination": destination, "StudyInstanceUID": study_uid}
 
 
+def _page(name: str, item: dict) -> dict:
+    return Obj({name: Arr(item), "count": INT, "truncated": BOOL})
+
+
+STUDY = Obj({
+    "StudyInstanceUID": STR, "PatientName": STR, "PatientID": STR, "StudyDate": STR, "StudyTime": STR,
+    "AccessionNumber": STR, "StudyID": STR, "StudyDescription": STR, "ModalitiesInStudy": Arr(STR),
+    "NumberOfStudyRelatedSeries": INT, "NumberOfStudyRelatedInstances": INT, "bytes": INT,
+})
+SERIES = Obj({
+    "SeriesInstanceUID": STR, "StudyInstanceUID": STR, "Modality": STR, "SeriesNumber": STR,
+    "SeriesDescription": STR, "BodyPartExamined": STR, "NumberOfSeriesRelatedInstances": INT, "bytes": INT,
+})
+INSTANCE = Obj({
+    "SOPInstanceUID": STR, "SOPClassUID": STR, "InstanceNumber": STR, "TransferSyntaxUID": STR, "pool": STR,
+    "bytes": INT, "sha256": STR, "received_at": TIME, "source_ae": STR,
+})
 _LIMIT = Param("integer", "at most this many rows (1-1000, default 100)")
 METHODS = (
     Method("studies.find", find, "Studies in the index matching every given filter, newest first", {
@@ -131,17 +149,18 @@ METHODS = (
         "StudyDate": Param("string", "YYYYMMDD, or a range A-B, A- or -B"),
         "ModalitiesInStudy": Param("string", "CT, or several as CT\\MR (a JSON list works too)"),
         "limit": _LIMIT,
-    }),
+    }, result=_page("studies", STUDY)),
     Method("series.list", series_list, "Series of one study", {
         "StudyInstanceUID": Param("string", "the study", required=True),
         "limit": _LIMIT,
-    }),
+    }, result=_page("series", SERIES)),
     Method("studies.send", send, "Queue a forward of a whole study to a registered AE (a job in queue.list)", {
         "StudyInstanceUID": Param("string", "the study", required=True),
         "destination": Param("string", "registered AE title with host and port", required=True),
-    }, audit=True),
+    }, audit=True, result=Obj({"job_id": INT, "items_total": INT, "bytes_total": INT, "destination": STR,
+                               "StudyInstanceUID": STR})),
     Method("instances.list", instances_list, "Instances of one series, with pool, size and checksum", {
         "SeriesInstanceUID": Param("string", "the series", required=True),
         "limit": _LIMIT,
-    }),
+    }, result=_page("instances", INSTANCE)),
 )

@@ -12,6 +12,7 @@ from .context import find_executable
 from .protocol import CONFLICT, NOT_FOUND, RPCError, iso_time
 from .registry import Method, Param
 from .roles import ROLES
+from .schema import BOOL, STR, TIME, Arr, Enum, Obj
 
 MAX_KEYS = 32
 
@@ -109,23 +110,27 @@ def remove(ctx, params: dict) -> dict:
     return {"removed": name}
 
 
+USER = Obj({"name": STR, "role": Enum(*ROLES), "has_password": BOOL,
+            "ssh_keys": Arr(Obj({"type": STR, "fingerprint": STR})), "created_at": TIME, "updated_at": TIME})
+
 _NAME = Param("string", "user name: lowercase letters, digits, _ . - (max 32)", required=True)
 _ROLE = Param("string", "viewer, operator or admin", extra={"enum": list(ROLES)})
 _PASSWORD = Param("string", "8-1024 characters; stored as an scrypt hash, never logged")
 _KEYS = Param("array", "OpenSSH public key lines (ssh-ed25519, ssh-rsa, ecdsa-sha2-*); each becomes a "
                        "forced-command line in authorized_keys", extra={"items": {"type": "string"}})
 METHODS = (
-    Method("users.list", list_users, "Users with role, whether a password is set, key fingerprints"),
+    Method("users.list", list_users, "Users with role, whether a password is set, key fingerprints",
+           result=Obj({"users": Arr(USER)})),
     Method("users.add", add, "Create a user; SSH keys are written to authorized_keys", {
         "name": _NAME,
         "role": Param("string", "viewer, operator or admin", required=True, extra={"enum": list(ROLES)}),
         "password": _PASSWORD,
         "ssh_keys": _KEYS,
-    }, audit=True),
+    }, audit=True, result=Obj({"user": USER})),
     Method("users.update", update, "Change role, password (null clears it) or replace the SSH keys", {
         "name": _NAME, "role": _ROLE, "password": _PASSWORD, "ssh_keys": _KEYS,
-    }, audit=True),
+    }, audit=True, result=Obj({"user": USER})),
     Method("users.remove", remove, "Delete a user and its authorized_keys lines (never the last admin)", {
         "name": _NAME,
-    }, audit=True),
+    }, audit=True, result=Obj({"removed": STR})),
 )
