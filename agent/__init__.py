@@ -1,1 +1,1 @@
-"""The pacsdeck agent: one JSON-RPC surface per node, with roles and an audit log."""
+"""The pacsdeck agent: one JSON-RPC surface per node (params and results declared), roles, an audit log; no SQL."""

@@ -7,8 +7,11 @@ import hashlib
 import json
 import logging
 
+from storage.index import catalog_users
+
 from .protocol import NESTED, iso_time
 from .registry import Method, Param
+from .schema import ANY, INT, STR, TIME, Arr, Map, Obj
 from .validate import limit as valid_limit
 from .validate import safe_text
 
@@ -94,10 +97,13 @@ def recent(ctx, params: dict) -> dict:
     accounts = ctx.require_accounts()
     user = safe_text(params.get("user"), "user", max_len=64, required=False, allow_punctuation=True)
     method = safe_text(params.get("method"), "method", max_len=64, required=False)
-    rows = accounts.recent_audit(valid_limit(params.get("limit")), user=user, method=method)
-    for row in rows:
-        row["at"] = iso_time(row["at"])
-    return {"entries": rows}
+    entries = catalog_users.recent_audit(accounts, valid_limit(params.get("limit")), user=user, method=method)
+    return {"entries": [{"id": e.id, "at": iso_time(e.at), "user": e.user, "method": e.method, "params": e.params,
+                         "result": e.result, "message": e.message} for e in entries]}
+
+
+# result: "ok" or the error kind the call failed with; params: the call's, redacted (see summary()).
+ENTRY = Obj({"id": INT, "at": TIME, "user": STR, "method": STR, "params": Map(ANY), "result": STR, "message": STR})
 
 
 METHODS = (
@@ -105,5 +111,5 @@ METHODS = (
         "limit": Param("integer", "how many (1-1000, default 100)"),
         "user": Param("string", "only this caller, e.g. alice or local:root"),
         "method": Param("string", "only this method, e.g. aets.add"),
-    }),
+    }, result=Obj({"entries": Arr(ENTRY)})),
 )

@@ -9,13 +9,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 
+from storage.index import catalog, catalog_activity
 from storage.config.tls import client_context
+from storage.dimse import echo as c_echo
 from storage.workers import running_node_pid
 
 from . import validate as v
-from storage.dimse.echo import echo as c_echo
+from .aets import ECHO_RESULT
+from .associations import CONTEXT
 from .protocol import SCHEMA_VERSION, iso_time
 from .registry import Method, Param
+from .schema import BOOL, INT, NUM, STR, TIME, Arr, Enum, Null, Obj
 
 _MAX_PARALLEL = 8  # echoes run side by side so one silent host costs one timeout, not one per AE
 WRONG_CALLED, UNKNOWN_CALLING, NO_CONTEXT, OTHER = (
@@ -85,19 +89,19 @@ def _dns(host: str) -> dict:
             "message": f"{host} resolves to {', '.join(addresses)}"}
 
 
-def _peer(node, aet: dict, timeout: float) -> dict:
-    entry = {"ae_title": aet["ae_title"], "host": aet["host"], "port": aet["port"], "operations": aet["operations"]}
-    if not aet["host"]:
+def _peer(node, aet: catalog.Aet, timeout: float) -> dict:
+    entry = {"ae_title": aet.ae_title, "host": aet.host, "port": aet.port, "operations": list(aet.operations)}
+    if not aet.host:
         return {**entry, "ok": None, "dns": None, "echo": None,
                 "message": "no host registered: it can send to us, but nothing can be checked or sent to it"}
-    entry["dns"] = _dns(aet["host"])
-    if not aet["port"]:
+    entry["dns"] = _dns(aet.host)
+    if not aet.port:
         return {**entry, "ok": None, "echo": None,
                 "message": "no port registered: we cannot call it; set one with aets.update if we send to it"}
     if not entry["dns"]["ok"]:
         return {**entry, "ok": False, "echo": None, "message": entry["dns"]["message"]}
-    result = c_echo(node.config.ae_title, aet["ae_title"], aet["host"], aet["port"], timeout,
-                    tls=client_context(node.config.tls) if aet.get("tls") else None)
+    result = c_echo.echo(node.config.ae_title, aet.ae_title, aet.host, aet.port, timeout,
+                         tls=client_context(node.config.tls) if aet.tls else None)
     entry["echo"] = result
     if result["ok"]:
         message = f"C-ECHO ok in {result['total_ms']:.0f} ms (echo round trip {result['rtt_ms']:.1f} ms)"
@@ -106,14 +110,14 @@ def _peer(node, aet: dict, timeout: float) -> dict:
     return {**entry, "ok": result["ok"], "message": message}
 
 
-def _kinds(row: dict) -> list[str]:
-    reason = row["reason"] or ""
+def _kinds(a: catalog_activity.AssociationEntry) -> list[str]:
+    reason = a.reason or ""
     kinds = []
     if "is not ours" in reason:
         kinds.append(WRONG_CALLED)
     if "is not registered" in reason:
         kinds.append(UNKNOWN_CALLING)
-    if row["result"] != "rejected" and row["contexts"]:
+    if a.result != "rejected" and a.rejected_contexts:
         kinds.append(NO_CONTEXT)
     return kinds or [OTHER]
 
@@ -137,27 +141,18 @@ def _fix(kind: str, node, calling: str, called: str, hosts: list[str], contexts:
 
 def rejections(node, since_hours: float) -> list[dict]:
     """Rejected associations, and accepted ones where every proposed context was refused, grouped."""
-    since = time.time() - since_hours * 3600
-    rows = node.index.connection().execute(
-        "SELECT calling_ae, called_ae, peer_host, result, reason, rejected_contexts, instances, started_at"
-        " FROM associations WHERE started_at >= ? AND (result = 'rejected' OR (rejected_contexts != '[]'"
-        " AND instances = 0)) ORDER BY started_at", (since,)).fetchall()
     groups: dict = {}
-    for r in rows:
-        try:
-            contexts = json.loads(r["rejected_contexts"] or "[]")
-        except ValueError:
-            contexts = []
-        row = {"result": r["result"], "reason": r["reason"], "contexts": contexts}
-        for kind in _kinds(row):
-            if kind == OTHER and r["result"] != "rejected":
+    for a in catalog_activity.rejections(node.index, time.time() - since_hours * 3600):
+        contexts = list(a.rejected_contexts)
+        for kind in _kinds(a):
+            if kind == OTHER and a.result != "rejected":
                 continue
-            g = groups.setdefault((r["calling_ae"], kind), {
-                "calling_ae": r["calling_ae"], "kind": kind, "count": 0, "called_aes": [], "peer_hosts": [],
-                "reason": r["reason"], "first_at": r["started_at"], "last_at": r["started_at"], "contexts": []})
+            g = groups.setdefault((a.calling_ae, kind), {
+                "calling_ae": a.calling_ae, "kind": kind, "count": 0, "called_aes": [], "peer_hosts": [],
+                "reason": a.reason, "first_at": a.started_at, "last_at": a.started_at, "contexts": []})
             g["count"] += 1
-            g["last_at"] = r["started_at"]
-            for key, value in (("called_aes", r["called_ae"]), ("peer_hosts", r["peer_host"])):
+            g["last_at"] = a.started_at
+            for key, value in (("called_aes", a.called_ae), ("peer_hosts", a.peer_host)):
                 if value not in g[key]:
                     g[key].append(value)
             g["contexts"] = (g["contexts"] + contexts)[:20]
@@ -176,10 +171,10 @@ def run(ctx, params: dict) -> dict:
     since_hours = params.get("since_hours", 24)
     if isinstance(since_hours, bool) or not isinstance(since_hours, (int, float)) or not 0 < since_hours <= 24 * 90:
         raise v.invalid("since_hours", "hours from 0 to 2160")
-    aets = node.index.aets()
+    aets = catalog.aets(node.index)
     if params.get("ae_title") is not None:
         title = v.ae_title(params["ae_title"])
-        aets = [a for a in aets if a["ae_title"] == title]
+        aets = [a for a in aets if a.ae_title == title]
         if not aets:
             raise v.invalid("ae_title", f"no AE title {title!r} is registered; aets.list shows them")
     started = time.perf_counter()
@@ -204,11 +199,31 @@ def run(ctx, params: dict) -> dict:
     }
 
 
+_DNS = Obj({"ok": BOOL, "ms": NUM, "addresses": Arr(STR), "message": STR}, {"error": Null(STR)})
+_PEER = Obj({
+    "ae_title": STR, "host": Null(STR), "port": Null(INT), "operations": Arr(STR),
+    "ok": Null(BOOL),  # null: nothing to check (no host or no port registered)
+    "dns": Null(_DNS), "echo": Null(ECHO_RESULT), "message": STR,
+})
+_SCP = Obj({
+    "ok": BOOL, "ae_title": STR, "port": INT, "bind": STR, "node_pid": Null(INT), "message": STR,
+    "addresses": Arr(Obj({"address": STR, "reachable": BOOL, "connect_ms": NUM}, {"error": STR})),
+})
+_REJECTION = Obj({
+    "calling_ae": STR, "kind": Enum(WRONG_CALLED, UNKNOWN_CALLING, NO_CONTEXT, OTHER), "count": INT,
+    "called_aes": Arr(STR), "peer_hosts": Arr(STR), "reason": STR, "first_at": TIME, "last_at": TIME,
+    "contexts": Arr(CONTEXT), "fix": STR,
+})
+RESULT = Obj({
+    "schema_version": INT, "time": TIME, "ok": BOOL, "problems": Arr(STR), "scp": _SCP, "aets": Arr(_PEER),
+    "rejections": Arr(_REJECTION), "since_hours": NUM, "duration_s": NUM,
+})
+
 METHODS = (
     Method("diagnose.run", run, "Why can't a modality send? Our SCP's reachability, DNS/TCP/C-ECHO to each "
            "registered AE with timing, recent association rejections grouped with the fix", {
                "timeout": Param("number", "seconds per network step (0.1-60, default 3)"),
                "since_hours": Param("number", "rejections from the last N hours (default 24)"),
                "ae_title": Param("string", "check only this registered AE"),
-           }, audit=True),
+           }, audit=True, result=RESULT),
 )

@@ -12,6 +12,7 @@ from . import health_node as pacs
 from .health_host import CRIT, OK, UNKNOWN, WARN, check
 from .protocol import SCHEMA_VERSION, iso_time
 from .registry import Method
+from .schema import ANY, INT, NUM, STR, TIME, Arr, Enum, Map, Null, Obj
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,16 @@ def health_check(ctx, params: dict) -> dict:
     }
 
 
+# One check as health_host.check() builds it; `detail` holds figures that differ per check.
+_VALUE = {"type": ["number", "string", "boolean", "null"]}
+CHECK = Obj({"name": STR, "status": Enum(*STATUSES), "value": _VALUE, "unit": Null(STR), "threshold": Null(STR),
+             "message": STR}, {"detail": Map(ANY)})
+RESULT = Obj({
+    "schema_version": INT, "time": TIME, "ae_title": STR, "status": Enum(OK, WARN, CRIT), "summary": STR,
+    "counts": Obj(dict.fromkeys(STATUSES, INT)), "duration_s": NUM, "checks": Arr(CHECK),
+})
+
 METHODS = (
     Method("health.check", health_check, "Machine and PACS health: each check with status, value, unit, "
-           "threshold and what to do; thresholds from node.yaml `health:`"),
+           "threshold and what to do; thresholds from node.yaml `health:`", result=RESULT),
 )

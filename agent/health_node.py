@@ -9,6 +9,7 @@ import time
 
 import psutil
 
+from storage.index import catalog_activity
 from storage.pools.pool import TEMP_SUFFIX
 from storage.workers import running_node_pid
 
@@ -19,7 +20,6 @@ _PROBE_BYTES = 4096
 _INTEGRITY_TTL = 300.0  # quick_check reads the whole index; a console polling every 5 s must not repeat it
 _FORECAST_TTL = 300.0  # the ingest-rate query scans the instances table
 _FAILED_JOBS_WINDOW = 86400.0
-_FINISHED = ("done", "cancelled")
 
 
 def _worst(*statuses: str) -> str:
@@ -103,15 +103,11 @@ def pool_fsync(pool, hc) -> dict:
     return check(name, status, round(ms, 2), "ms", t.describe(" ms"), message)
 
 
-def _ingest_by_pool(ctx, node, window_s: float) -> dict:
+def _ingest_by_pool(ctx, node, window_s: float) -> dict[str, catalog_activity.PoolIngest]:
     cached = ctx.cache.get("forecast") if ctx is not None else None
     if cached and time.monotonic() - cached[0] < _FORECAST_TTL:
         return cached[1]
-    since = time.time() - window_s
-    rows = node.index.connection().execute(
-        "SELECT pool, coalesce(sum(CASE WHEN received_at >= ? THEN size ELSE 0 END), 0), min(received_at)"
-        " FROM instances GROUP BY pool", (since,)).fetchall()
-    found = {r[0]: (r[1], r[2]) for r in rows}
+    found = catalog_activity.ingest_by_pool(node.index, time.time() - window_s)
     if ctx is not None:
         ctx.cache["forecast"] = (time.monotonic(), found)
     return found
@@ -132,7 +128,8 @@ def pool_forecasts(ctx, node, hc) -> list[dict]:
             out.append(check(name, UNKNOWN, None, "days", t.describe(" days"),
                              f"pool {pool.name}: no forecast, its folder cannot be examined ({err.strerror})"))
             continue
-        received, first = ingest.get(pool.name, (0, None))
+        history = ingest.get(pool.name, catalog_activity.PoolIngest(0, None))
+        received, first = history.received_bytes, history.first_received_at
         # A node younger than the window has a shorter history; never extrapolate from under an hour.
         span = max(3600.0, min(window_s, now - first)) if first else window_s
         per_day = received / span * 86400
@@ -207,7 +204,7 @@ def index_integrity(ctx, node) -> dict:
         return cached[1]
     started = time.perf_counter()
     try:
-        rows = [r[0] for r in node.index.connection().execute("PRAGMA quick_check").fetchall()]
+        rows = catalog_activity.quick_check(node.index)
     except Exception as err:  # noqa: BLE001 - sqlite3.DatabaseError and friends: the answer is "broken"
         rows = [str(err)]
     ms = (time.perf_counter() - started) * 1000
@@ -225,13 +222,12 @@ def index_integrity(ctx, node) -> dict:
 
 def backup_age(node, hc) -> dict:
     t = hc["backup_age_hours"]
-    row = node.index.connection().execute(
-        "SELECT max(updated_at) FROM jobs WHERE kind = 'backup' AND state = 'done'").fetchone()
-    if row is None or row[0] is None:
+    last = catalog_activity.last_backup_at(node.index)
+    if last is None:
         return check("backup_age", UNKNOWN, None, "hours", t.describe(" h"),
                      "no successful backup is recorded for this node: configure and run backups (backups.run) "
                      "so the index and studies can be restored")
-    hours = (time.time() - row[0]) / 3600
+    hours = (time.time() - last) / 3600
     status = t.status(hours)
     message = f"last successful backup {hours:.1f} hours ago"
     if status != OK:
@@ -241,13 +237,8 @@ def backup_age(node, hc) -> dict:
 
 def queue_backlog(node, hc) -> list[dict]:
     tb, to = hc["queue_backlog"], hc["queue_oldest_hours"]
-    conn = node.index.connection()
-    marks = ",".join("?" * len(_FINISHED + ("failed", "interrupted")))
-    count, oldest = conn.execute(
-        f"SELECT count(*), min(created_at) FROM jobs WHERE state NOT IN ({marks})",
-        _FINISHED + ("failed", "interrupted")).fetchone()
-    failed = conn.execute("SELECT count(*) FROM jobs WHERE state IN ('failed', 'interrupted') AND updated_at >= ?",
-                          (time.time() - _FAILED_JOBS_WINDOW,)).fetchone()[0]
+    backlog = catalog_activity.queue_backlog(node.index, time.time() - _FAILED_JOBS_WINDOW)
+    count, oldest, failed = backlog.pending, backlog.oldest_created_at, backlog.failed
     age_h = (time.time() - oldest) / 3600 if oldest else 0.0
     status = _worst(tb.status(count), to.status(age_h) if count else OK)
     message = f"{count} jobs pending" + (f", oldest {age_h:.1f} hours old" if count else "")

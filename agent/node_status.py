@@ -9,10 +9,12 @@ import time
 import psutil
 
 from storage import __version__
+from storage.index import catalog
 from storage.workers import running_node_pid
 
 from .protocol import SCHEMA_VERSION, iso_time
 from .registry import Method
+from .schema import BOOL, INT, NUM, STR, TIME, Arr, Null, Obj
 
 _PROBE_TTL = 1.0  # a console polling every second should not cost the node a connection per poll
 # Past one SYN retransmit (1 s): a node whose accept backlog is momentarily full is slow, not down.
@@ -81,7 +83,7 @@ def status(ctx, params: dict) -> dict:
     up = listening(ctx, _probe_address(cfg.bind), cfg.port)
     proc = node_process(ctx, cfg.node_dir)
     started = proc and proc["create_time"]
-    conn = node.index.connection()
+    counts = node.index.counts()
     return {
         "schema_version": SCHEMA_VERSION,
         "version": __version__,
@@ -103,12 +105,30 @@ def status(ctx, params: dict) -> dict:
             "uptime_s": round(now - started, 3) if started else None,
         },
         "agent": {"pid": os.getpid(), "uptime_s": round(now - ctx.started_at, 3)},
-        "counts": node.index.counts(),
-        "registered_aets": conn.execute("SELECT count(*) FROM aets").fetchone()[0],
+        "counts": {k: counts[k] for k in _COUNTS},
+        "registered_aets": catalog.count_aets(node.index),
         "pools": _pools(node),
     }
 
 
+_COUNTS = ("patients", "studies", "series", "instances", "bytes")
+_POOL = Obj({
+    "name": STR, "tier": STR, "path": STR, "instances": INT, "bytes": INT,
+    "disk_total_bytes": Null(INT), "disk_free_bytes": Null(INT), "used_percent": Null(NUM),
+}, {"error": STR})  # error: the pool's folder cannot be examined (then the disk figures are null)
+RESULT = Obj({
+    "schema_version": INT, "version": STR, "time": TIME,
+    "node": Obj({"ae_title": STR, "port": INT, "bind": STR, "config": STR, "dir": STR, "open_mode": BOOL,
+                 "require_called_aet": BOOL}),
+    "listening": BOOL,
+    "process": Null(Obj({"pid": INT, "workers": INT, "started_at": Null(TIME), "uptime_s": Null(NUM)})),
+    "agent": Obj({"pid": INT, "uptime_s": NUM}),
+    "counts": Obj(dict.fromkeys(_COUNTS, INT)),
+    "registered_aets": INT,
+    "pools": Arr(_POOL),
+})
+
 METHODS = (
-    Method("node.status", status, "Identity, version, uptime, counts, pools and listening state of the node"),
+    Method("node.status", status, "Identity, version, uptime, counts, pools and listening state of the node",
+           result=RESULT),
 )

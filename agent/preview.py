@@ -10,6 +10,7 @@ from storage.imaging.preview import PreviewError, Window, instance_path, read, r
 from . import validate as v
 from .protocol import INVALID_PARAMS, NOT_FOUND, UNAVAILABLE, RPCError
 from .registry import Method, Param
+from .schema import BOOL, INT, NUM, STR, Enum, Null, Obj
 
 MODES = ("png", *encoders.MODES)
 MAX_COLUMNS = 400
@@ -97,6 +98,16 @@ def render_instance(ctx, params: dict) -> dict:
     return result
 
 
+RESULT = Obj({
+    "sop_instance_uid": STR, "mode": Enum(*MODES), "width": INT, "height": INT, "frame": INT, "frames": INT,
+    "window": Null(Obj({"center": NUM, "width": NUM})),
+    "window_source": Enum("override", "file", "voi_lut", "auto", "none"),
+    "inverted": BOOL, "source_width": INT, "source_height": INT, "transfer_syntax": STR,
+}, {
+    "png": STR,  # mode png: the image, base64
+    "text": STR, "columns": INT, "rows": INT,  # the text modes: what to print, and the cells it covers
+})
+
 METHODS = (
     Method("preview.render", render_instance,
            "One instance as an 8-bit PNG (base64) or as text for a terminal: sixel, kitty, halfcell, ascii",
@@ -111,5 +122,6 @@ METHODS = (
             "cell_size": Param("array", "text modes: [width, height] of a cell in pixels (default [10, 20])",
                                extra={"items": {"type": "integer"}}),
             "pixel_width": Param("integer", f"png: fit inside this width (default {DEFAULT_PIXELS}, max {MAX_PIXELS})"),
-            "pixel_height": Param("integer", f"png: fit inside this height (default {DEFAULT_PIXELS})")}),
+            "pixel_height": Param("integer", f"png: fit inside this height (default {DEFAULT_PIXELS})")},
+           result=RESULT),
 )

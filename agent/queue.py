@@ -2,32 +2,33 @@
 
 from __future__ import annotations
 
-from storage.index import jobs
-from storage.index.queue import KINDS, QueueError, cancel, list_jobs, retry
+from storage.index import catalog_activity, jobs
+from storage.index.queue import KINDS, QueueError, cancel, retry
 
 from . import validate as v
 from .protocol import RPCError, iso_time
 from .registry import Method, Param
+from .schema import INT, NUM, STR, TIME, Arr, Null, Obj
 
 
-def _job(row: dict) -> dict:
+def _job(job: catalog_activity.Job) -> dict:
     return {
-        "id": row["id"],
-        "kind": row["kind"],
-        "state": row["state"],
-        "attempts": row["attempts"],
-        "max_attempts": row["max_attempts"],
-        "next_attempt_at": iso_time(row["next_attempt_at"]) if row["state"] == jobs.PENDING else None,
-        "last_error": row["last_error"],
-        "destination": row["destination"],
-        "study_uid": row["study_uid"],
-        "items_done": row["instances_done"],
-        "items_total": row["instances_total"],
-        "bytes_done": row["bytes_done"],
-        "bytes_total": row["bytes_total"],
-        "reason": row["reason"],
-        "created_at": iso_time(row["created_at"]),
-        "updated_at": iso_time(row["updated_at"]),
+        "id": job.id,
+        "kind": job.kind,
+        "state": job.state,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "next_attempt_at": iso_time(job.next_attempt_at) if job.state == jobs.PENDING else None,
+        "last_error": job.last_error,
+        "destination": job.destination,
+        "study_uid": job.study_uid,
+        "items_done": job.instances_done,
+        "items_total": job.instances_total,
+        "bytes_done": job.bytes_done,
+        "bytes_total": job.bytes_total,
+        "reason": job.reason,
+        "created_at": iso_time(job.created_at),
+        "updated_at": iso_time(job.updated_at),
     }
 
 
@@ -51,13 +52,14 @@ def _translate(err: QueueError) -> RPCError:
 
 def list_queue(ctx, params: dict) -> dict:
     node = ctx.require_node()
-    result = list_jobs(node.index.connection(),
-                       state=_choice(params.get("state"), "state", jobs.STATES),
-                       kind=_choice(params.get("kind"), "kind", KINDS),
-                       destination=v.ae_title(params["destination"], "destination")
-                       if params.get("destination") is not None else None,
-                       limit=v.limit(params.get("limit")))
-    return {**result, "jobs": [_job(r) for r in result["jobs"]]}
+    found = catalog_activity.list_jobs(node.index,
+                              state=_choice(params.get("state"), "state", jobs.STATES),
+                              kind=_choice(params.get("kind"), "kind", KINDS),
+                              destination=v.ae_title(params["destination"], "destination")
+                              if params.get("destination") is not None else None,
+                              limit=v.limit(params.get("limit")))
+    return {"jobs": [_job(j) for j in found.jobs], "counts": dict(found.counts),
+            "oldest_pending_age_s": found.oldest_pending_age_s}
 
 
 def retry_jobs(ctx, params: dict) -> dict:
@@ -86,6 +88,15 @@ def cancel_job(ctx, params: dict) -> dict:
         raise _translate(err) from None
 
 
+JOB = Obj({
+    "id": INT, "kind": STR, "state": STR, "attempts": INT, "max_attempts": INT, "next_attempt_at": Null(TIME),
+    "last_error": Null(STR), "destination": Null(STR), "study_uid": Null(STR), "items_done": INT, "items_total": INT,
+    "bytes_done": INT, "bytes_total": INT, "reason": STR, "created_at": TIME, "updated_at": TIME,
+})
+# counts: every state in jobs.STATES, and any other state found in the table.
+LIST = Obj({"jobs": Arr(JOB), "counts": Obj(dict.fromkeys(jobs.STATES, INT), extra=INT),
+            "oldest_pending_age_s": Null(NUM)})
+
 _ID = Param("integer", "a job id from queue.list")
 METHODS = (
     Method("queue.list", list_queue, "Jobs newest first, counts by state, age of the oldest pending job", {
@@ -93,13 +104,13 @@ METHODS = (
         "kind": Param("string", "only jobs of this kind", extra={"enum": list(KINDS)}),
         "destination": Param("string", "only forwards to this AE title"),
         "limit": Param("integer", "at most this many jobs (1-1000, default 100)"),
-    }),
+    }, result=LIST),
     Method("queue.retry", retry_jobs, "Run a job again now, or every failed forward to a destination", {
         "id": _ID,
         "destination": Param("string", "with state \"failed\": every failed forward to this AE title"),
         "state": Param("string", "\"failed\" (with destination)", extra={"enum": [jobs.FAILED]}),
-    }, audit=True),
+    }, audit=True, result=Obj({"retried": INT})),
     Method("queue.cancel", cancel_job, "Cancel a forward job; a running one stops at its next instance", {
         "id": Param("integer", "a job id from queue.list", required=True),
-    }, audit=True),
+    }, audit=True, result=Obj({"cancelled": INT})),
 )

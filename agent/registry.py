@@ -1,4 +1,4 @@
-"""The method table: name, handler, params schema, role and audit flag; plus rpc.discover and rpc.whoami."""
+"""The method table: name, handler, params and result schemas, role and audit flag; plus rpc.discover and rpc.whoami."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from .protocol import SCHEMA_VERSION
 from .roles import required_role
+from .schema import ANY, BOOL, INT, STR, Arr, Map, Null, Obj
 from .validate import invalid, reject_unknown
 
 
@@ -25,11 +26,15 @@ class Param:
 
 @dataclass(frozen=True)
 class Method:
+    """One JSON-RPC method. `result` is the JSON Schema of what it returns (built with agent.schema);
+    every method declares one, rpc.discover publishes it, and the tests check each response against it."""
+
     name: str
     func: Callable  # (AgentContext, params: dict) -> dict
     summary: str
     params: dict[str, Param] = field(default_factory=dict)
     audit: bool = False  # it changes or acts on something: every call is appended to the audit log
+    result: dict | None = None  # required: build_table refuses a method without one
 
     @property
     def role(self) -> str | None:
@@ -54,6 +59,7 @@ class Method:
                 "required": [n for n, p in self.params.items() if p.required],
                 "additionalProperties": False,
             },
+            "result": self.result,
         }
 
 
@@ -70,6 +76,9 @@ def build_table() -> dict[str, Method]:
             table[m.name] = m
     for m in _meta_methods(table):
         table[m.name] = m
+    undeclared = sorted(name for name, m in table.items() if not m.result)
+    if undeclared:  # a shape nobody wrote down is a shape nobody can keep stable
+        raise RuntimeError(f"no result schema declared for {', '.join(undeclared)}")
     return table
 
 
@@ -83,7 +92,11 @@ def _meta_methods(table: dict[str, Method]) -> tuple[Method, ...]:
         return {"user": caller.name, "role": caller.role, "reason": caller.reason or None,
                 "config": str(ctx.config_path)}
 
+    described = Obj({"name": STR, "summary": STR, "role": Null(STR), "audited": BOOL,
+                     "params": Map(ANY), "result": Map(ANY)})  # JSON Schema objects
     return (
-        Method("rpc.discover", discover, "Every method with its params schema, role and audit flag"),
-        Method("rpc.whoami", whoami, "The caller's user name and role as this agent sees them"),
+        Method("rpc.discover", discover, "Every method with its params and result schemas, role and audit flag",
+               result=Obj({"schema_version": INT, "methods": Arr(described)})),
+        Method("rpc.whoami", whoami, "The caller's user name and role as this agent sees them",
+               result=Obj({"user": STR, "role": Null(STR), "reason": Null(STR), "config": STR})),
     )

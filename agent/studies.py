@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 
-from storage.index import query as q
-from storage.index.query import match_clause
+from storage.index import catalog
 from storage.index.queue import QueueError, enqueue_study
 
 from .aets import addressed
 from .protocol import NOT_FOUND, RPCError, iso_time
 from .registry import Method, Param
+from .schema import BOOL, INT, STR, TIME, Arr, Obj
 from . import validate as v
 
 _MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
@@ -30,102 +30,82 @@ def _modalities(value) -> list[str]:
     return items
 
 
+def _pattern(params: dict, key: str) -> str | None:
+    """A matching key's value; None for universal matching (absent, empty or '*')."""
+    value = params.get(key)
+    if value is not None:
+        v.dicom_pattern(value, key)
+    return None if _universal(value) else value
+
+
 def find(ctx, params: dict) -> dict:
     node = ctx.require_node()
-    where, args = [], []
-    for key, column in (("PatientName", "s.patient_name"), ("PatientID", "s.patient_id"),
-                        ("AccessionNumber", "s.accession_number")):
-        value = params.get(key)
-        if value is not None:
-            v.dicom_pattern(value, key)
-        if not _universal(value):
-            clause, values = match_clause(column, value)
-            where.append(clause)
-            args += values
-    if params.get("StudyInstanceUID") is not None:
-        where.append("s.study_uid = ?")
-        args.append(v.uid(params["StudyInstanceUID"], "StudyInstanceUID"))
-    if params.get("StudyDate") not in (None, ""):
-        clause, values = q.key_range_clause("s.date_key", *v.date_range(params["StudyDate"], "StudyDate"))
-        where.append(clause)
-        args += values
-    if params.get("ModalitiesInStudy") not in (None, ""):
-        clause, values = q.modalities_clause(_modalities(params["ModalitiesInStudy"]))
-        where.append(clause)
-        args += values
-    limit = v.limit(params.get("limit"))
-    sql = (
-        "SELECT s.*,"
-        f" {q.STUDY_MODALITIES} AS modalities, {q.STUDY_SERIES} AS n_series,"
-        f" {q.STUDY_INSTANCES} AS n_instances, {q.STUDY_BYTES} AS bytes"
-        " FROM studies s"
-        + (f" WHERE {' AND '.join(where)}" if where else "")
-        + " ORDER BY s.date_key DESC, s.time_key DESC, s.study_uid LIMIT ?"
+    keys = catalog.StudyFilter(
+        patient_name=_pattern(params, "PatientName"),
+        patient_id=_pattern(params, "PatientID"),
+        accession_number=_pattern(params, "AccessionNumber"),
+        study_uid=v.uid(params["StudyInstanceUID"], "StudyInstanceUID")
+        if params.get("StudyInstanceUID") is not None else None,
+        date_range=v.date_range(params["StudyDate"], "StudyDate")
+        if params.get("StudyDate") not in (None, "") else None,
+        modalities=tuple(_modalities(params["ModalitiesInStudy"]))
+        if params.get("ModalitiesInStudy") not in (None, "") else None,
     )
-    rows = node.index.connection().execute(sql, (*args, limit + 1)).fetchall()
+    page = catalog.find_studies(node.index, keys, v.limit(params.get("limit")))
     studies = [{
-        "StudyInstanceUID": r["study_uid"],
-        "PatientName": r["patient_name"],
-        "PatientID": r["patient_id"],
-        "StudyDate": r["study_date"],
-        "StudyTime": r["study_time"],
-        "AccessionNumber": r["accession_number"],
-        "StudyID": r["study_id"],
-        "StudyDescription": r["study_description"],
-        "ModalitiesInStudy": sorted(m for m in (r["modalities"] or "").split(",") if m),
-        "NumberOfStudyRelatedSeries": r["n_series"],
-        "NumberOfStudyRelatedInstances": r["n_instances"],
-        "bytes": r["bytes"],
-    } for r in rows[:limit]]
-    return {"studies": studies, "count": len(studies), "truncated": len(rows) > limit}
+        "StudyInstanceUID": s.study_uid,
+        "PatientName": s.patient_name,
+        "PatientID": s.patient_id,
+        "StudyDate": s.study_date,
+        "StudyTime": s.study_time,
+        "AccessionNumber": s.accession_number,
+        "StudyID": s.study_id,
+        "StudyDescription": s.study_description,
+        "ModalitiesInStudy": list(s.modalities),
+        "NumberOfStudyRelatedSeries": s.series,
+        "NumberOfStudyRelatedInstances": s.instances,
+        "bytes": s.bytes,
+    } for s in page.items]
+    return {"studies": studies, "count": len(studies), "truncated": page.truncated}
 
 
 def series_list(ctx, params: dict) -> dict:
     node = ctx.require_node()
     study_uid = v.uid(params.get("StudyInstanceUID"), "StudyInstanceUID")
-    limit = v.limit(params.get("limit"))
-    conn = node.index.connection()
-    if conn.execute("SELECT 1 FROM studies WHERE study_uid=?", (study_uid,)).fetchone() is None:
+    page = catalog.series_of(node.index, study_uid, v.limit(params.get("limit")))
+    if page is None:
         raise RPCError(NOT_FOUND, f"no study {study_uid} in the index", {"field": "StudyInstanceUID"})
-    rows = conn.execute(
-        f"SELECT x.*, {q.SERIES_INSTANCES} AS n_instances, {q.SERIES_BYTES} AS bytes"
-        " FROM series x WHERE x.study_uid = ? ORDER BY CAST(x.series_number AS INTEGER), x.series_uid LIMIT ?",
-        (study_uid, limit + 1)).fetchall()
     series = [{
-        "SeriesInstanceUID": r["series_uid"],
-        "StudyInstanceUID": r["study_uid"],
-        "Modality": r["modality"],
-        "SeriesNumber": r["series_number"],
-        "SeriesDescription": r["series_description"],
-        "BodyPartExamined": r["body_part"],
-        "NumberOfSeriesRelatedInstances": r["n_instances"],
-        "bytes": r["bytes"],
-    } for r in rows[:limit]]
-    return {"series": series, "count": len(series), "truncated": len(rows) > limit}
+        "SeriesInstanceUID": x.series_uid,
+        "StudyInstanceUID": x.study_uid,
+        "Modality": x.modality,
+        "SeriesNumber": x.series_number,
+        "SeriesDescription": x.series_description,
+        "BodyPartExamined": x.body_part,
+        "NumberOfSeriesRelatedInstances": x.instances,
+        "bytes": x.bytes,
+    } for x in page.items]
+    return {"series": series, "count": len(series), "truncated": page.truncated}
 
 
 def instances_list(ctx, params: dict) -> dict:
     node = ctx.require_node()
     series_uid = v.uid(params.get("SeriesInstanceUID"), "SeriesInstanceUID")
-    limit = v.limit(params.get("limit"))
-    conn = node.index.connection()
-    if conn.execute("SELECT 1 FROM series WHERE series_uid=?", (series_uid,)).fetchone() is None:
+    page = catalog.instances_of(node.index, series_uid, v.limit(params.get("limit")))
+    if page is None:
         raise RPCError(NOT_FOUND, f"no series {series_uid} in the index", {"field": "SeriesInstanceUID"})
-    rows = conn.execute(
-        "SELECT * FROM instances WHERE series_uid = ? ORDER BY CAST(instance_number AS INTEGER), sop_uid LIMIT ?",
-        (series_uid, limit + 1)).fetchall()
     instances = [{
-        "SOPInstanceUID": r["sop_uid"],
-        "SOPClassUID": r["sop_class_uid"],
-        "InstanceNumber": r["instance_number"],
-        "TransferSyntaxUID": r["transfer_syntax"],
-        "pool": r["pool"],
-        "bytes": r["size"],
-        "sha256": r["sha256"],
-        "received_at": iso_time(r["received_at"]),
-        "source_ae": r["source_ae"],
-    } for r in rows[:limit]]
-    return {"instances": instances, "count": len(instances), "truncated": len(rows) > limit}
+        "SOPInstanceUID": i.sop_uid,
+        "SOPClassUID": i.sop_class_uid,
+        "InstanceNumber": i.instance_number,
+        "TransferSyntaxUID": i.transfer_syntax,
+        "pool": i.pool,
+        "bytes": i.size,
+        "sha256": i.sha256,
+        "received_at": iso_time(i.received_at),
+        "source_ae": i.source_ae,
+    } for i in page.items]
+    return {"instances": instances, "count": len(instances), "truncated": page.truncated}
 
 
 def send(ctx, params: dict) -> dict:
@@ -133,14 +113,32 @@ def send(ctx, params: dict) -> dict:
     node = ctx.require_node()
     study_uid = v.uid(params.get("StudyInstanceUID"), "StudyInstanceUID")
     destination = v.ae_title(params.get("destination"), "destination")
-    addressed(node.index.aet(destination), destination, "destination")
+    addressed(node.index, destination, "destination")
     try:
         job = enqueue_study(node.index, study_uid, destination, node.config.queue.max_attempts)
     except QueueError as err:
         raise RPCError(NOT_FOUND, str(err), {"field": err.field}) from None
-    return {**job, "destination": destination, "StudyInstanceUID": study_uid}
+    return {"job_id": job["job_id"], "items_total": job["items_total"], "bytes_total": job["bytes_total"],
+            "destination": destination, "StudyInstanceUID": study_uid}
 
 
+def _page(name: str, item: dict) -> dict:
+    return Obj({name: Arr(item), "count": INT, "truncated": BOOL})
+
+
+STUDY = Obj({
+    "StudyInstanceUID": STR, "PatientName": STR, "PatientID": STR, "StudyDate": STR, "StudyTime": STR,
+    "AccessionNumber": STR, "StudyID": STR, "StudyDescription": STR, "ModalitiesInStudy": Arr(STR),
+    "NumberOfStudyRelatedSeries": INT, "NumberOfStudyRelatedInstances": INT, "bytes": INT,
+})
+SERIES = Obj({
+    "SeriesInstanceUID": STR, "StudyInstanceUID": STR, "Modality": STR, "SeriesNumber": STR,
+    "SeriesDescription": STR, "BodyPartExamined": STR, "NumberOfSeriesRelatedInstances": INT, "bytes": INT,
+})
+INSTANCE = Obj({
+    "SOPInstanceUID": STR, "SOPClassUID": STR, "InstanceNumber": STR, "TransferSyntaxUID": STR, "pool": STR,
+    "bytes": INT, "sha256": STR, "received_at": TIME, "source_ae": STR,
+})
 _LIMIT = Param("integer", "at most this many rows (1-1000, default 100)")
 METHODS = (
     Method("studies.find", find, "Studies in the index matching every given filter, newest first", {
@@ -151,17 +149,18 @@ METHODS = (
         "StudyDate": Param("string", "YYYYMMDD, or a range A-B, A- or -B"),
         "ModalitiesInStudy": Param("string", "CT, or several as CT\\MR (a JSON list works too)"),
         "limit": _LIMIT,
-    }),
+    }, result=_page("studies", STUDY)),
     Method("series.list", series_list, "Series of one study", {
         "StudyInstanceUID": Param("string", "the study", required=True),
         "limit": _LIMIT,
-    }),
+    }, result=_page("series", SERIES)),
     Method("studies.send", send, "Queue a forward of a whole study to a registered AE (a job in queue.list)", {
         "StudyInstanceUID": Param("string", "the study", required=True),
         "destination": Param("string", "registered AE title with host and port", required=True),
-    }, audit=True),
+    }, audit=True, result=Obj({"job_id": INT, "items_total": INT, "bytes_total": INT, "destination": STR,
+                               "StudyInstanceUID": STR})),
     Method("instances.list", instances_list, "Instances of one series, with pool, size and checksum", {
         "SeriesInstanceUID": Param("string", "the series", required=True),
         "limit": _LIMIT,
-    }),
+    }, result=_page("instances", INSTANCE)),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from storage.index import catalog, catalog_users
 from storage.index.accounts import hash_password
 
 from . import authorized_keys
@@ -10,7 +11,8 @@ from .audit import fingerprint
 from .context import find_executable
 from .protocol import CONFLICT, NOT_FOUND, RPCError, iso_time
 from .registry import Method, Param
-from .roles import ADMIN, ROLES
+from .roles import ROLES
+from .schema import BOOL, STR, TIME, Arr, Enum, Obj
 
 MAX_KEYS = 32
 
@@ -30,14 +32,14 @@ def _keys(value, field: str = "ssh_keys") -> list[tuple[str, str]]:
     return list(dict.fromkeys(keys))
 
 
-def _public(user: dict) -> dict:
+def _public(user: catalog_users.User) -> dict:
     return {
-        "name": user["name"],
-        "role": user["role"],
-        "has_password": bool(user["password_hash"]),
-        "ssh_keys": [{"type": k.split()[0], "fingerprint": fingerprint(k)} for k in user["ssh_keys"]],
-        "created_at": iso_time(user["created_at"]),
-        "updated_at": iso_time(user["updated_at"]),
+        "name": user.name,
+        "role": user.role,
+        "has_password": user.has_password,
+        "ssh_keys": [{"type": k.split()[0], "fingerprint": fingerprint(k)} for k in user.ssh_keys],
+        "created_at": iso_time(user.created_at),
+        "updated_at": iso_time(user.updated_at),
     }
 
 
@@ -49,8 +51,12 @@ def _missing(name: str) -> RPCError:
     return RPCError(NOT_FOUND, f"no user {name!r}; users.list shows them", {"field": "name"})
 
 
+def _last_admin(name: str, field: str, what: str) -> RPCError:
+    return RPCError(CONFLICT, f"{name} is the last admin{what}; make another user admin first", {"field": field})
+
+
 def list_users(ctx, params: dict) -> dict:
-    return {"users": [_public(u) for u in ctx.require_accounts().users()]}
+    return {"users": [_public(u) for u in catalog_users.users(ctx.require_accounts())]}
 
 
 def add(ctx, params: dict) -> dict:
@@ -61,13 +67,13 @@ def add(ctx, params: dict) -> dict:
     keys = _keys(params.get("ssh_keys", []))
     # Hash before the write lock: scrypt takes ~50 ms and other writers should not wait for it.
     password_hash = hash_password(secret) if secret is not None else None
-    with accounts.index.transaction() as conn:
-        if accounts.user(name, conn) is not None:
-            raise RPCError(CONFLICT, f"user {name!r} exists; use users.update", {"field": "name"})
-        accounts.add_user(conn, name, role, password_hash, [f"{t} {b}" for t, b in keys])
-        # Inside the transaction: if the file cannot be written the user is not created either.
-        _sync_keys(ctx, name, keys)
-    return {"user": _public(accounts.user(name))}
+    try:
+        # The keys file is written inside the transaction: if it cannot be, the user is not created either.
+        user = catalog_users.add_user(accounts, name, role, password_hash, [f"{t} {b}" for t, b in keys],
+                                then=lambda: _sync_keys(ctx, name, keys))
+    except catalog.Exists:
+        raise RPCError(CONFLICT, f"user {name!r} exists; use users.update", {"field": "name"}) from None
+    return {"user": _public(user)}
 
 
 def update(ctx, params: dict) -> dict:
@@ -80,33 +86,32 @@ def update(ctx, params: dict) -> dict:
     if role is None and secret is None and not clear_password and keys is None:
         raise v.invalid("params", "nothing to change; give role, password (null clears it) or ssh_keys")
     password_hash = hash_password(secret) if secret is not None else None
-    with accounts.index.transaction() as conn:
-        current = accounts.user(name, conn)
-        if current is None:
-            raise _missing(name)
-        if current["role"] == ADMIN and role not in (None, ADMIN) and accounts.admin_count(conn) <= 1:
-            raise RPCError(CONFLICT, f"{name} is the last admin; make another user admin first", {"field": "role"})
-        accounts.update_user(conn, name, role=role, password_hash=password_hash, clear_password=clear_password,
-                             ssh_keys=None if keys is None else [f"{t} {b}" for t, b in keys])
-        if keys is not None:
-            _sync_keys(ctx, name, keys)
-    return {"user": _public(accounts.user(name))}
+    try:
+        user = catalog_users.update_user(accounts, name, role=role, password_hash=password_hash,
+                                   clear_password=clear_password,
+                                   ssh_keys=None if keys is None else [f"{t} {b}" for t, b in keys],
+                                   then=None if keys is None else lambda: _sync_keys(ctx, name, keys))
+    except catalog.Missing:
+        raise _missing(name) from None
+    except catalog.LastAdmin:
+        raise _last_admin(name, "role", "") from None
+    return {"user": _public(user)}
 
 
 def remove(ctx, params: dict) -> dict:
     accounts = ctx.require_accounts()
     name = v.user_name(params.get("name"))
-    with accounts.index.transaction() as conn:
-        current = accounts.user(name, conn)
-        if current is None:
-            raise _missing(name)
-        if current["role"] == ADMIN and accounts.admin_count(conn) <= 1:
-            raise RPCError(CONFLICT, f"{name} is the last admin and cannot be removed; make another user admin "
-                                     "first", {"field": "name"})
-        accounts.remove_user(conn, name)
-        _sync_keys(ctx, name, [])
+    try:
+        catalog_users.remove_user(accounts, name, then=lambda: _sync_keys(ctx, name, []))
+    except catalog.Missing:
+        raise _missing(name) from None
+    except catalog.LastAdmin:
+        raise _last_admin(name, "name", " and cannot be removed") from None
     return {"removed": name}
 
+
+USER = Obj({"name": STR, "role": Enum(*ROLES), "has_password": BOOL,
+            "ssh_keys": Arr(Obj({"type": STR, "fingerprint": STR})), "created_at": TIME, "updated_at": TIME})
 
 _NAME = Param("string", "user name: lowercase letters, digits, _ . - (max 32)", required=True)
 _ROLE = Param("string", "viewer, operator or admin", extra={"enum": list(ROLES)})
@@ -114,17 +119,18 @@ _PASSWORD = Param("string", "8-1024 characters; stored as an scrypt hash, never 
 _KEYS = Param("array", "OpenSSH public key lines (ssh-ed25519, ssh-rsa, ecdsa-sha2-*); each becomes a "
                        "forced-command line in authorized_keys", extra={"items": {"type": "string"}})
 METHODS = (
-    Method("users.list", list_users, "Users with role, whether a password is set, key fingerprints"),
+    Method("users.list", list_users, "Users with role, whether a password is set, key fingerprints",
+           result=Obj({"users": Arr(USER)})),
     Method("users.add", add, "Create a user; SSH keys are written to authorized_keys", {
         "name": _NAME,
         "role": Param("string", "viewer, operator or admin", required=True, extra={"enum": list(ROLES)}),
         "password": _PASSWORD,
         "ssh_keys": _KEYS,
-    }, audit=True),
+    }, audit=True, result=Obj({"user": USER})),
     Method("users.update", update, "Change role, password (null clears it) or replace the SSH keys", {
         "name": _NAME, "role": _ROLE, "password": _PASSWORD, "ssh_keys": _KEYS,
-    }, audit=True),
+    }, audit=True, result=Obj({"user": USER})),
     Method("users.remove", remove, "Delete a user and its authorized_keys lines (never the last admin)", {
         "name": _NAME,
-    }, audit=True),
+    }, audit=True, result=Obj({"removed": STR})),
 )

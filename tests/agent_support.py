@@ -1,4 +1,8 @@
-"""Test helpers for the agent: a real `pacsdeck agent stdio` process, a real sshd, keys, a paramiko client."""
+"""Test helpers for the agent: a real `pacsdeck agent stdio` process, a real sshd, keys, a paramiko client.
+
+Every successful response these helpers see is checked against its method's declared result schema
+(tests/results.py): a result that does not match fails the test with the path of each mismatch.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.protocol import RPCError, encode, unwrap
+from agent.protocol import RPCError, decode_line, encode, unwrap
 
 from .conftest import IN_CI, REPO, free_port, make_node, port_open, require_tool, start_listener, terminate, wait_for
+from .results import check_cli, check_result
+
+
+def _request_key(req_id) -> str:
+    return json.dumps(req_id, sort_keys=True)
 
 
 def agent_env(authorized_keys: Path, **extra: str) -> dict:
@@ -41,6 +50,18 @@ class Agent:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self._id = 0
+        self._methods: dict[str, str] = {}  # request id -> method, to check each result read
+
+    def _remember(self, data: bytes) -> None:
+        """Note the method of every request in `data` (lines, batches) so read() can check its result."""
+        for line in data.splitlines():
+            try:
+                message = decode_line(line)
+            except Exception:  # noqa: BLE001 - hostile lines are the point of some tests
+                continue
+            for m in message if isinstance(message, list) else [message]:
+                if isinstance(m, dict) and isinstance(m.get("method"), str) and "id" in m:
+                    self._methods[_request_key(m["id"])] = m["method"]
 
     def _read(self) -> None:
         for line in self.proc.stdout:
@@ -48,13 +69,22 @@ class Agent:
         self._lines.put(None)
 
     def send_raw(self, data: bytes) -> None:
+        self._remember(data)
         self.proc.stdin.write(data)
         self.proc.stdin.flush()
 
     def read(self, timeout: float = 60):
-        """The next response line, parsed; None at EOF."""
+        """The next response line, parsed; None at EOF. Each result in it must match its method's schema."""
         line = self._lines.get(timeout=timeout)
-        return None if line is None else json.loads(line)
+        if line is None:
+            return None
+        response = json.loads(line)
+        for r in response if isinstance(response, list) else [response]:
+            if isinstance(r, dict) and "result" in r:
+                method = self._methods.get(_request_key(r.get("id")))
+                if method is not None:
+                    check_result(method, r["result"])
+        return response
 
     def request(self, method: str, params: dict | None = None) -> dict:
         self._id += 1
@@ -121,13 +151,16 @@ def env(tmp_path):
 
 def agent_call(config: Path, method: str, params: str | None = None, *, as_user: str | None = None,
                env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """`pacsdeck agent call` as a subprocess."""
-    args = [sys.executable, "-m", "pacsdeck.cli", "agent", "call", method, "--config", str(config)]
+    """`pacsdeck agent call` as a subprocess; a success's printed result must match the method's schema."""
+    args = ["agent", "call", method, "--config", str(config)]
     if params is not None:
         args += ["--params", params]
     if as_user is not None:
         args += ["--as", as_user]
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+    done = subprocess.run([sys.executable, "-m", "pacsdeck.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=env)
+    check_cli(args, done)
+    return done
 
 
 # --- keys and sshd ---------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .results import check_cli
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # DCMTK 3.6.7 leaves Nagle's algorithm on unless told; without this every transfer crawls.
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
@@ -61,9 +63,11 @@ def threading_sleep(seconds: float) -> None:
 
 
 def pacsdeck(*args: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
-    """Run the real `pacsdeck` CLI in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "pacsdeck.cli", *args], capture_output=True, text=True,
+    """Run the real `pacsdeck` CLI in a subprocess; an agent result it prints must fit the method's schema."""
+    done = subprocess.run([sys.executable, "-m", "pacsdeck.cli", *args], capture_output=True, text=True,
                           timeout=timeout, check=check, cwd=REPO)
+    check_cli(args, done)
+    return done
 
 
 def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

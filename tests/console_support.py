@@ -39,6 +39,7 @@ from console.transport import Transport, open_transport
 
 from .agent_support import SSHD, agent_env, os_user, ssh_keygen, sshd_binary, start_sshd, stop_sshd
 from .conftest import REPO, NodeHandle, free_port, make_node, port_open, wait_for
+from .results import check_cli
 
 
 @dataclass
@@ -101,6 +102,7 @@ def add_ssh_user(server: SSHD, node: NodeHandle, name: str, role: str, key: Path
                              "--config", str(node.config)], capture_output=True, text=True, timeout=60, cwd=REPO,
                             env=agent_env(server.authorized_keys))
     assert result.returncode == 0, result.stderr
+    check_cli(["agent", "call", "users.add"], result)
 
 
 def restart_sshd_with_new_key(server: SSHD) -> None:

@@ -16,6 +16,7 @@ from agent.protocol import RPCError
 
 from .agent_support import agent_call, agents, env, node  # noqa: F401 - fixtures
 from .conftest import REPO
+from .results import check_cli
 
 
 def test_protocol_is_stdlib_only():
@@ -160,6 +161,7 @@ def test_config_lookup_uses_environment(node, env):
                             capture_output=True, text=True, cwd=REPO, timeout=60,
                             env={**env, "PACSDECK_CONFIG": str(node.config)})
     assert result.returncode == 0, result.stderr
+    check_cli(["agent", "call", "rpc.whoami"], result)
     assert json.loads(result.stdout)["config"] == str(Path(node.config))
 
 

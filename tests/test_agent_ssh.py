@@ -11,6 +11,7 @@ from agent.protocol import RPCError, encode, request, unwrap
 
 from .agent_support import agent_env, agents, ssh_keygen, sshd  # noqa: F401 - fixtures
 from .conftest import free_port, make_node
+from .results import check_result
 
 SFTP_INIT = b"\x00\x00\x00\x05\x01\x00\x00\x00\x03"  # SSH_FXP_INIT, version 3
 
@@ -40,7 +41,9 @@ class Session:
         self.channel.sendall(encode(request(method, params, id=self._id)))
         response = json.loads(self.out.readline())
         assert response["id"] == self._id
-        return unwrap(response)
+        result = unwrap(response)
+        check_result(method, result)
+        return result
 
     def error(self, method: str, params: dict | None = None) -> RPCError:
         try:

@@ -17,6 +17,7 @@ from console.widgets.fleet_table import FleetTable
 from .agent_support import agent_env
 from .console_support import fleet_files, host_key, restart_sshd_with_new_key  # noqa: F401 - fixture
 from .conftest import REPO
+from .results import check_cli
 
 POLL = 0.5
 ANSWERED = ("up", "degraded")  # the agent answered and the node listens (a test box may warn on a check)
@@ -245,6 +246,7 @@ def audited_methods(node) -> list[str]:
                              json.dumps({"limit": 200}), "--config", str(node.config)], capture_output=True,
                             text=True, timeout=60, cwd=REPO, check=False, env=agent_env(node.dir / "authorized_keys"))
     assert result.returncode == 0, result.stderr
+    check_cli(["agent", "call", "audit.recent"], result)
     return [e["method"] for e in json.loads(result.stdout)["entries"]]
 
 
