@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from storage.index import catalog
 from storage.config.settings import OPERATIONS
 from storage.config.tls import client_context
 from storage.dimse import echo as c_echo
+from storage.index import catalog
 
 from . import validate as v
 from .protocol import CONFLICT, NOT_FOUND, RPCError, iso_time
@@ -13,28 +13,66 @@ from .registry import Method, Param
 from .schema import BOOL, INT, NUM, STR, TIME, Arr, Enum, Null, Obj
 
 # What echo() returns: aets.echo's result, and each AE's `echo` in diagnose.run.
-ECHO_RESULT = Obj({
-    "ok": BOOL, "calling_ae": STR, "called_ae": STR, "host": STR, "port": INT,
-    "address": Null(STR), "status": Null(INT), "rtt_ms": Null(NUM), "total_ms": Null(NUM),
-    # Set when ok is false: which layer failed; a rejection adds the A-ASSOCIATE-RJ fields.
-    "diagnosis": Null(Obj({"kind": Enum(c_echo.DNS, c_echo.REFUSED, c_echo.UNREACHABLE, c_echo.TIMEOUT, c_echo.REJECTED,
-                                        c_echo.ABORTED, c_echo.FAILED),
-                           "message": STR},
-                          {"result": INT, "source": INT, "diagnostic": INT, "reason": STR})),
-})
+ECHO_RESULT = Obj(
+    {
+        "ok": BOOL,
+        "calling_ae": STR,
+        "called_ae": STR,
+        "host": STR,
+        "port": INT,
+        "address": Null(STR),
+        "status": Null(INT),
+        "rtt_ms": Null(NUM),
+        "total_ms": Null(NUM),
+        # Set when ok is false: which layer failed; a rejection adds the A-ASSOCIATE-RJ fields.
+        "diagnosis": Null(
+            Obj(
+                {
+                    "kind": Enum(
+                        c_echo.DNS,
+                        c_echo.REFUSED,
+                        c_echo.UNREACHABLE,
+                        c_echo.TIMEOUT,
+                        c_echo.REJECTED,
+                        c_echo.ABORTED,
+                        c_echo.FAILED,
+                    ),
+                    "message": STR,
+                },
+                {"result": INT, "source": INT, "diagnostic": INT, "reason": STR},
+            )
+        ),
+    }
+)
 
-AET = Obj({
-    "ae_title": STR, "host": Null(STR), "port": Null(INT), "description": STR,
-    "operations": Arr(Enum(*OPERATIONS)), "move_destination": BOOL, "tls": BOOL,
-    "created_at": TIME, "updated_at": TIME,
-})
+AET = Obj(
+    {
+        "ae_title": STR,
+        "host": Null(STR),
+        "port": Null(INT),
+        "description": STR,
+        "operations": Arr(Enum(*OPERATIONS)),
+        "move_destination": BOOL,
+        "tls": BOOL,
+        "created_at": TIME,
+        "updated_at": TIME,
+    }
+)
 
 
 def public(aet: catalog.Aet) -> dict:
     """An AE title as the wire shows it (aets.*, and the AE part of other results)."""
-    return {"ae_title": aet.ae_title, "host": aet.host, "port": aet.port, "description": aet.description,
-            "operations": list(aet.operations), "move_destination": aet.move_destination, "tls": aet.tls,
-            "created_at": iso_time(aet.created_at), "updated_at": iso_time(aet.updated_at)}
+    return {
+        "ae_title": aet.ae_title,
+        "host": aet.host,
+        "port": aet.port,
+        "description": aet.description,
+        "operations": list(aet.operations),
+        "move_destination": aet.move_destination,
+        "tls": aet.tls,
+        "created_at": iso_time(aet.created_at),
+        "updated_at": iso_time(aet.updated_at),
+    }
 
 
 def _missing(title: str, field: str = "ae_title") -> RPCError:
@@ -80,8 +118,9 @@ def add(ctx, params: dict) -> dict:
     try:
         return {"aet": public(catalog.add_aet(index, title, new))}
     except catalog.Exists:
-        raise RPCError(CONFLICT, f"AE title {title!r} is already registered; use aets.update",
-                       {"field": "ae_title"}) from None
+        raise RPCError(
+            CONFLICT, f"AE title {title!r} is already registered; use aets.update", {"field": "ae_title"}
+        ) from None
 
 
 def update(ctx, params: dict) -> dict:
@@ -101,8 +140,9 @@ def update(ctx, params: dict) -> dict:
     if "tls" in params:
         changes["tls"] = v.boolean(params["tls"], "tls")
     if not changes:
-        raise v.invalid("params", "nothing to change; give host, port, description, operations, move_destination "
-                                  "or tls")
+        raise v.invalid(
+            "params", "nothing to change; give host, port, description, operations, move_destination or tls"
+        )
     try:
         return {"aet": public(catalog.update_aet(index, title, **changes))}
     except catalog.Missing:
@@ -116,9 +156,12 @@ def remove(ctx, params: dict) -> dict:
         catalog.remove_aet(index, title)
     except catalog.InUse as err:
         # Removing a destination under a route would turn every forward to it into a failure.
-        raise RPCError(CONFLICT, f"{title} is a destination of route(s) {', '.join(err.routes)}; remove it from "
-                       "them first (routes.remove, then routes.add without it)",
-                       {"field": "ae_title", "routes": err.routes}) from None
+        raise RPCError(
+            CONFLICT,
+            f"{title} is a destination of route(s) {', '.join(err.routes)}; remove it from "
+            "them first (routes.remove, then routes.add without it)",
+            {"field": "ae_title", "routes": err.routes},
+        ) from None
     except catalog.Missing:
         raise _missing(title) from None
     return {"removed": title}
@@ -129,8 +172,14 @@ def echo(ctx, params: dict) -> dict:
     title = v.ae_title(params.get("ae_title"))
     timeout = v.timeout(params.get("timeout"))
     aet = addressed(node.index, title, "ae_title", use="call")
-    return c_echo.echo(node.config.ae_title, title, aet.host, aet.port, timeout,
-                       tls=client_context(node.config.tls) if aet.tls else None)
+    return c_echo.echo(
+        node.config.ae_title,
+        title,
+        aet.host,
+        aet.port,
+        timeout,
+        tls=client_context(node.config.tls) if aet.tls else None,
+    )
 
 
 _TITLE = Param("string", "AE title, 1-16 printable ASCII characters", required=True)
@@ -144,18 +193,44 @@ _FIELDS = {
 }
 METHODS = (
     Method("aets.list", list_aets, "Registered AE titles", result=Obj({"aets": Arr(AET)})),
-    Method("aets.add", add, "Register an AE title; the running node accepts it at once", {
-        "ae_title": _TITLE,
-        **_FIELDS,
-        "host": Param("string", "host name or IP address", required=True),
-        "port": Param("integer", "DICOM port, 1-65535", required=True),
-    }, audit=True, result=Obj({"aet": AET})),
-    Method("aets.update", update, "Change a registered AE title's host, port, operations, ...", {
-        "ae_title": _TITLE, **_FIELDS}, audit=True, result=Obj({"aet": AET})),
-    Method("aets.remove", remove, "Unregister an AE title; the running node rejects it at once", {
-        "ae_title": _TITLE}, audit=True, result=Obj({"removed": STR})),
-    Method("aets.echo", echo, "C-ECHO from this node to a registered AE: status, round trip, diagnosis", {
-        "ae_title": _TITLE,
-        "timeout": Param("number", "seconds per step (0.1-60, default 5)"),
-    }, audit=True, result=ECHO_RESULT),
+    Method(
+        "aets.add",
+        add,
+        "Register an AE title; the running node accepts it at once",
+        {
+            "ae_title": _TITLE,
+            **_FIELDS,
+            "host": Param("string", "host name or IP address", required=True),
+            "port": Param("integer", "DICOM port, 1-65535", required=True),
+        },
+        audit=True,
+        result=Obj({"aet": AET}),
+    ),
+    Method(
+        "aets.update",
+        update,
+        "Change a registered AE title's host, port, operations, ...",
+        {"ae_title": _TITLE, **_FIELDS},
+        audit=True,
+        result=Obj({"aet": AET}),
+    ),
+    Method(
+        "aets.remove",
+        remove,
+        "Unregister an AE title; the running node rejects it at once",
+        {"ae_title": _TITLE},
+        audit=True,
+        result=Obj({"removed": STR}),
+    ),
+    Method(
+        "aets.echo",
+        echo,
+        "C-ECHO from this node to a registered AE: status, round trip, diagnosis",
+        {
+            "ae_title": _TITLE,
+            "timeout": Param("number", "seconds per step (0.1-60, default 5)"),
+        },
+        audit=True,
+        result=ECHO_RESULT,
+    ),
 )

@@ -45,8 +45,10 @@ def redact(value, key: str | None = None, depth: int = 0):
     if isinstance(value, (dict, list)) and depth >= _MAX_DEPTH:
         return NESTED
     if key == "ssh_keys" and isinstance(value, list):
-        return _cut([fingerprint(k) if isinstance(k, str) else redact(k, depth=depth + 1)
-                     for k in value[:_MAX_ITEMS]], len(value))
+        return _cut(
+            [fingerprint(k) if isinstance(k, str) else redact(k, depth=depth + 1) for k in value[:_MAX_ITEMS]],
+            len(value),
+        )
     if isinstance(value, dict):
         kept = {str(k)[:64]: redact(v, k, depth + 1) for k, v in list(value.items())[:_MAX_ITEMS]}
         if len(value) > _MAX_ITEMS:
@@ -87,9 +89,10 @@ def record(ctx, user: str, method: str, params: dict, result: str, message: str 
         log.error("audit not written (no index): %s %s %s", user, method, result)
         return
     try:
-        ctx.accounts.append_audit(_storable(user, 64), _storable(method, 64), summary(params), result,
-                                  _storable(message, 500))
-    except Exception:  # noqa: BLE001 - the change itself is already committed
+        ctx.accounts.append_audit(
+            _storable(user, 64), _storable(method, 64), summary(params), result, _storable(message, 500)
+        )
+    except Exception:  # the change itself is already committed
         log.exception("cannot write the audit log: %s %s %s", user, method, result)
 
 
@@ -98,8 +101,20 @@ def recent(ctx, params: dict) -> dict:
     user = safe_text(params.get("user"), "user", max_len=64, required=False, allow_punctuation=True)
     method = safe_text(params.get("method"), "method", max_len=64, required=False)
     entries = catalog_users.recent_audit(accounts, valid_limit(params.get("limit")), user=user, method=method)
-    return {"entries": [{"id": e.id, "at": iso_time(e.at), "user": e.user, "method": e.method, "params": e.params,
-                         "result": e.result, "message": e.message} for e in entries]}
+    return {
+        "entries": [
+            {
+                "id": e.id,
+                "at": iso_time(e.at),
+                "user": e.user,
+                "method": e.method,
+                "params": e.params,
+                "result": e.result,
+                "message": e.message,
+            }
+            for e in entries
+        ]
+    }
 
 
 # result: "ok" or the error kind the call failed with; params: the call's, redacted (see summary()).
@@ -107,9 +122,15 @@ ENTRY = Obj({"id": INT, "at": TIME, "user": STR, "method": STR, "params": Map(AN
 
 
 METHODS = (
-    Method("audit.recent", recent, "Latest audit log entries, newest first", {
-        "limit": Param("integer", "how many (1-1000, default 100)"),
-        "user": Param("string", "only this caller, e.g. alice or local:root"),
-        "method": Param("string", "only this method, e.g. aets.add"),
-    }, result=Obj({"entries": Arr(ENTRY)})),
+    Method(
+        "audit.recent",
+        recent,
+        "Latest audit log entries, newest first",
+        {
+            "limit": Param("integer", "how many (1-1000, default 100)"),
+            "user": Param("string", "only this caller, e.g. alice or local:root"),
+            "method": Param("string", "only this method, e.g. aets.add"),
+        },
+        result=Obj({"entries": Arr(ENTRY)}),
+    ),
 )

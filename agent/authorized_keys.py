@@ -19,8 +19,11 @@ OPTIONS = "restrict"
 
 def _safe_path(path: str, what: str) -> str:
     if not _SAFE_PATH.match(path) or "/../" in path or path.endswith("/.."):
-        raise RPCError(UNAVAILABLE, f"cannot write a forced command: the {what} path {path!r} has characters "
-                                    "other than letters, digits and ._+-/ ; install or move it to a plain path")
+        raise RPCError(
+            UNAVAILABLE,
+            f"cannot write a forced command: the {what} path {path!r} has characters "
+            "other than letters, digits and ._+-/ ; install or move it to a plain path",
+        )
     return path
 
 
@@ -38,9 +41,11 @@ def line(executable: str, config: str, name: str, key_type: str, key_b64: str) -
 def is_ours(text: str, config: str, name: str) -> bool:
     """Our line for this user of this node: the forced command names both, the comment names the user."""
     stripped = text.strip()
-    return (stripped.startswith(f'{OPTIONS},command="')
-            and f" agent stdio --config {config} --as {name}\" " in stripped
-            and stripped.endswith(f" pacsdeck:{name}"))
+    return (
+        stripped.startswith(f'{OPTIONS},command="')
+        and f' agent stdio --config {config} --as {name}" ' in stripped
+        and stripped.endswith(f" pacsdeck:{name}")
+    )
 
 
 def sync(path: Path, executable: str | None, config: str, name: str, keys: Iterable[tuple[str, str]]) -> None:
@@ -49,8 +54,9 @@ def sync(path: Path, executable: str | None, config: str, name: str, keys: Itera
     if not keys and not path.exists():
         return  # nothing to remove, and no reason to create ~/.ssh
     if keys and not executable:
-        raise RPCError(UNAVAILABLE, "cannot find the pacsdeck executable for the forced command; "
-                                    "set PACSDECK_EXECUTABLE")
+        raise RPCError(
+            UNAVAILABLE, "cannot find the pacsdeck executable for the forced command; set PACSDECK_EXECUTABLE"
+        )
     new_lines = [line(executable, config, name, t, b) for t, b in keys]
     folder = path.parent
     try:

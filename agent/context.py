@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.index.accounts import Accounts
 from storage.config.settings import ConfigError, load_config
+from storage.index.accounts import Accounts
 from storage.node import Node
 
 from .protocol import UNAVAILABLE, RPCError
@@ -64,8 +64,12 @@ def find_executable() -> str | None:
 class AgentContext:
     """Everything a method needs, opened once per agent process; a broken node config is reported per call."""
 
-    def __init__(self, config_path: str | os.PathLike, as_user: str | None = None,
-                 authorized_keys: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        config_path: str | os.PathLike,
+        as_user: str | None = None,
+        authorized_keys: str | os.PathLike | None = None,
+    ):
         self.config_path = Path(config_path).expanduser().absolute()
         self.as_user = as_user
         keys = authorized_keys or os.environ.get(AUTHORIZED_KEYS_ENV)
@@ -78,8 +82,9 @@ class AgentContext:
         try:
             config = load_config(self.config_path)
             if not config.index.exists():
-                raise ConfigError(f"{config.index}: no index; initialise the node with "
-                                  f"`pacsdeck node init --dir {config.node_dir}`")
+                raise ConfigError(
+                    f"{config.index}: no index; initialise the node with `pacsdeck node init --dir {config.node_dir}`"
+                )
             self.node = Node(config)
             self.accounts = Accounts(self.node.index)
         except (ConfigError, OSError, RuntimeError) as err:

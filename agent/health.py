@@ -27,7 +27,7 @@ def _guarded(name: str, func, *args) -> list[dict]:
     """One failing probe becomes one unknown check instead of failing health.check as a whole."""
     try:
         result = func(*args)
-    except Exception as err:  # noqa: BLE001 - reported in the result, with the cause logged
+    except Exception as err:  # reported in the result, with the cause logged
         log.exception("health check %s failed", name)
         return [check(name, UNKNOWN, None, None, None, f"the {name} check itself failed: {err}")]
     return result if isinstance(result, list) else [result]
@@ -89,14 +89,36 @@ def health_check(ctx, params: dict) -> dict:
 
 # One check as health_host.check() builds it; `detail` holds figures that differ per check.
 _VALUE = {"type": ["number", "string", "boolean", "null"]}
-CHECK = Obj({"name": STR, "status": Enum(*STATUSES), "value": _VALUE, "unit": Null(STR), "threshold": Null(STR),
-             "message": STR}, {"detail": Map(ANY)})
-RESULT = Obj({
-    "schema_version": INT, "time": TIME, "ae_title": STR, "status": Enum(OK, WARN, CRIT), "summary": STR,
-    "counts": Obj(dict.fromkeys(STATUSES, INT)), "duration_s": NUM, "checks": Arr(CHECK),
-})
+CHECK = Obj(
+    {
+        "name": STR,
+        "status": Enum(*STATUSES),
+        "value": _VALUE,
+        "unit": Null(STR),
+        "threshold": Null(STR),
+        "message": STR,
+    },
+    {"detail": Map(ANY)},
+)
+RESULT = Obj(
+    {
+        "schema_version": INT,
+        "time": TIME,
+        "ae_title": STR,
+        "status": Enum(OK, WARN, CRIT),
+        "summary": STR,
+        "counts": Obj(dict.fromkeys(STATUSES, INT)),
+        "duration_s": NUM,
+        "checks": Arr(CHECK),
+    }
+)
 
 METHODS = (
-    Method("health.check", health_check, "Machine and PACS health: each check with status, value, unit, "
-           "threshold and what to do; thresholds from node.yaml `health:`", result=RESULT),
+    Method(
+        "health.check",
+        health_check,
+        "Machine and PACS health: each check with status, value, unit, "
+        "threshold and what to do; thresholds from node.yaml `health:`",
+        result=RESULT,
+    ),
 )

@@ -19,8 +19,7 @@ _SMART_TIMEOUT = 15.0
 
 def check(name: str, status: str, value, unit: str | None, threshold: str | None, message: str, **detail) -> dict:
     """One check in the documented shape; `detail` carries extra figures (free to add, never renamed)."""
-    out = {"name": name, "status": status, "value": value, "unit": unit, "threshold": threshold,
-           "message": message}
+    out = {"name": name, "status": status, "value": value, "unit": unit, "threshold": threshold, "message": message}
     if detail:
         out["detail"] = detail
     return out
@@ -32,10 +31,23 @@ def load(hc) -> dict:
     per_cpu = round(five / cpus, 2)
     t = hc["load_per_cpu"]
     status = t.status(per_cpu)
-    message = (f"5-minute load {five:.2f} on {cpus} CPUs" if status == OK else
-               f"5-minute load {five:.2f} on {cpus} CPUs is high: find the busy process (top) before ingest slows")
-    return check("cpu_load", status, per_cpu, "per_cpu", t.describe(), message,
-                 load1=round(one, 2), load5=round(five, 2), load15=round(fifteen, 2), cpus=cpus)
+    message = (
+        f"5-minute load {five:.2f} on {cpus} CPUs"
+        if status == OK
+        else f"5-minute load {five:.2f} on {cpus} CPUs is high: find the busy process (top) before ingest slows"
+    )
+    return check(
+        "cpu_load",
+        status,
+        per_cpu,
+        "per_cpu",
+        t.describe(),
+        message,
+        load1=round(one, 2),
+        load5=round(five, 2),
+        load15=round(fifteen, 2),
+        cpus=cpus,
+    )
 
 
 def memory(hc) -> list[dict]:
@@ -45,8 +57,18 @@ def memory(hc) -> list[dict]:
     message = f"{vm.available / 2**30:.1f} GiB of {vm.total / 2**30:.1f} GiB available"
     if status != OK:
         message += ": something is using most of the memory; check the node's RSS and other services"
-    out = [check("memory", status, round(vm.percent, 1), "%", t.describe(), message, total_bytes=vm.total,
-                 available_bytes=vm.available)]
+    out = [
+        check(
+            "memory",
+            status,
+            round(vm.percent, 1),
+            "%",
+            t.describe(),
+            message,
+            total_bytes=vm.total,
+            available_bytes=vm.available,
+        )
+    ]
     sw = psutil.swap_memory()
     ts = hc["swap_percent"]
     if sw.total == 0:
@@ -56,8 +78,18 @@ def memory(hc) -> list[dict]:
         message = f"{sw.used / 2**30:.1f} GiB of {sw.total / 2**30:.1f} GiB swap used"
         if status != OK:
             message += ": the machine is short of memory; add RAM or reduce other services"
-        out.append(check("swap", status, round(sw.percent, 1), "%", ts.describe(), message, total_bytes=sw.total,
-                         used_bytes=sw.used))
+        out.append(
+            check(
+                "swap",
+                status,
+                round(sw.percent, 1),
+                "%",
+                ts.describe(),
+                message,
+                total_bytes=sw.total,
+                used_bytes=sw.used,
+            )
+        )
     return out
 
 
@@ -75,22 +107,40 @@ def disk_io(ctx, first: tuple[float, object]) -> dict:
         ctx.cache["io_sample"] = now
     errors = _io_errors()
     if now[1] is None or before[1] is None:
-        return check("disk_io", UNKNOWN, None, "bytes/s", None, "this system reports no disk I/O counters",
-                     io_errors=errors)
+        return check(
+            "disk_io", UNKNOWN, None, "bytes/s", None, "this system reports no disk I/O counters", io_errors=errors
+        )
     window = max(now[0] - before[0], 1e-3)
     read_rate = (now[1].read_bytes - before[1].read_bytes) / window
     write_rate = (now[1].write_bytes - before[1].write_bytes) / window
-    detail = {"read_bytes_per_s": round(read_rate), "write_bytes_per_s": round(write_rate),
-              "window_s": round(window, 3), "io_errors": errors}
+    detail = {
+        "read_bytes_per_s": round(read_rate),
+        "write_bytes_per_s": round(write_rate),
+        "window_s": round(window, 3),
+        "io_errors": errors,
+    }
     if errors:
         total = sum(errors.values())
-        return check("disk_io", WARN, total, "errors", "> 0 errors",
-                     f"{total} I/O errors reported since boot ({', '.join(f'{d}: {n}' for d, n in errors.items())}); "
-                     "check dmesg and SMART, and plan to replace the disk", **detail)
-    return check("disk_io", OK, round(read_rate + write_rate), "bytes/s", None,
-                 f"reading {read_rate / 2**20:.1f} MiB/s, writing {write_rate / 2**20:.1f} MiB/s"
-                 + ("" if _has_error_counters() else "; this kernel/driver reports no per-disk error counters"),
-                 **detail)
+        return check(
+            "disk_io",
+            WARN,
+            total,
+            "errors",
+            "> 0 errors",
+            f"{total} I/O errors reported since boot ({', '.join(f'{d}: {n}' for d, n in errors.items())}); "
+            "check dmesg and SMART, and plan to replace the disk",
+            **detail,
+        )
+    return check(
+        "disk_io",
+        OK,
+        round(read_rate + write_rate),
+        "bytes/s",
+        None,
+        f"reading {read_rate / 2**20:.1f} MiB/s, writing {write_rate / 2**20:.1f} MiB/s"
+        + ("" if _has_error_counters() else "; this kernel/driver reports no per-disk error counters"),
+        **detail,
+    )
 
 
 def _has_error_counters() -> bool:
@@ -115,8 +165,16 @@ def sensors() -> list[dict]:
     temps = getattr(psutil, "sensors_temperatures", lambda: {})() or {}
     readings = [(chip, s) for chip, entries in temps.items() for s in entries if s.current is not None]
     if not readings:
-        out.append(check("temperature", UNKNOWN, None, "°C", None,
-                         "the hardware reports no temperature sensors here (virtual machine or container?)"))
+        out.append(
+            check(
+                "temperature",
+                UNKNOWN,
+                None,
+                "°C",
+                None,
+                "the hardware reports no temperature sensors here (virtual machine or container?)",
+            )
+        )
     else:
         worst, hottest = OK, max(readings, key=lambda r: r[1].current)
         hot = []
@@ -127,21 +185,44 @@ def sensors() -> list[dict]:
             elif s.high and s.current >= s.high:
                 worst = WARN if worst == OK else worst
                 hot.append(f"{chip} {s.label or ''} {s.current:.0f}°C >= high {s.high:.0f}°C")
-        message = (f"hottest {hottest[0]} {hottest[1].label or ''} {hottest[1].current:.0f}°C".replace("  ", " ")
-                   if not hot else "; ".join(hot) + ": check fans, airflow and dust")
-        out.append(check("temperature", worst, round(hottest[1].current, 1), "°C", "the sensors' own high/critical",
-                         message, sensors=[{"chip": c, "label": s.label, "current": s.current, "high": s.high,
-                                            "critical": s.critical} for c, s in readings]))
+        message = (
+            f"hottest {hottest[0]} {hottest[1].label or ''} {hottest[1].current:.0f}°C".replace("  ", " ")
+            if not hot
+            else "; ".join(hot) + ": check fans, airflow and dust"
+        )
+        out.append(
+            check(
+                "temperature",
+                worst,
+                round(hottest[1].current, 1),
+                "°C",
+                "the sensors' own high/critical",
+                message,
+                sensors=[
+                    {"chip": c, "label": s.label, "current": s.current, "high": s.high, "critical": s.critical}
+                    for c, s in readings
+                ],
+            )
+        )
     fans = getattr(psutil, "sensors_fans", lambda: {})() or {}
     speeds = [(chip, f) for chip, entries in fans.items() for f in entries]
     if not speeds:
         out.append(check("fans", UNKNOWN, None, "rpm", None, "the hardware reports no fan sensors here"))
     else:
         stopped = [f"{chip} {f.label or ''}".strip() for chip, f in speeds if f.current == 0]
-        out.append(check("fans", WARN if stopped else OK, min(f.current for _, f in speeds), "rpm", "> 0 rpm",
-                         f"fan stopped: {', '.join(stopped)}; check it before the disks overheat" if stopped
-                         else f"{len(speeds)} fans turning", fans=[{"chip": c, "label": f.label, "rpm": f.current}
-                                                                  for c, f in speeds]))
+        out.append(
+            check(
+                "fans",
+                WARN if stopped else OK,
+                min(f.current for _, f in speeds),
+                "rpm",
+                "> 0 rpm",
+                f"fan stopped: {', '.join(stopped)}; check it before the disks overheat"
+                if stopped
+                else f"{len(speeds)} fans turning",
+                fans=[{"chip": c, "label": f.label, "rpm": f.current} for c, f in speeds],
+            )
+        )
     return out
 
 
@@ -151,9 +232,17 @@ def sensors() -> list[dict]:
 def smart(ctx) -> list[dict]:
     binary = shutil.which("smartctl")
     if binary is None:
-        return [check("smart", UNKNOWN, None, None, None,
-                      "smartmontools is not installed, so disk SMART health is not checked; "
-                      "install it (apt-get install smartmontools) to get early warning of failing disks")]
+        return [
+            check(
+                "smart",
+                UNKNOWN,
+                None,
+                None,
+                None,
+                "smartmontools is not installed, so disk SMART health is not checked; "
+                "install it (apt-get install smartmontools) to get early warning of failing disks",
+            )
+        ]
     cached = ctx.cache.get("smart") if ctx is not None else None
     if cached and time.monotonic() - cached[0] < _SMART_TTL:
         return cached[1]
@@ -163,9 +252,16 @@ def smart(ctx) -> list[dict]:
         return [check("smart", UNKNOWN, None, None, None, f"smartctl --scan failed: {err}")]
     devices = [d["name"] for d in scan.get("devices", []) if d.get("name")]
     if not devices:
-        result = [check("smart", UNKNOWN, None, None, None,
-                        "smartctl finds no disks (virtual disks, or no permission: run the agent as root or "
-                        "in the disk group)")]
+        result = [
+            check(
+                "smart",
+                UNKNOWN,
+                None,
+                None,
+                None,
+                "smartctl finds no disks (virtual disks, or no permission: run the agent as root or in the disk group)",
+            )
+        ]
     else:
         result = [_smart_device(binary, dev) for dev in devices]
     if ctx is not None:
@@ -207,16 +303,37 @@ def _smart_device(binary: str, device: str) -> dict:
             problems.append(f"{nvme['media_errors']} media errors")
     temperature = data.get("temperature", {}).get("current")
     if passed is False:
-        return check(name, CRIT, 0, None, "SMART overall health passed",
-                     f"{device} fails its SMART self-assessment: copy its data off and replace it now",
-                     attributes=key, temperature=temperature)
+        return check(
+            name,
+            CRIT,
+            0,
+            None,
+            "SMART overall health passed",
+            f"{device} fails its SMART self-assessment: copy its data off and replace it now",
+            attributes=key,
+            temperature=temperature,
+        )
     if problems:
-        return check(name, WARN, 1, None, "no reallocated/pending sectors",
-                     f"{device}: {', '.join(problems)}; the disk is wearing out, plan a replacement",
-                     attributes=key, temperature=temperature)
-    return check(name, OK if passed else UNKNOWN, 1 if passed else None, None, "SMART overall health passed",
-                 f"{device}: SMART health passed" if passed else f"{device}: no SMART verdict reported",
-                 attributes=key, temperature=temperature)
+        return check(
+            name,
+            WARN,
+            1,
+            None,
+            "no reallocated/pending sectors",
+            f"{device}: {', '.join(problems)}; the disk is wearing out, plan a replacement",
+            attributes=key,
+            temperature=temperature,
+        )
+    return check(
+        name,
+        OK if passed else UNKNOWN,
+        1 if passed else None,
+        None,
+        "SMART overall health passed",
+        f"{device}: SMART health passed" if passed else f"{device}: no SMART verdict reported",
+        attributes=key,
+        temperature=temperature,
+    )
 
 
 # --- clock -----------------------------------------------------------------------------------------
@@ -226,9 +343,15 @@ _TIME_ERROR = 5  # adjtimex: the kernel clock is not synchronised (STA_UNSYNC)
 
 class _Timex(ctypes.Structure):
     # struct timex (linux/timex.h); only the leading fields are read, the rest is room for the kernel.
-    _fields_ = [("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
-                ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long), ("status", ctypes.c_int),
-                ("_rest", ctypes.c_byte * 256)]
+    _fields_ = [
+        ("modes", ctypes.c_uint),
+        ("offset", ctypes.c_long),
+        ("freq", ctypes.c_long),
+        ("maxerror", ctypes.c_long),
+        ("esterror", ctypes.c_long),
+        ("status", ctypes.c_int),
+        ("_rest", ctypes.c_byte * 256),
+    ]
 
 
 def clock(hc) -> dict:
@@ -236,8 +359,14 @@ def clock(hc) -> dict:
     ntpd also report through), which says "synchronised or not" and an error bound, not an offset."""
     t = hc["clock_offset_s"]
     if time.time() < 1_700_000_000:  # before November 2023: the clock was never set
-        return check("clock", CRIT, time.time(), "s", "a plausible date", "the system clock is not set "
-                     "(it shows a date before 2023); configure NTP (chrony) and restart the node")
+        return check(
+            "clock",
+            CRIT,
+            time.time(),
+            "s",
+            "a plausible date",
+            "the system clock is not set (it shows a date before 2023); configure NTP (chrony) and restart the node",
+        )
     chronyc = shutil.which("chronyc")
     if chronyc:
         try:
@@ -249,23 +378,51 @@ def clock(hc) -> dict:
             pass
         else:
             if leap.lower().startswith("not"):
-                return check("clock", CRIT, None, "s", t.describe("s"), "chrony is not synchronised to any "
-                             "server: check `chronyc sources` and the firewall (UDP 123)", source="chrony")
+                return check(
+                    "clock",
+                    CRIT,
+                    None,
+                    "s",
+                    t.describe("s"),
+                    "chrony is not synchronised to any server: check `chronyc sources` and the firewall (UDP 123)",
+                    source="chrony",
+                )
             status = t.status(offset)
-            return check("clock", status, round(offset, 6), "s", t.describe("s"),
-                         f"chrony: offset {offset * 1000:.1f} ms" + ("" if status == OK else
-                         "; DICOM timestamps and TLS need a correct clock, check `chronyc sources`"),
-                         source="chrony")
+            return check(
+                "clock",
+                status,
+                round(offset, 6),
+                "s",
+                t.describe("s"),
+                f"chrony: offset {offset * 1000:.1f} ms"
+                + ("" if status == OK else "; DICOM timestamps and TLS need a correct clock, check `chronyc sources`"),
+                source="chrony",
+            )
     try:
         tx = _Timex()
         state = ctypes.CDLL(None, use_errno=True).adjtimex(ctypes.byref(tx))
     except (OSError, AttributeError):
         return check("clock", UNKNOWN, None, "s", t.describe("s"), "cannot read the clock's NTP state here")
     if state == _TIME_ERROR or state < 0:
-        return check("clock", WARN, None, "s", "NTP synchronised", "the kernel clock is not NTP-synchronised "
-                     "(no chrony/ntpd/timesyncd disciplines it); install and enable chrony so study and log "
-                     "times stay right", source="adjtimex")
+        return check(
+            "clock",
+            WARN,
+            None,
+            "s",
+            "NTP synchronised",
+            "the kernel clock is not NTP-synchronised "
+            "(no chrony/ntpd/timesyncd disciplines it); install and enable chrony so study and log "
+            "times stay right",
+            source="adjtimex",
+        )
     bound = tx.maxerror / 1e6  # microseconds
     status = t.status(bound)
-    return check("clock", status, round(bound, 6), "s", t.describe("s"),
-                 f"NTP-synchronised (error bound {bound * 1000:.1f} ms)", source="adjtimex")
+    return check(
+        "clock",
+        status,
+        round(bound, 6),
+        "s",
+        t.describe("s"),
+        f"NTP-synchronised (error bound {bound * 1000:.1f} ms)",
+        source="adjtimex",
+    )

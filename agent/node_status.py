@@ -64,12 +64,23 @@ def _pools(node) -> list[dict]:
     out = []
     for pool in node.pools:
         instances, size = usage.get(pool.name, (0, 0))
-        entry = {"name": pool.name, "tier": pool.tier, "path": str(pool.root), "instances": instances,
-                 "bytes": size, "disk_total_bytes": None, "disk_free_bytes": None, "used_percent": None}
+        entry = {
+            "name": pool.name,
+            "tier": pool.tier,
+            "path": str(pool.root),
+            "instances": instances,
+            "bytes": size,
+            "disk_total_bytes": None,
+            "disk_free_bytes": None,
+            "used_percent": None,
+        }
         try:
             space = placement.space(pool, usage)
-            entry.update(disk_total_bytes=space.disk_total, disk_free_bytes=space.disk_free,
-                         used_percent=round(space.used_percent, 2))
+            entry.update(
+                disk_total_bytes=space.disk_total,
+                disk_free_bytes=space.disk_free,
+                used_percent=round(space.used_percent, 2),
+            )
         except OSError as err:
             entry["error"] = f"{pool.root}: {err.strerror}"
         out.append(entry)
@@ -98,7 +109,9 @@ def status(ctx, params: dict) -> dict:
             "require_called_aet": cfg.require_called_aet,
         },
         "listening": up,
-        "process": None if proc is None else {
+        "process": None
+        if proc is None
+        else {
             "pid": proc["pid"],
             "workers": cfg.worker_count(),
             "started_at": iso_time(started) if started else None,
@@ -112,23 +125,46 @@ def status(ctx, params: dict) -> dict:
 
 
 _COUNTS = ("patients", "studies", "series", "instances", "bytes")
-_POOL = Obj({
-    "name": STR, "tier": STR, "path": STR, "instances": INT, "bytes": INT,
-    "disk_total_bytes": Null(INT), "disk_free_bytes": Null(INT), "used_percent": Null(NUM),
-}, {"error": STR})  # error: the pool's folder cannot be examined (then the disk figures are null)
-RESULT = Obj({
-    "schema_version": INT, "version": STR, "time": TIME,
-    "node": Obj({"ae_title": STR, "port": INT, "bind": STR, "config": STR, "dir": STR, "open_mode": BOOL,
-                 "require_called_aet": BOOL}),
-    "listening": BOOL,
-    "process": Null(Obj({"pid": INT, "workers": INT, "started_at": Null(TIME), "uptime_s": Null(NUM)})),
-    "agent": Obj({"pid": INT, "uptime_s": NUM}),
-    "counts": Obj(dict.fromkeys(_COUNTS, INT)),
-    "registered_aets": INT,
-    "pools": Arr(_POOL),
-})
+_POOL = Obj(
+    {
+        "name": STR,
+        "tier": STR,
+        "path": STR,
+        "instances": INT,
+        "bytes": INT,
+        "disk_total_bytes": Null(INT),
+        "disk_free_bytes": Null(INT),
+        "used_percent": Null(NUM),
+    },
+    {"error": STR},
+)  # error: the pool's folder cannot be examined (then the disk figures are null)
+RESULT = Obj(
+    {
+        "schema_version": INT,
+        "version": STR,
+        "time": TIME,
+        "node": Obj(
+            {
+                "ae_title": STR,
+                "port": INT,
+                "bind": STR,
+                "config": STR,
+                "dir": STR,
+                "open_mode": BOOL,
+                "require_called_aet": BOOL,
+            }
+        ),
+        "listening": BOOL,
+        "process": Null(Obj({"pid": INT, "workers": INT, "started_at": Null(TIME), "uptime_s": Null(NUM)})),
+        "agent": Obj({"pid": INT, "uptime_s": NUM}),
+        "counts": Obj(dict.fromkeys(_COUNTS, INT)),
+        "registered_aets": INT,
+        "pools": Arr(_POOL),
+    }
+)
 
 METHODS = (
-    Method("node.status", status, "Identity, version, uptime, counts, pools and listening state of the node",
-           result=RESULT),
+    Method(
+        "node.status", status, "Identity, version, uptime, counts, pools and listening state of the node", result=RESULT
+    ),
 )

@@ -51,37 +51,96 @@ def run_verify(ctx, params: dict) -> dict:
 
 
 # The shapes storage/pools/placement.py (pool_stats) and storage/pools/migration.py (migrate, verify) build.
-_POOL = Obj({"name": STR, "tier": STR, "path": STR, "high_watermark": Null(NUM), "low_watermark": Null(NUM),
-             "instances": INT, "accepting": BOOL}, {
-    # Present unless `error` says the pool's folder cannot be examined.
-    "indexed_bytes": INT, "capacity": INT, "capacity_is_logical": BOOL, "used": INT, "free": INT, "reserve": INT,
-    "room": INT, "used_percent": NUM, "disk_total": INT, "disk_free": INT, "above_high_watermark": BOOL,
-    "error": STR})
-_TIER = Obj({"tier": STR, "pools": Arr(STR), "instances": INT, "capacity": INT, "used": INT, "free": INT,
-             "room": INT})
+_POOL = Obj(
+    {
+        "name": STR,
+        "tier": STR,
+        "path": STR,
+        "high_watermark": Null(NUM),
+        "low_watermark": Null(NUM),
+        "instances": INT,
+        "accepting": BOOL,
+    },
+    {
+        # Present unless `error` says the pool's folder cannot be examined.
+        "indexed_bytes": INT,
+        "capacity": INT,
+        "capacity_is_logical": BOOL,
+        "used": INT,
+        "free": INT,
+        "reserve": INT,
+        "room": INT,
+        "used_percent": NUM,
+        "disk_total": INT,
+        "disk_free": INT,
+        "above_high_watermark": BOOL,
+        "error": STR,
+    },
+)
+_TIER = Obj({"tier": STR, "pools": Arr(STR), "instances": INT, "capacity": INT, "used": INT, "free": INT, "room": INT})
 _MOVE = Obj({"study_uid": STR, "source": STR, "target": STR, "instances": INT, "bytes": INT, "reason": STR})
 _SKIPPED = Obj({"why": STR}, {"study_uid": STR, "source": STR, "target": STR, "bytes": INT, "rule": STR})
-MIGRATION = Obj({"dry_run": BOOL, "plan": Arr(_MOVE), "skipped": Arr(_SKIPPED), "studies": INT, "instances": INT,
-                 "bytes": INT}, {
-    # A real run that moved something adds its job and what it did.
-    "job_id": INT, "state": STR, "moved_instances": INT, "moved_bytes": INT, "failed_instances": INT,
-    "errors": Arr(STR), "seconds": NUM, "mb_per_s": Null(NUM)})
-_PROBLEM = Obj({"sop_uid": STR, "study_uid": STR, "pool": STR, "path": STR, "expected_sha256": STR,
-                "problem": Enum("unknown_pool", "missing", "unreadable", "corrupt")},
-               {"detail": Null(STR), "actual_sha256": STR, "size": INT, "expected_size": INT})
+MIGRATION = Obj(
+    {"dry_run": BOOL, "plan": Arr(_MOVE), "skipped": Arr(_SKIPPED), "studies": INT, "instances": INT, "bytes": INT},
+    {
+        # A real run that moved something adds its job and what it did.
+        "job_id": INT,
+        "state": STR,
+        "moved_instances": INT,
+        "moved_bytes": INT,
+        "failed_instances": INT,
+        "errors": Arr(STR),
+        "seconds": NUM,
+        "mb_per_s": Null(NUM),
+    },
+)
+_PROBLEM = Obj(
+    {
+        "sop_uid": STR,
+        "study_uid": STR,
+        "pool": STR,
+        "path": STR,
+        "expected_sha256": STR,
+        "problem": Enum("unknown_pool", "missing", "unreadable", "corrupt"),
+    },
+    {"detail": Null(STR), "actual_sha256": STR, "size": INT, "expected_size": INT},
+)
 VERIFY = Obj({"job_id": INT, "checked": INT, "ok": INT, "problems": Arr(_PROBLEM), "bytes": INT, "seconds": NUM})
 
 METHODS = (
-    Method("pools.list", list_pools, "Used, free and capacity per pool and tier; overflow state",
-           result=Obj({"pools": Arr(_POOL), "tiers": Arr(_TIER), "overflow": BOOL})),
-    Method("pools.migrate", run_migration, "The migration plan (dry_run, the default) or the migration itself",
-           {"study_uids": Param("array", "studies to move; without it the node's rules apply",
-                                extra={"items": {"type": "string"}}),
+    Method(
+        "pools.list",
+        list_pools,
+        "Used, free and capacity per pool and tier; overflow state",
+        result=Obj({"pools": Arr(_POOL), "tiers": Arr(_TIER), "overflow": BOOL}),
+    ),
+    Method(
+        "pools.migrate",
+        run_migration,
+        "The migration plan (dry_run, the default) or the migration itself",
+        {
+            "study_uids": Param(
+                "array", "studies to move; without it the node's rules apply", extra={"items": {"type": "string"}}
+            ),
             "target": Param("string", "pool to move to; default: the next tier with room"),
             "dry_run": Param("boolean", "only return the plan (default true)"),
-            "wait": Param("boolean", "wait for a migration already running instead of failing with conflict "
-                          "(default false; the call blocks until that one ends)")}, audit=True, result=MIGRATION),
-    Method("pools.verify", run_verify, "Re-read instances and compare size and SHA-256 with the index",
-           {"sample": Param("integer", "how many random instances; 0 = all (default 100)"),
-            "pool": Param("string", "only this pool")}, result=VERIFY),
+            "wait": Param(
+                "boolean",
+                "wait for a migration already running instead of failing with conflict "
+                "(default false; the call blocks until that one ends)",
+            ),
+        },
+        audit=True,
+        result=MIGRATION,
+    ),
+    Method(
+        "pools.verify",
+        run_verify,
+        "Re-read instances and compare size and SHA-256 with the index",
+        {
+            "sample": Param("integer", "how many random instances; 0 = all (default 100)"),
+            "pool": Param("string", "only this pool"),
+        },
+        result=VERIFY,
+    ),
 )

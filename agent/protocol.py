@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 # Adding a field to a result is free; renaming or removing one bumps this.
 SCHEMA_VERSION = 1
@@ -69,14 +69,18 @@ class RPCError(Exception):
         return {"code": self.code, "message": self.message, "data": {**self.data, "kind": self.kind}}
 
     @classmethod
-    def from_error(cls, error: dict) -> "RPCError":
+    def from_error(cls, error: dict) -> RPCError:
         """Rebuild the exception from a response's `error` member (client side)."""
         data = dict(error.get("data") or {}) if isinstance(error, dict) else {}
         kind = data.pop("kind", INTERNAL)
         if kind not in CODES:
             kind = INTERNAL
-        return cls(kind, str(error.get("message", "error")) if isinstance(error, dict) else str(error), data,
-                   code=error.get("code") if isinstance(error, dict) else None)
+        return cls(
+            kind,
+            str(error.get("message", "error")) if isinstance(error, dict) else str(error),
+            data,
+            code=error.get("code") if isinstance(error, dict) else None,
+        )
 
     @property
     def exit_code(self) -> int:
@@ -111,8 +115,12 @@ class TooDeep(RPCError):
     """A line nested deeper than MAX_DEPTH: a parse error, raised before json.loads could recurse."""
 
     def __init__(self):
-        super().__init__(INVALID_PARAMS, f"parse error: nested deeper than {MAX_DEPTH} levels",
-                         {"max_depth": MAX_DEPTH}, code=PARSE_ERROR)
+        super().__init__(
+            INVALID_PARAMS,
+            f"parse error: nested deeper than {MAX_DEPTH} levels",
+            {"max_depth": MAX_DEPTH},
+            code=PARSE_ERROR,
+        )
 
 
 def decode_line(line: bytes):
@@ -120,8 +128,7 @@ def decode_line(line: bytes):
     if nested_deeper(line, MAX_DEPTH):
         raise TooDeep()
     try:
-        return json.loads(line.decode("utf-8", errors="surrogateescape"), parse_constant=_not_json,
-                          parse_float=_finite)
+        return json.loads(line.decode("utf-8", errors="surrogateescape"), parse_constant=_not_json, parse_float=_finite)
     except ValueError as err:
         raise RPCError(INVALID_PARAMS, f"parse error: not valid JSON ({err})", code=PARSE_ERROR) from None
     except RecursionError:  # a second guard: nested_deeper() should leave nothing this deep
@@ -201,14 +208,12 @@ def parse_request(message) -> tuple[object, str, dict, bool]:
     has_id = "id" in message
     req_id = message.get("id")
     if has_id and (isinstance(req_id, bool) or not isinstance(req_id, (str, int, float, type(None)))):
-        raise RPCError(INVALID_PARAMS, "invalid request: id must be a string, a number or null",
-                       code=INVALID_REQUEST)
+        raise RPCError(INVALID_PARAMS, "invalid request: id must be a string, a number or null", code=INVALID_REQUEST)
     if message.get("jsonrpc") != JSONRPC:
         raise RPCError(INVALID_PARAMS, 'invalid request: "jsonrpc" must be "2.0"', code=INVALID_REQUEST)
     method = message.get("method")
     if not isinstance(method, str) or not method:
-        raise RPCError(INVALID_PARAMS, 'invalid request: "method" must be a non-empty string',
-                       code=INVALID_REQUEST)
+        raise RPCError(INVALID_PARAMS, 'invalid request: "method" must be a non-empty string', code=INVALID_REQUEST)
     params = message.get("params", {})
     if params is None:
         params = {}
@@ -230,4 +235,4 @@ def iso_time(ts: float | None) -> str | None:
     """Timestamps on the wire: ISO 8601, UTC, seconds with milliseconds."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

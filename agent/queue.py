@@ -52,31 +52,35 @@ def _translate(err: QueueError) -> RPCError:
 
 def list_queue(ctx, params: dict) -> dict:
     node = ctx.require_node()
-    found = catalog_activity.list_jobs(node.index,
-                              state=_choice(params.get("state"), "state", jobs.STATES),
-                              kind=_choice(params.get("kind"), "kind", KINDS),
-                              destination=v.ae_title(params["destination"], "destination")
-                              if params.get("destination") is not None else None,
-                              limit=v.limit(params.get("limit")))
-    return {"jobs": [_job(j) for j in found.jobs], "counts": dict(found.counts),
-            "oldest_pending_age_s": found.oldest_pending_age_s}
+    found = catalog_activity.list_jobs(
+        node.index,
+        state=_choice(params.get("state"), "state", jobs.STATES),
+        kind=_choice(params.get("kind"), "kind", KINDS),
+        destination=v.ae_title(params["destination"], "destination") if params.get("destination") is not None else None,
+        limit=v.limit(params.get("limit")),
+    )
+    return {
+        "jobs": [_job(j) for j in found.jobs],
+        "counts": dict(found.counts),
+        "oldest_pending_age_s": found.oldest_pending_age_s,
+    }
 
 
 def retry_jobs(ctx, params: dict) -> dict:
     node = ctx.require_node()
     if params.get("id") is not None:
         if params.get("destination") is not None or params.get("state") is not None:
-            raise v.invalid("id", "give either id, or destination with state \"failed\"")
+            raise v.invalid("id", 'give either id, or destination with state "failed"')
         job_id = _job_id(params["id"])
         try:
             return {"retried": retry(node.index, job_id=job_id)}
         except QueueError as err:
             raise _translate(err) from None
     if params.get("destination") is None:
-        raise v.invalid("id", "give a job id, or destination with state \"failed\" (every failed forward to it)")
+        raise v.invalid("id", 'give a job id, or destination with state "failed" (every failed forward to it)')
     destination = v.ae_title(params["destination"], "destination")
     if params.get("state") != jobs.FAILED:
-        raise v.invalid("state", "must be \"failed\": retrying by destination restarts its failed jobs")
+        raise v.invalid("state", 'must be "failed": retrying by destination restarts its failed jobs')
     return {"retried": retry(node.index, destination=destination)}
 
 
@@ -88,29 +92,65 @@ def cancel_job(ctx, params: dict) -> dict:
         raise _translate(err) from None
 
 
-JOB = Obj({
-    "id": INT, "kind": STR, "state": STR, "attempts": INT, "max_attempts": INT, "next_attempt_at": Null(TIME),
-    "last_error": Null(STR), "destination": Null(STR), "study_uid": Null(STR), "items_done": INT, "items_total": INT,
-    "bytes_done": INT, "bytes_total": INT, "reason": STR, "created_at": TIME, "updated_at": TIME,
-})
+JOB = Obj(
+    {
+        "id": INT,
+        "kind": STR,
+        "state": STR,
+        "attempts": INT,
+        "max_attempts": INT,
+        "next_attempt_at": Null(TIME),
+        "last_error": Null(STR),
+        "destination": Null(STR),
+        "study_uid": Null(STR),
+        "items_done": INT,
+        "items_total": INT,
+        "bytes_done": INT,
+        "bytes_total": INT,
+        "reason": STR,
+        "created_at": TIME,
+        "updated_at": TIME,
+    }
+)
 # counts: every state in jobs.STATES, and any other state found in the table.
-LIST = Obj({"jobs": Arr(JOB), "counts": Obj(dict.fromkeys(jobs.STATES, INT), extra=INT),
-            "oldest_pending_age_s": Null(NUM)})
+LIST = Obj(
+    {"jobs": Arr(JOB), "counts": Obj(dict.fromkeys(jobs.STATES, INT), extra=INT), "oldest_pending_age_s": Null(NUM)}
+)
 
 _ID = Param("integer", "a job id from queue.list")
 METHODS = (
-    Method("queue.list", list_queue, "Jobs newest first, counts by state, age of the oldest pending job", {
-        "state": Param("string", "only jobs in this state", extra={"enum": list(jobs.STATES)}),
-        "kind": Param("string", "only jobs of this kind", extra={"enum": list(KINDS)}),
-        "destination": Param("string", "only forwards to this AE title"),
-        "limit": Param("integer", "at most this many jobs (1-1000, default 100)"),
-    }, result=LIST),
-    Method("queue.retry", retry_jobs, "Run a job again now, or every failed forward to a destination", {
-        "id": _ID,
-        "destination": Param("string", "with state \"failed\": every failed forward to this AE title"),
-        "state": Param("string", "\"failed\" (with destination)", extra={"enum": [jobs.FAILED]}),
-    }, audit=True, result=Obj({"retried": INT})),
-    Method("queue.cancel", cancel_job, "Cancel a forward job; a running one stops at its next instance", {
-        "id": Param("integer", "a job id from queue.list", required=True),
-    }, audit=True, result=Obj({"cancelled": INT})),
+    Method(
+        "queue.list",
+        list_queue,
+        "Jobs newest first, counts by state, age of the oldest pending job",
+        {
+            "state": Param("string", "only jobs in this state", extra={"enum": list(jobs.STATES)}),
+            "kind": Param("string", "only jobs of this kind", extra={"enum": list(KINDS)}),
+            "destination": Param("string", "only forwards to this AE title"),
+            "limit": Param("integer", "at most this many jobs (1-1000, default 100)"),
+        },
+        result=LIST,
+    ),
+    Method(
+        "queue.retry",
+        retry_jobs,
+        "Run a job again now, or every failed forward to a destination",
+        {
+            "id": _ID,
+            "destination": Param("string", 'with state "failed": every failed forward to this AE title'),
+            "state": Param("string", '"failed" (with destination)', extra={"enum": [jobs.FAILED]}),
+        },
+        audit=True,
+        result=Obj({"retried": INT}),
+    ),
+    Method(
+        "queue.cancel",
+        cancel_job,
+        "Cancel a forward job; a running one stops at its next instance",
+        {
+            "id": Param("integer", "a job id from queue.list", required=True),
+        },
+        audit=True,
+        result=Obj({"cancelled": INT}),
+    ),
 )

@@ -64,12 +64,36 @@ class Method:
 
 
 def build_table() -> dict[str, Method]:
-    from . import aets, associations, audit, diagnose, health, node_status, pools, preview, studies, users
-    from . import queue, routes
+    from . import (
+        aets,
+        associations,
+        audit,
+        diagnose,
+        health,
+        node_status,
+        pools,
+        preview,
+        queue,
+        routes,
+        studies,
+        users,
+    )
 
     table: dict[str, Method] = {}
-    for module in (node_status, studies, associations, audit, aets, users, pools, health, diagnose, preview,
-                   queue, routes):
+    for module in (
+        node_status,
+        studies,
+        associations,
+        audit,
+        aets,
+        users,
+        pools,
+        health,
+        diagnose,
+        preview,
+        queue,
+        routes,
+    ):
         for m in module.METHODS:
             if m.name in table:
                 raise RuntimeError(f"method {m.name} registered twice")
@@ -84,19 +108,31 @@ def build_table() -> dict[str, Method]:
 
 def _meta_methods(table: dict[str, Method]) -> tuple[Method, ...]:
     def discover(ctx, params) -> dict:
-        return {"schema_version": SCHEMA_VERSION,
-                "methods": [table[name].describe() for name in sorted(table)]}
+        return {"schema_version": SCHEMA_VERSION, "methods": [table[name].describe() for name in sorted(table)]}
 
     def whoami(ctx, params) -> dict:
         caller = ctx.caller()
-        return {"user": caller.name, "role": caller.role, "reason": caller.reason or None,
-                "config": str(ctx.config_path)}
+        return {
+            "user": caller.name,
+            "role": caller.role,
+            "reason": caller.reason or None,
+            "config": str(ctx.config_path),
+        }
 
-    described = Obj({"name": STR, "summary": STR, "role": Null(STR), "audited": BOOL,
-                     "params": Map(ANY), "result": Map(ANY)})  # JSON Schema objects
+    described = Obj(
+        {"name": STR, "summary": STR, "role": Null(STR), "audited": BOOL, "params": Map(ANY), "result": Map(ANY)}
+    )  # JSON Schema objects
     return (
-        Method("rpc.discover", discover, "Every method with its params and result schemas, role and audit flag",
-               result=Obj({"schema_version": INT, "methods": Arr(described)})),
-        Method("rpc.whoami", whoami, "The caller's user name and role as this agent sees them",
-               result=Obj({"user": STR, "role": Null(STR), "reason": Null(STR), "config": STR})),
+        Method(
+            "rpc.discover",
+            discover,
+            "Every method with its params and result schemas, role and audit flag",
+            result=Obj({"schema_version": INT, "methods": Arr(described)}),
+        ),
+        Method(
+            "rpc.whoami",
+            whoami,
+            "The caller's user name and role as this agent sees them",
+            result=Obj({"user": STR, "role": Null(STR), "reason": Null(STR), "config": STR}),
+        ),
     )

@@ -8,18 +8,25 @@ _RANK = {role: rank for rank, role in enumerate(ROLES)}
 
 # Named here for every method in DESIGN.md, implemented or not, so a new method module cannot
 # forget its role: anything not listed is read-only and open to viewers.
-OPERATOR_METHODS = frozenset({
-    "aets.echo",
-    "diagnose.run",  # it opens associations to every registered AE, like aets.echo
-    "queue.retry", "queue.cancel",
-    "studies.send",  # it sends a study to another AE, like a C-MOVE the operator starts
-    "backups.run",
-    "pools.migrate",
-})
-ADMIN_METHODS = frozenset({
-    "aets.add", "aets.update", "aets.remove",
-    "backups.restore",
-})
+OPERATOR_METHODS = frozenset(
+    {
+        "aets.echo",
+        "diagnose.run",  # it opens associations to every registered AE, like aets.echo
+        "queue.retry",
+        "queue.cancel",
+        "studies.send",  # it sends a study to another AE, like a C-MOVE the operator starts
+        "backups.run",
+        "pools.migrate",
+    }
+)
+ADMIN_METHODS = frozenset(
+    {
+        "aets.add",
+        "aets.update",
+        "aets.remove",
+        "backups.restore",
+    }
+)
 # Whole nouns that only admins see, reads included: accounts, routing and software updates.
 ADMIN_NOUNS = ("users.", "routes.", "update.")
 # Self-description needs no role, so a caller can learn who it is and why it is refused.

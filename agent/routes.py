@@ -15,8 +15,13 @@ ROUTE = Obj({"name": STR, "match": Map(STR), "destinations": Arr(STR), "created_
 
 
 def _public(route: catalog.RouteRecord) -> dict:
-    return {"name": route.name, "match": dict(route.match), "destinations": list(route.destinations),
-            "created_at": iso_time(route.created_at), "updated_at": iso_time(route.updated_at)}
+    return {
+        "name": route.name,
+        "match": dict(route.match),
+        "destinations": list(route.destinations),
+        "created_at": iso_time(route.created_at),
+        "updated_at": iso_time(route.updated_at),
+    }
 
 
 def _checked(check, value):
@@ -64,13 +69,28 @@ def remove(ctx, params: dict) -> dict:
 _NAME_PARAM = Param("string", "route name: letters, digits, '_', '.', '-' (max 64)", required=True)
 METHODS = (
     Method("routes.list", list_routes, "Auto-routing rules", result=Obj({"routes": Arr(ROUTE)})),
-    Method("routes.add", add, "Forward every new instance that matches to registered AEs", {
-        "name": _NAME_PARAM,
-        "match": Param("object", "{calling_ae or DICOM keyword: pattern with * and ?}; {} matches everything",
-                       required=True),
-        "destinations": Param("array", "registered AE titles to forward to", required=True,
-                              extra={"items": {"type": "string"}}),
-    }, audit=True, result=Obj({"route": ROUTE})),
-    Method("routes.remove", remove, "Delete a route; instances already queued are still forwarded", {
-        "name": _NAME_PARAM}, audit=True, result=Obj({"removed": STR})),
+    Method(
+        "routes.add",
+        add,
+        "Forward every new instance that matches to registered AEs",
+        {
+            "name": _NAME_PARAM,
+            "match": Param(
+                "object", "{calling_ae or DICOM keyword: pattern with * and ?}; {} matches everything", required=True
+            ),
+            "destinations": Param(
+                "array", "registered AE titles to forward to", required=True, extra={"items": {"type": "string"}}
+            ),
+        },
+        audit=True,
+        result=Obj({"route": ROUTE}),
+    ),
+    Method(
+        "routes.remove",
+        remove,
+        "Delete a route; instances already queued are still forwarded",
+        {"name": _NAME_PARAM},
+        audit=True,
+        result=Obj({"removed": STR}),
+    ),
 )

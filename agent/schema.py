@@ -20,11 +20,14 @@ ANY: dict = {}
 TIME = {"type": "string", "description": "ISO 8601, UTC"}  # protocol.iso_time
 
 
-def Obj(required: dict[str, dict], optional: dict[str, dict] | None = None, *,
-        extra: bool | dict = False) -> dict:
+def Obj(required: dict[str, dict], optional: dict[str, dict] | None = None, *, extra: bool | dict = False) -> dict:
     """An object with these keys always present and `optional` ones sometimes; `extra`: what else may be there."""
-    return {"type": "object", "properties": {**required, **(optional or {})}, "required": list(required),
-            "additionalProperties": extra}
+    return {
+        "type": "object",
+        "properties": {**required, **(optional or {})},
+        "required": list(required),
+        "additionalProperties": extra,
+    }
 
 
 def Map(values: dict) -> dict:

@@ -10,9 +10,23 @@ from typing import BinaryIO
 
 from . import audit
 from .context import AgentContext
-from .protocol import (FORBIDDEN, INTERNAL, INVALID_PARAMS, INVALID_REQUEST, MAX_LINE_BYTES, METHOD_NOT_FOUND,
-                       NOT_FOUND, RPCError, TooDeep, cut_deep, decode_line, encode, error_response, parse_request,
-                       result_response)
+from .protocol import (
+    FORBIDDEN,
+    INTERNAL,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    MAX_LINE_BYTES,
+    METHOD_NOT_FOUND,
+    NOT_FOUND,
+    RPCError,
+    TooDeep,
+    cut_deep,
+    decode_line,
+    encode,
+    error_response,
+    parse_request,
+    result_response,
+)
 from .registry import Method, build_table
 from .roles import VIEWER, allows, required_role
 
@@ -34,8 +48,9 @@ class Dispatcher:
         """
         if isinstance(message, list):
             if not message:
-                return error_response(None, RPCError(INVALID_PARAMS, "invalid request: empty batch",
-                                                     code=INVALID_REQUEST))
+                return error_response(
+                    None, RPCError(INVALID_PARAMS, "invalid request: empty batch", code=INVALID_REQUEST)
+                )
             out = [r for r in (self._one(m, refused) for m in message) if r is not None]
             return out or None
         return self._one(message, refused)
@@ -44,13 +59,14 @@ class Dispatcher:
         try:
             req_id, method, params, notification = parse_request(message)
         except RPCError as err:
-            return error_response(message.get("id") if isinstance(message, dict) and _plain_id(message) else None,
-                                  refused or err)
+            return error_response(
+                message.get("id") if isinstance(message, dict) and _plain_id(message) else None, refused or err
+            )
         try:
             result = self.call(method, params, refused)
         except RPCError as err:
             return None if notification else error_response(req_id, err)
-        except Exception as exc:  # noqa: BLE001 - e.g. the index unreadable while looking up the caller
+        except Exception as exc:  # e.g. the index unreadable while looking up the caller
             log.exception("%s failed before it ran", method)
             err = RPCError(INTERNAL, f"{method} failed unexpectedly ({type(exc).__name__}); see the agent log")
             return None if notification else error_response(req_id, err)
@@ -60,8 +76,7 @@ class Dispatcher:
         """Run one method as the current caller, or raise RPCError; audited calls and refusals are logged."""
         method = self.table.get(name)
         if method is None:
-            err = RPCError(NOT_FOUND, f"unknown method {name[:64]!r}; rpc.discover lists them",
-                           code=METHOD_NOT_FOUND)
+            err = RPCError(NOT_FOUND, f"unknown method {name[:64]!r}; rpc.discover lists them", code=METHOD_NOT_FOUND)
             # A name roles.py reserves above viewer (backups.run, users.*) would have changed something.
             # Unknown reads are not logged: a newer console probing an older node would fill the log.
             if required_role(name) not in (None, VIEWER):
@@ -71,8 +86,9 @@ class Dispatcher:
         needed = method.role
         if not allows(caller.role, name):
             why = caller.reason or f"{caller.name} is a {caller.role}"
-            err = RPCError(FORBIDDEN, f"{name} needs the {needed} role; {why}",
-                           {"required_role": needed, "role": caller.role})
+            err = RPCError(
+                FORBIDDEN, f"{name} needs the {needed} role; {why}", {"required_role": needed, "role": caller.role}
+            )
             audit.record(self.ctx, caller.name, name, params, FORBIDDEN, err.message)
             raise err
         started = time.perf_counter()
@@ -85,7 +101,7 @@ class Dispatcher:
             if method.audit:
                 audit.record(self.ctx, caller.name, name, params, err.kind, err.message)
             raise
-        except Exception as exc:  # noqa: BLE001 - a bug must not end the session; details go to stderr
+        except Exception as exc:  # a bug must not end the session; details go to stderr
             log.exception("%s failed", name)
             err = RPCError(INTERNAL, f"{name} failed unexpectedly ({type(exc).__name__}); see the agent log")
             if method.audit:
@@ -110,7 +126,7 @@ def read_line(stream: BinaryIO) -> tuple[bytes | None, bool]:
     line = stream.readline(MAX_LINE_BYTES + 1)
     if not line:
         return None, False
-    if len(line) <= MAX_LINE_BYTES or line.endswith(b"\n") and len(line) == MAX_LINE_BYTES + 1:
+    if len(line) <= MAX_LINE_BYTES or (line.endswith(b"\n") and len(line) == MAX_LINE_BYTES + 1):
         return line, False
     while not line.endswith(b"\n"):
         line = stream.readline(64 * 1024)
@@ -132,10 +148,11 @@ def answer(dispatcher: Dispatcher, line: bytes):
         except RPCError as err:
             return error_response(None, err)
         return dispatcher.handle(message)
-    except Exception as exc:  # noqa: BLE001 - the dispatcher already catches; this is the last guard
+    except Exception as exc:  # the dispatcher already catches; this is the last guard
         log.exception("cannot answer a request line")
-        return error_response(None, RPCError(INTERNAL, f"the agent failed on this line ({type(exc).__name__}); "
-                                                       "see the agent log"))
+        return error_response(
+            None, RPCError(INTERNAL, f"the agent failed on this line ({type(exc).__name__}); see the agent log")
+        )
 
 
 def _envelope(line: bytes) -> dict | list | None:
@@ -144,8 +161,9 @@ def _envelope(line: bytes) -> dict | list | None:
         message = decode_line(cut_deep(line))
     except RPCError:
         return None
-    if isinstance(message, dict) or (isinstance(message, list) and message
-                                     and all(isinstance(m, dict) for m in message)):
+    if isinstance(message, dict) or (
+        isinstance(message, list) and message and all(isinstance(m, dict) for m in message)
+    ):
         return message
     return None
 
@@ -154,7 +172,7 @@ def encode_response(response) -> bytes:
     """The response as a line; one JSON cannot carry (a bug's object, too deep) becomes an internal error."""
     try:
         return encode(response)
-    except Exception:  # noqa: BLE001 - TypeError, ValueError, RecursionError: a bug, not an exit
+    except Exception:  # TypeError, ValueError, RecursionError: a bug, not an exit
         log.exception("cannot encode the response")
     req_id = response.get("id") if isinstance(response, dict) and _plain_id(response) else None
     return encode(error_response(req_id, RPCError(INTERNAL, "the agent built an invalid response; see the agent log")))
@@ -169,8 +187,12 @@ def serve(ctx: AgentContext, stdin: BinaryIO, stdout: BinaryIO) -> int:
         if line is None:
             return 0
         if too_long:
-            response = error_response(None, RPCError(
-                INVALID_PARAMS, f"request line longer than {MAX_LINE_BYTES} bytes; skipped", code=INVALID_REQUEST))
+            response = error_response(
+                None,
+                RPCError(
+                    INVALID_PARAMS, f"request line longer than {MAX_LINE_BYTES} bytes; skipped", code=INVALID_REQUEST
+                ),
+            )
         elif not line.strip():
             continue  # blank lines are harmless; a person typing into the pipe will send some
         else:
@@ -198,8 +220,7 @@ def run_stdio(config_path: str, as_user: str | None, authorized_keys: str | None
         return 130
 
 
-def call_once(config_path: str, as_user: str | None, authorized_keys: str | None, method: str,
-              params: dict) -> dict:
+def call_once(config_path: str, as_user: str | None, authorized_keys: str | None, method: str, params: dict) -> dict:
     """`pacsdeck agent call`: the same dispatcher as the stdio loop, for one request; returns the response."""
     ctx = AgentContext(config_path, as_user, authorized_keys)
     return Dispatcher(ctx).handle({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})

@@ -69,8 +69,9 @@ def add(ctx, params: dict) -> dict:
     password_hash = hash_password(secret) if secret is not None else None
     try:
         # The keys file is written inside the transaction: if it cannot be, the user is not created either.
-        user = catalog_users.add_user(accounts, name, role, password_hash, [f"{t} {b}" for t, b in keys],
-                                then=lambda: _sync_keys(ctx, name, keys))
+        user = catalog_users.add_user(
+            accounts, name, role, password_hash, [f"{t} {b}" for t, b in keys], then=lambda: _sync_keys(ctx, name, keys)
+        )
     except catalog.Exists:
         raise RPCError(CONFLICT, f"user {name!r} exists; use users.update", {"field": "name"}) from None
     return {"user": _public(user)}
@@ -87,10 +88,15 @@ def update(ctx, params: dict) -> dict:
         raise v.invalid("params", "nothing to change; give role, password (null clears it) or ssh_keys")
     password_hash = hash_password(secret) if secret is not None else None
     try:
-        user = catalog_users.update_user(accounts, name, role=role, password_hash=password_hash,
-                                   clear_password=clear_password,
-                                   ssh_keys=None if keys is None else [f"{t} {b}" for t, b in keys],
-                                   then=None if keys is None else lambda: _sync_keys(ctx, name, keys))
+        user = catalog_users.update_user(
+            accounts,
+            name,
+            role=role,
+            password_hash=password_hash,
+            clear_password=clear_password,
+            ssh_keys=None if keys is None else [f"{t} {b}" for t, b in keys],
+            then=None if keys is None else lambda: _sync_keys(ctx, name, keys),
+        )
     except catalog.Missing:
         raise _missing(name) from None
     except catalog.LastAdmin:
@@ -110,27 +116,67 @@ def remove(ctx, params: dict) -> dict:
     return {"removed": name}
 
 
-USER = Obj({"name": STR, "role": Enum(*ROLES), "has_password": BOOL,
-            "ssh_keys": Arr(Obj({"type": STR, "fingerprint": STR})), "created_at": TIME, "updated_at": TIME})
+USER = Obj(
+    {
+        "name": STR,
+        "role": Enum(*ROLES),
+        "has_password": BOOL,
+        "ssh_keys": Arr(Obj({"type": STR, "fingerprint": STR})),
+        "created_at": TIME,
+        "updated_at": TIME,
+    }
+)
 
 _NAME = Param("string", "user name: lowercase letters, digits, _ . - (max 32)", required=True)
 _ROLE = Param("string", "viewer, operator or admin", extra={"enum": list(ROLES)})
 _PASSWORD = Param("string", "8-1024 characters; stored as an scrypt hash, never logged")
-_KEYS = Param("array", "OpenSSH public key lines (ssh-ed25519, ssh-rsa, ecdsa-sha2-*); each becomes a "
-                       "forced-command line in authorized_keys", extra={"items": {"type": "string"}})
+_KEYS = Param(
+    "array",
+    "OpenSSH public key lines (ssh-ed25519, ssh-rsa, ecdsa-sha2-*); each becomes a "
+    "forced-command line in authorized_keys",
+    extra={"items": {"type": "string"}},
+)
 METHODS = (
-    Method("users.list", list_users, "Users with role, whether a password is set, key fingerprints",
-           result=Obj({"users": Arr(USER)})),
-    Method("users.add", add, "Create a user; SSH keys are written to authorized_keys", {
-        "name": _NAME,
-        "role": Param("string", "viewer, operator or admin", required=True, extra={"enum": list(ROLES)}),
-        "password": _PASSWORD,
-        "ssh_keys": _KEYS,
-    }, audit=True, result=Obj({"user": USER})),
-    Method("users.update", update, "Change role, password (null clears it) or replace the SSH keys", {
-        "name": _NAME, "role": _ROLE, "password": _PASSWORD, "ssh_keys": _KEYS,
-    }, audit=True, result=Obj({"user": USER})),
-    Method("users.remove", remove, "Delete a user and its authorized_keys lines (never the last admin)", {
-        "name": _NAME,
-    }, audit=True, result=Obj({"removed": STR})),
+    Method(
+        "users.list",
+        list_users,
+        "Users with role, whether a password is set, key fingerprints",
+        result=Obj({"users": Arr(USER)}),
+    ),
+    Method(
+        "users.add",
+        add,
+        "Create a user; SSH keys are written to authorized_keys",
+        {
+            "name": _NAME,
+            "role": Param("string", "viewer, operator or admin", required=True, extra={"enum": list(ROLES)}),
+            "password": _PASSWORD,
+            "ssh_keys": _KEYS,
+        },
+        audit=True,
+        result=Obj({"user": USER}),
+    ),
+    Method(
+        "users.update",
+        update,
+        "Change role, password (null clears it) or replace the SSH keys",
+        {
+            "name": _NAME,
+            "role": _ROLE,
+            "password": _PASSWORD,
+            "ssh_keys": _KEYS,
+        },
+        audit=True,
+        result=Obj({"user": USER}),
+    ),
+    Method(
+        "users.remove",
+        remove,
+        "Delete a user and its authorized_keys lines (never the last admin)",
+        {
+            "name": _NAME,
+        },
+        audit=True,
+        result=Obj({"removed": STR}),
+    ),
 )

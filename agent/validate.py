@@ -48,8 +48,15 @@ def _has_surrogates(value: str) -> bool:
     return any("\ud800" <= ch <= "\udfff" for ch in value)
 
 
-def safe_text(value, field: str, *, max_len: int = MAX_TEXT, required: bool = True, allow_empty: bool = False,
-              allow_punctuation: bool = False) -> str | None:
+def safe_text(
+    value,
+    field: str,
+    *,
+    max_len: int = MAX_TEXT,
+    required: bool = True,
+    allow_empty: bool = False,
+    allow_punctuation: bool = False,
+) -> str | None:
     """A single-line UTF-8 string with no control characters; by default no shell or path fragments."""
     if value is None:
         if required:

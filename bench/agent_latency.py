@@ -26,9 +26,14 @@ TARGET_MS = {"local": 10.0, "ssh": 20.0}
 
 def summarise(samples: list[float]) -> dict:
     ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * len(ordered))) - 1)]
-    return {"calls": len(samples), "median_ms": round(statistics.median(ordered), 3), "p95_ms": round(p95, 3),
-            "min_ms": round(ordered[0], 3), "max_ms": round(ordered[-1], 3)}
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * len(ordered)) - 1)]
+    return {
+        "calls": len(samples),
+        "median_ms": round(statistics.median(ordered), 3),
+        "p95_ms": round(p95, 3),
+        "min_ms": round(ordered[0], 3),
+        "max_ms": round(ordered[-1], 3),
+    }
 
 
 def time_calls(send, receive, calls: int, warmup: int = 10) -> list[float]:
@@ -93,9 +98,11 @@ def main() -> int:
         print(json.dumps(results, indent=2))
     else:
         for name, r in results.items():
-            print(f"{name:5s}  median {r['median_ms']:7.2f} ms  p95 {r['p95_ms']:7.2f} ms  "
-                  f"(min {r['min_ms']:.2f}, max {r['max_ms']:.2f}, {r['calls']} calls; target < {r['target_ms']:g} ms: "
-                  f"{'met' if r['met'] else 'MISSED'})")
+            print(
+                f"{name:5s}  median {r['median_ms']:7.2f} ms  p95 {r['p95_ms']:7.2f} ms  "
+                f"(min {r['min_ms']:.2f}, max {r['max_ms']:.2f}, {r['calls']} calls; target < {r['target_ms']:g} ms: "
+                f"{'met' if r['met'] else 'MISSED'})"
+            )
     return 0 if all(r["met"] for r in results.values()) else 1
 
 

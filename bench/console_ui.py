@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from console.app import PacsdeckConsole, SnapshotReady  # noqa: E402
-from console.inventory import parse_fleet  # noqa: E402
-from console.snapshot import DEGRADED, DOWN, UP, NodeSnapshot  # noqa: E402
+from console.app import PacsdeckConsole, SnapshotReady
+from console.inventory import parse_fleet
+from console.snapshot import DEGRADED, DOWN, UP, NodeSnapshot
 
 TARGET_MS = 100
 STATUS_CYCLE = (UP, DEGRADED, DOWN)
@@ -34,16 +34,31 @@ STATUS_CYCLE = (UP, DEGRADED, DOWN)
 def snapshot(i: int, k: int, churn: bool) -> NodeSnapshot:
     status = STATUS_CYCLE[(i + k) % 3 if churn else i % 3]
     return NodeSnapshot(
-        name=f"n{i:02d}", site=f"site {i % 7}", tags=(), status=status, reason=None if status == UP else "x" * 30,
-        polled_at=time.time(), latency_ms=1.0, version="0.1.0", ae_title=f"AE{i:02d}", port=104,
-        primary_used_pct=float(k % 100), archive_used_pct=1.0, ingest_rate=float(k), queue_pending=k, queue_failed=0,
-        instances=1000 * k, checks=[{"name": "disk_free", "status": "warning" if churn and k % 2 else "ok",
-                                     "message": "m"}])
+        name=f"n{i:02d}",
+        site=f"site {i % 7}",
+        tags=(),
+        status=status,
+        reason=None if status == UP else "x" * 30,
+        polled_at=time.time(),
+        latency_ms=1.0,
+        version="0.1.0",
+        ae_title=f"AE{i:02d}",
+        port=104,
+        primary_used_pct=float(k % 100),
+        archive_used_pct=1.0,
+        ingest_rate=float(k),
+        queue_pending=k,
+        queue_failed=0,
+        instances=1000 * k,
+        checks=[{"name": "disk_free", "status": "warning" if churn and k % 2 else "ok", "message": "m"}],
+    )
 
 
 async def measure(nodes: int, rounds: int, interval: float, churn: bool) -> dict:
-    fleet = parse_fleet({"nodes": [{"name": f"n{i:02d}", "site": f"site {i % 7}", "host": "192.0.2.1"}
-                                   for i in range(nodes)]}, source=Path("bench-fleet.yaml"))
+    fleet = parse_fleet(
+        {"nodes": [{"name": f"n{i:02d}", "site": f"site {i % 7}", "host": "192.0.2.1"} for i in range(nodes)]},
+        source=Path("bench-fleet.yaml"),
+    )
     app = PacsdeckConsole(fleet, snapshots=[snapshot(i, 0, churn) for i in range(nodes)])
     gaps: list[float] = []
     async with app.run_test(size=(180, 50)) as pilot:
@@ -71,11 +86,18 @@ async def measure(nodes: int, rounds: int, interval: float, churn: bool) -> dict
         await pilot.pause(0.5)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     gaps.sort()
-    return {"scenario": "churn" if churn else "stable", "nodes": nodes, "snapshots": nodes * rounds,
-            "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-            "cpu_ms_per_snapshot": round(cpu * 1000 / (nodes * rounds), 2),
-            "max_gap_ms": round(gaps[-1] * 1000, 1), "p99_gap_ms": round(gaps[int(len(gaps) * 0.99)] * 1000, 1),
-            "median_gap_ms": round(gaps[len(gaps) // 2] * 1000, 1), "ticks": len(gaps)}
+    return {
+        "scenario": "churn" if churn else "stable",
+        "nodes": nodes,
+        "snapshots": nodes * rounds,
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "cpu_ms_per_snapshot": round(cpu * 1000 / (nodes * rounds), 2),
+        "max_gap_ms": round(gaps[-1] * 1000, 1),
+        "p99_gap_ms": round(gaps[int(len(gaps) * 0.99)] * 1000, 1),
+        "median_gap_ms": round(gaps[len(gaps) // 2] * 1000, 1),
+        "ticks": len(gaps),
+    }
 
 
 def main() -> int:
@@ -88,9 +110,11 @@ def main() -> int:
     results = [asyncio.run(measure(args.nodes, args.rounds, args.interval, churn)) for churn in (False, True)]
     for r in results:
         verdict = "met" if r["max_gap_ms"] <= TARGET_MS else "NOT met"
-        print(f"{r['scenario']:6}: {r['nodes']} nodes, {r['snapshots']} snapshots in {r['wall_s']} s, "
-              f"{r['cpu_ms_per_snapshot']} ms CPU each; event loop gap max {r['max_gap_ms']} ms "
-              f"(p99 {r['p99_gap_ms']}, median {r['median_gap_ms']}); target <= {TARGET_MS} ms: {verdict}")
+        print(
+            f"{r['scenario']:6}: {r['nodes']} nodes, {r['snapshots']} snapshots in {r['wall_s']} s, "
+            f"{r['cpu_ms_per_snapshot']} ms CPU each; event loop gap max {r['max_gap_ms']} ms "
+            f"(p99 {r['p99_gap_ms']}, median {r['median_gap_ms']}); target <= {TARGET_MS} ms: {verdict}"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -57,20 +57,25 @@ PACSDECK = str(Path(sys.executable).parent / "pacsdeck")
 def init_node(folder: Path, ae_title: str) -> int:
     folder.mkdir(parents=True)
     port = free_port()
-    pools = [{"name": "primary", "path": "pools/primary", "tier": "primary"},
-             {"name": "archive", "path": "pools/archive", "tier": "archive"}]
-    (folder / "node.yaml").write_text(yaml.safe_dump({"ae_title": ae_title, "port": port, "bind": "127.0.0.1",
-                                                      "workers": 1, "pools": pools}, sort_keys=False))
-    done = subprocess.run([PACSDECK, "node", "init", "--dir", str(folder)], capture_output=True, text=True,
-                          timeout=120)
+    pools = [
+        {"name": "primary", "path": "pools/primary", "tier": "primary"},
+        {"name": "archive", "path": "pools/archive", "tier": "archive"},
+    ]
+    (folder / "node.yaml").write_text(
+        yaml.safe_dump(
+            {"ae_title": ae_title, "port": port, "bind": "127.0.0.1", "workers": 1, "pools": pools}, sort_keys=False
+        )
+    )
+    done = subprocess.run([PACSDECK, "node", "init", "--dir", str(folder)], capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise RuntimeError(f"node init {folder}: {done.stderr.strip()}")
     return port
 
 
 def run_node(config: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([PACSDECK, "node", "run", "--config", str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [PACSDECK, "node", "run", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
     line = proc.stdout.readline().decode()
     if not line.startswith("ready"):
         proc.kill()
@@ -146,12 +151,16 @@ def bench(fleet: Fleet, repeat: int, parallel: int | None) -> dict:
     n = len(fleet.nodes)
     result = {
         "nodes": n,
-        "cold_wall_s": round(cold_wall, 3), "cold_cpu_s": round(cold_cpu, 3),
-        "warm_wall_median_s": round(statistics.median(walls), 3), "warm_wall_max_s": round(max(walls), 3),
+        "cold_wall_s": round(cold_wall, 3),
+        "cold_cpu_s": round(cold_cpu, 3),
+        "warm_wall_median_s": round(statistics.median(walls), 3),
+        "warm_wall_max_s": round(max(walls), 3),
         "warm_cpu_median_s": round(statistics.median(cpus), 3),
         "warm_cpu_per_node_ms": round(1000 * statistics.median(cpus) / n, 2),
-        "max_tick_lag_ms": round(ticker.max_lag * 1000, 1), "idle_max_tick_lag_ms": round(idle.max_lag * 1000, 1),
-        "repeat": repeat, "statuses": {k: v for k, v in counts.items() if v},
+        "max_tick_lag_ms": round(ticker.max_lag * 1000, 1),
+        "idle_max_tick_lag_ms": round(idle.max_lag * 1000, 1),
+        "repeat": repeat,
+        "statuses": {k: v for k, v in counts.items() if v},
     }
     if n in TARGET_S:
         result["target_s"] = TARGET_S[n]
@@ -183,8 +192,7 @@ def main() -> int:
         import paramiko
 
         for server in servers:
-            known.trust("127.0.0.1", server.port,
-                        paramiko.Ed25519Key.from_private_key_file(str(server.host_key)))
+            known.trust("127.0.0.1", server.port, paramiko.Ed25519Key.from_private_key_file(str(server.host_key)))
         entries = []
         for i, name in enumerate(names):
             server = servers[i // args.per_sshd]
@@ -193,16 +201,26 @@ def main() -> int:
             config = root / name / "node.yaml"
             with open(server.authorized_keys, "a") as out:
                 out.write(forced_command_line(config, ssh_keygen(key)) + "\n")
-            entries.append({"name": name, "site": f"site-{i // args.per_sshd}", "host": "127.0.0.1",
-                            "port": server.port, "key": str(key), "config": str(config), "call_timeout": 30,
-                            "connect_timeout": 30})
+            entries.append(
+                {
+                    "name": name,
+                    "site": f"site-{i // args.per_sshd}",
+                    "host": "127.0.0.1",
+                    "port": server.port,
+                    "key": str(key),
+                    "config": str(config),
+                    "call_timeout": 30,
+                    "connect_timeout": 30,
+                }
+            )
         running = [run_node(root / names[i] / "node.yaml") for i in range(min(args.running, total))]
         setup_s = time.perf_counter() - t0
         results = []
         for n in args.nodes:
             path = root / f"fleet-{n}.yaml"
-            path.write_text(yaml.safe_dump({"known_hosts": str(root / "known_hosts"), "nodes": entries[:n]},
-                                           sort_keys=False))
+            path.write_text(
+                yaml.safe_dump({"known_hosts": str(root / "known_hosts"), "nodes": entries[:n]}, sort_keys=False)
+            )
             results.append(bench(load_fleet(path), args.repeat, args.parallel))
     finally:
         for proc in running:
@@ -212,18 +230,25 @@ def main() -> int:
             server.stop()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    doc = {"cpus": os.cpu_count(), "per_sshd": args.per_sshd, "running_nodes": args.running,
-           "setup_s": round(setup_s, 1), "results": results}
+    doc = {
+        "cpus": os.cpu_count(),
+        "per_sshd": args.per_sshd,
+        "running_nodes": args.running,
+        "setup_s": round(setup_s, 1),
+        "results": results,
+    }
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
     for r in results:
         target = f"; target < {r['target_s']:g} s: {'met' if r['met'] else 'MISSED'}" if "target_s" in r else ""
-        print(f"{r['nodes']:3d} nodes  warm refresh {r['warm_wall_median_s']:.3f} s (max {r['warm_wall_max_s']:.3f}), "
-              f"console CPU {r['warm_cpu_median_s']:.3f} s ({r['warm_cpu_per_node_ms']:.1f} ms/node), "
-              f"max tick lag {r['max_tick_lag_ms']:.1f} ms (idle {r['idle_max_tick_lag_ms']:.1f})"
-              f" | cold {r['cold_wall_s']:.2f} s, CPU {r['cold_cpu_s']:.2f} s"
-              f" | {r['statuses']}{target}")
+        print(
+            f"{r['nodes']:3d} nodes  warm refresh {r['warm_wall_median_s']:.3f} s (max {r['warm_wall_max_s']:.3f}), "
+            f"console CPU {r['warm_cpu_median_s']:.3f} s ({r['warm_cpu_per_node_ms']:.1f} ms/node), "
+            f"max tick lag {r['max_tick_lag_ms']:.1f} ms (idle {r['idle_max_tick_lag_ms']:.1f})"
+            f" | cold {r['cold_wall_s']:.2f} s, CPU {r['cold_cpu_s']:.2f} s"
+            f" | {r['statuses']}{target}"
+        )
     return 0 if all(r.get("met", True) for r in results) else 1
 
 

@@ -29,13 +29,31 @@ TARGET_MS = 300.0
 def fill_index(path: Path, count: int) -> None:
     """Index rows received over the last 7 days, so the forecast and quick_check have work to do."""
     now = time.time()
-    rows = [(f"1.2.826.0.1.3680043.2.1143.{i}", "1.2.3", "1.2.3.4", "1.2.840.10008.5.1.4.1.1.2", "",
-             "1.2.840.10008.1.2.1", "primary", f"x/{i}.dcm", 526_000, "0" * 64, now - random.random() * 7 * 86400,
-             now, "BENCH") for i in range(count)]
+    rows = [
+        (
+            f"1.2.826.0.1.3680043.2.1143.{i}",
+            "1.2.3",
+            "1.2.3.4",
+            "1.2.840.10008.5.1.4.1.1.2",
+            "",
+            "1.2.840.10008.1.2.1",
+            "primary",
+            f"x/{i}.dcm",
+            526_000,
+            "0" * 64,
+            now - random.random() * 7 * 86400,
+            now,
+            "BENCH",
+        )
+        for i in range(count)
+    ]
     with sqlite3.connect(path) as conn:
-        conn.executemany("INSERT INTO instances (sop_uid, series_uid, study_uid, sop_class_uid, instance_number,"
-                         " transfer_syntax, pool, path, size, sha256, received_at, last_access, source_ae)"
-                         " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        conn.executemany(
+            "INSERT INTO instances (sop_uid, series_uid, study_uid, sop_class_uid, instance_number,"
+            " transfer_syntax, pool, path, size, sha256, received_at, last_access, source_ae)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
 
 
 def main() -> int:
@@ -66,11 +84,15 @@ def main() -> int:
             node.stop()
     ordered = sorted(samples)
     out = {
-        "pools": 3, "instances_indexed": args.instances, "checks": len(first["checks"]),
-        "cold_ms": round(cold_ms, 1), "cold_in_agent_ms": round(first["duration_s"] * 1000, 1),
+        "pools": 3,
+        "instances_indexed": args.instances,
+        "checks": len(first["checks"]),
+        "cold_ms": round(cold_ms, 1),
+        "cold_in_agent_ms": round(first["duration_s"] * 1000, 1),
         "warm_median_ms": round(statistics.median(ordered), 1),
         "warm_p95_ms": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1),
-        "warm_max_ms": round(ordered[-1], 1), "warm_in_agent_median_ms": round(statistics.median(inside), 1),
+        "warm_max_ms": round(ordered[-1], 1),
+        "warm_in_agent_median_ms": round(statistics.median(inside), 1),
         "fsync_ms": {c["name"]: c["value"] for c in first["checks"] if c["name"].endswith(":fsync")},
         "target_ms": TARGET_MS,
     }

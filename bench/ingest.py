@@ -24,9 +24,9 @@ import psutil
 if __package__ in (None, ""):  # run as a script: `python bench/ingest.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import peers  # noqa: E402
-from storage import __version__ as pacsdeck_version  # noqa: E402
-from storage import synthetic  # noqa: E402
+from bench import peers
+from storage import __version__ as pacsdeck_version
+from storage import synthetic
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 CACHE_DIR = OUT_DIR / "cache"
@@ -59,7 +59,7 @@ def _split(total: int, parts: int) -> list[int]:
 def _write_ct(folder: Path, count: int) -> list[Path]:
     studies = min(STUDIES, count)
     paths: list[Path] = []
-    for spec, n in zip(synthetic.studies(studies, prefix="CT"), _split(count, studies)):
+    for spec, n in zip(synthetic.studies(studies, prefix="CT"), _split(count, studies), strict=False):
         paths += synthetic.write_study(folder, spec, n, rows=CT_SHAPE[0], cols=CT_SHAPE[1])
     return paths
 
@@ -142,7 +142,7 @@ class PeakRss:
             self.peak = max(self.peak, self.sample())
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self.peak = self.sample()
         self._thread.start()
         return self
@@ -172,8 +172,19 @@ class SenderOutcome:
 
 
 def storescu_argv(storescu: str, port: int, called_aet: str, files: list[str], extra: list[str] = ()) -> list[str]:
-    return [storescu, "-v", "-nh", "-aet", peers.SENDER_AET, "-aec", called_aet, *extra, peers.LOOPBACK, str(port),
-            *files]
+    return [
+        storescu,
+        "-v",
+        "-nh",
+        "-aet",
+        peers.SENDER_AET,
+        "-aec",
+        called_aet,
+        *extra,
+        peers.LOOPBACK,
+        str(port),
+        *files,
+    ]
 
 
 def parse_storescu_log(text: str, expected: int, returncode: int | None) -> SenderOutcome:
@@ -203,8 +214,16 @@ def parse_storescu_log(text: str, expected: int, returncode: int | None) -> Send
     return out
 
 
-def send(storescu: str, corpus: Corpus, port: int, called_aet: str, associations: int, logdir: Path,
-         timeout: float, extra: list[str] = ()) -> tuple[float, list[SenderOutcome]]:
+def send(
+    storescu: str,
+    corpus: Corpus,
+    port: int,
+    called_aet: str,
+    associations: int,
+    logdir: Path,
+    timeout: float,
+    extra: list[str] = (),
+) -> tuple[float, list[SenderOutcome]]:
     """Send the corpus with `associations` concurrent storescu processes; return wall seconds and outcomes."""
     shares = [list(corpus.files[i::associations]) for i in range(associations)]
     logs = [logdir / f"storescu-{i}.log" for i in range(associations)]
@@ -212,11 +231,18 @@ def send(storescu: str, corpus: Corpus, port: int, called_aet: str, associations
     returncodes: list[int | None] = []
     start = time.perf_counter()
     try:
-        for share, log in zip(shares, logs):
+        for share, log in zip(shares, logs, strict=False):
             with open(log, "wb") as handle:
-                procs.append(subprocess.Popen(storescu_argv(storescu, port, called_aet, share, extra), cwd=corpus.root,
-                                              env=peers.dcmtk_env(), stdin=subprocess.DEVNULL,
-                                              stdout=subprocess.DEVNULL, stderr=handle))
+                procs.append(
+                    subprocess.Popen(
+                        storescu_argv(storescu, port, called_aet, share, extra),
+                        cwd=corpus.root,
+                        env=peers.dcmtk_env(),
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=handle,
+                    )
+                )
         deadline = start + timeout
         for proc in procs:
             try:
@@ -227,8 +253,10 @@ def send(storescu: str, corpus: Corpus, port: int, called_aet: str, associations
     finally:
         for proc in procs:
             peers.stop_process(proc, timeout=5)
-    outcomes = [parse_storescu_log(log.read_text(encoding="utf-8", errors="replace"), len(share), rc)
-                for share, log, rc in zip(shares, logs, returncodes)]
+    outcomes = [
+        parse_storescu_log(log.read_text(encoding="utf-8", errors="replace"), len(share), rc)
+        for share, log, rc in zip(shares, logs, returncodes, strict=False)
+    ]
     return wall, outcomes
 
 
@@ -248,7 +276,9 @@ class Run:
     instances_per_s: float
     mb_per_s: float
     peak_rss_mib: float
-    cpu_ms_per_instance: float  # the server's user+system CPU (all its processes) per instance: less noisy than wall time
+    cpu_ms_per_instance: (
+        float  # the server's user+system CPU (all its processes) per instance: less noisy than wall time
+    )
     acked: int
     failed: int
     stored: int | None  # the peer's own count afterwards (index rows, files, Orthanc statistics)
@@ -260,17 +290,38 @@ class Run:
         return self.acked == self.instances and not self.errors and self.stored in (None, self.instances)
 
 
-def make_run(peer: str, associations: int, repeat: int, corpus: Corpus, wall: float, peak_rss: int,
-             outcomes: list[SenderOutcome], stored: int | None, cpu_s: float = 0.0) -> Run:
+def make_run(
+    peer: str,
+    associations: int,
+    repeat: int,
+    corpus: Corpus,
+    wall: float,
+    peak_rss: int,
+    outcomes: list[SenderOutcome],
+    stored: int | None,
+    cpu_s: float = 0.0,
+) -> Run:
     errors = [f"storescu {i}/{len(outcomes)}: {e}" for i, o in enumerate(outcomes, 1) for e in o.errors]
     acked = sum(o.acked for o in outcomes)
     if stored is not None and stored != len(corpus.files):
         errors.append(f"{peer} holds {stored} instances afterwards, expected {len(corpus.files)}")
-    return Run(peer=peer, associations=associations, repeat=repeat, instances=len(corpus.files),
-               bytes=corpus.bytes, wall_s=wall, instances_per_s=acked / wall, mb_per_s=corpus.bytes / MB / wall,
-               peak_rss_mib=peak_rss / MIB, cpu_ms_per_instance=1000 * cpu_s / max(1, len(corpus.files)),
-               acked=acked, failed=sum(o.failed for o in outcomes), stored=stored,
-               max_send_pdv=max((o.max_send_pdv or 0 for o in outcomes), default=0) or None, errors=errors)
+    return Run(
+        peer=peer,
+        associations=associations,
+        repeat=repeat,
+        instances=len(corpus.files),
+        bytes=corpus.bytes,
+        wall_s=wall,
+        instances_per_s=acked / wall,
+        mb_per_s=corpus.bytes / MB / wall,
+        peak_rss_mib=peak_rss / MIB,
+        cpu_ms_per_instance=1000 * cpu_s / max(1, len(corpus.files)),
+        acked=acked,
+        failed=sum(o.failed for o in outcomes),
+        stored=stored,
+        max_send_pdv=max((o.max_send_pdv or 0 for o in outcomes), default=0) or None,
+        errors=errors,
+    )
 
 
 ServerFactory = Callable[[Path], peers.Server]
@@ -292,8 +343,9 @@ def server_cpu(pid: int) -> float:
     return total
 
 
-def run_once(peer: str, factory: ServerFactory, corpus: Corpus, associations: int, repeat: int,
-             storescu: str, timeout: float) -> Run:
+def run_once(
+    peer: str, factory: ServerFactory, corpus: Corpus, associations: int, repeat: int, storescu: str, timeout: float
+) -> Run:
     """Start the peer on fresh empty storage, send the corpus, stop the peer, and return the figures."""
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"{peer}-{associations}-", dir=RUNS_DIR))
@@ -302,8 +354,9 @@ def run_once(peer: str, factory: ServerFactory, corpus: Corpus, associations: in
         with factory(workdir) as server:
             cpu_before = server_cpu(server.pid)
             with PeakRss(server.pid) as rss:
-                wall, outcomes = send(storescu, corpus, server.port, server.ae_title, associations, workdir, timeout,
-                                      server.sender_args())
+                wall, outcomes = send(
+                    storescu, corpus, server.port, server.ae_title, associations, workdir, timeout, server.sender_args()
+                )
             cpu = server_cpu(server.pid) - cpu_before
             stored = server.stored_count()
         run = make_run(peer, associations, repeat, corpus, wall, rss.peak, outcomes, stored, cpu)
@@ -342,12 +395,17 @@ class Tools:
 
 
 def find_tools() -> Tools:
-    return Tools(storescu=peers.find_dcmtk("storescu"), storescp=peers.find_dcmtk("storescp"),
-                 echoscu=peers.find_dcmtk("echoscu"), orthanc=peers.find_orthanc())
+    return Tools(
+        storescu=peers.find_dcmtk("storescu"),
+        storescp=peers.find_dcmtk("storescp"),
+        echoscu=peers.find_dcmtk("echoscu"),
+        orthanc=peers.find_orthanc(),
+    )
 
 
-def server_factories(tools: Tools, baseline: str | None = None, tls: bool = False,
-                     only: list[str] | None = None) -> dict[str, ServerFactory]:
+def server_factories(
+    tools: Tools, baseline: str | None = None, tls: bool = False, only: list[str] | None = None
+) -> dict[str, ServerFactory]:
     """pacsdeck first, then the peers that are installed; `baseline` adds pacsdeck as of that git
     commit (`pacsdeck@REF`, e.g. the listener without its limits), `tls` pacsdeck over DICOM TLS."""
     factories: dict[str, ServerFactory] = {
@@ -373,14 +431,19 @@ def server_factories(tools: Tools, baseline: str | None = None, tls: bool = Fals
 def baseline_checkout(ref: str) -> Path:
     """A git worktree of `ref` under bench/out/, made once and reused."""
     repo = Path(__file__).resolve().parent.parent
-    commit = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=repo, capture_output=True,
-                            text=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=repo, capture_output=True, text=True
+    )
     if commit.returncode != 0:
         raise peers.BenchError(f"--baseline: {ref!r} is not a commit of this repository")
     folder = OUT_DIR / f"baseline-{commit.stdout.strip()[:12]}"
     if not (folder / "pacsdeck" / "cli.py").exists():
-        made = subprocess.run(["git", "worktree", "add", "--detach", str(folder), commit.stdout.strip()], cwd=repo,
-                              capture_output=True, text=True)
+        made = subprocess.run(
+            ["git", "worktree", "add", "--detach", str(folder), commit.stdout.strip()],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+        )
         if made.returncode != 0:
             raise peers.BenchError(f"--baseline: git worktree add failed: {made.stderr.strip()}")
     return folder
@@ -409,9 +472,15 @@ def summarise(runs: list[Run]) -> list[dict]:
         groups.setdefault((run.peer, run.associations), []).append(run)
     rows = []
     for (peer, associations), group in groups.items():
-        row = {"peer": peer, "associations": associations, "runs": len(group), "instances": group[0].instances,
-               "complete": all(r.complete for r in group),
-               "acked": min(r.acked for r in group), "stored": group[0].stored}
+        row = {
+            "peer": peer,
+            "associations": associations,
+            "runs": len(group),
+            "instances": group[0].instances,
+            "complete": all(r.complete for r in group),
+            "acked": min(r.acked for r in group),
+            "stored": group[0].stored,
+        }
         row.update({name: statistics.median(getattr(r, name) for r in group) for name in SUMMARY_FIELDS})
         rows.append(row)
     return rows
@@ -425,24 +494,32 @@ def ratios(summary: list[dict]) -> list[dict]:
         mine = ours.get(row["associations"])
         if row["peer"] == "pacsdeck" or mine is None:
             continue
-        out.append({"peer": row["peer"], "associations": row["associations"],
-                    "throughput": mine["instances_per_s"] / row["instances_per_s"],
-                    "peak_rss": mine["peak_rss_mib"] / row["peak_rss_mib"],
-                    "cpu": mine["cpu_ms_per_instance"] / row["cpu_ms_per_instance"]
-                    if row["cpu_ms_per_instance"] else None})
+        out.append(
+            {
+                "peer": row["peer"],
+                "associations": row["associations"],
+                "throughput": mine["instances_per_s"] / row["instances_per_s"],
+                "peak_rss": mine["peak_rss_mib"] / row["peak_rss_mib"],
+                "cpu": mine["cpu_ms_per_instance"] / row["cpu_ms_per_instance"] if row["cpu_ms_per_instance"] else None,
+            }
+        )
     return out
 
 
 def print_table(summary: list[dict]) -> None:
-    print(f"\n{'peer':<22}{'assoc':>6}{'wall s':>9}{'inst/s':>9}{'MB/s':>8}{'peak PSS MiB':>14}{'CPU ms/inst':>12}"
-          f"{'acked':>12}{'stored':>8}")
+    print(
+        f"\n{'peer':<22}{'assoc':>6}{'wall s':>9}{'inst/s':>9}{'MB/s':>8}{'peak PSS MiB':>14}{'CPU ms/inst':>12}"
+        f"{'acked':>12}{'stored':>8}"
+    )
     for row in sorted(summary, key=lambda r: (r["associations"], r["peer"] != "pacsdeck", r["peer"])):
         stored = "?" if row["stored"] is None else str(row["stored"])
         flag = "" if row["complete"] else "  INCOMPLETE"
-        print(f"{row['peer']:<22}{row['associations']:>6}{row['wall_s']:>9.2f}{row['instances_per_s']:>9.1f}"
-              f"{row['mb_per_s']:>8.1f}{row['peak_rss_mib']:>14.1f}{row['cpu_ms_per_instance']:>12.2f}"
-              f"{row['acked']:>6}/{row['instances']:<5}"
-              f"{stored:>8}{flag}")
+        print(
+            f"{row['peer']:<22}{row['associations']:>6}{row['wall_s']:>9.2f}{row['instances_per_s']:>9.1f}"
+            f"{row['mb_per_s']:>8.1f}{row['peak_rss_mib']:>14.1f}{row['cpu_ms_per_instance']:>12.2f}"
+            f"{row['acked']:>6}/{row['instances']:<5}"
+            f"{stored:>8}{flag}"
+        )
 
 
 def print_ratios(rows: list[dict]) -> None:
@@ -458,22 +535,31 @@ def print_ratios(rows: list[dict]) -> None:
 def print_notes(runs: list[Run]) -> None:
     fsyncing = " and Orthanc" if any(r.peer == "orthanc" for r in runs) else ""
     pdv = ", ".join(dict.fromkeys(f"{r.peer} {r.max_send_pdv}" for r in runs))
-    print(f"\nnotes: pacsdeck{fsyncing} fsync each instance; storescp does not, and runs one process per "
-          f"association (--fork),\n       its memory (PSS) summed over them. storescu max send PDV: {pdv}.")
+    print(
+        f"\nnotes: pacsdeck{fsyncing} fsync each instance; storescp does not, and runs one process per "
+        f"association (--fork),\n       its memory (PSS) summed over them. storescu max send PDV: {pdv}."
+    )
 
 
 def print_failures(runs: list[Run]) -> None:
     for run in runs:
         if not run.complete:
-            print(f"\nFAILED {run.peer} {run.associations} assoc run {run.repeat}: "
-                  f"{run.acked}/{run.instances} acknowledged, {run.failed} refused")
+            print(
+                f"\nFAILED {run.peer} {run.associations} assoc run {run.repeat}: "
+                f"{run.acked}/{run.instances} acknowledged, {run.failed} refused"
+            )
             for error in run.errors:
                 print(f"  {error}")
 
 
 def write_json(path: Path, settings: dict, env: dict, runs: list[Run], summary: list[dict], ratio_rows: list[dict]):
-    data = {"settings": settings, "environment": env, "runs": [asdict(r) | {"complete": r.complete} for r in runs],
-            "summary": summary, "ratios": ratio_rows}
+    data = {
+        "settings": settings,
+        "environment": env,
+        "runs": [asdict(r) | {"complete": r.complete} for r in runs],
+        "summary": summary,
+        "ratios": ratio_rows,
+    }
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
@@ -488,8 +574,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration; the median is reported")
     parser.add_argument("--timeout", type=float, help="seconds allowed per run (default 120 + 0.5 per instance)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write settings, runs and ratios here")
-    parser.add_argument("--baseline", metavar="REF", help="also run pacsdeck as of this git commit (pacsdeck@REF), "
-                                                          "e.g. the commit before a change, to measure its cost")
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run pacsdeck as of this git commit (pacsdeck@REF), "
+        "e.g. the commit before a change, to measure its cost",
+    )
     parser.add_argument("--tls", action="store_true", help="also run pacsdeck over DICOM TLS (pacsdeck+tls)")
     parser.add_argument("--peers", help="comma-separated peers to run (default: all), e.g. pacsdeck,pacsdeck+tls")
     args = parser.parse_args(argv)
@@ -514,9 +604,12 @@ def bench(args: argparse.Namespace) -> int:
         print("note: Orthanc not installed (no `Orthanc` binary): skipping it; apt-get install orthanc to compare")
     corpus = build_corpus(args.count, args.cr_count)
     env = environment(tools)
-    print(f"{len(corpus.files)} instances ({args.count} CT {CT_SHAPE[0]}x{CT_SHAPE[1]}, {args.cr_count} CR "
-          f"{CR_SHAPE[0]}x{CR_SHAPE[1]}), {corpus.bytes / MB:.1f} MB; {env['dcmtk']}"
-          + (f"; {env['orthanc']}" if env["orthanc"] else "") + f"; {env['cpus']} CPUs")
+    print(
+        f"{len(corpus.files)} instances ({args.count} CT {CT_SHAPE[0]}x{CT_SHAPE[1]}, {args.cr_count} CR "
+        f"{CR_SHAPE[0]}x{CR_SHAPE[1]}), {corpus.bytes / MB:.1f} MB; {env['dcmtk']}"
+        + (f"; {env['orthanc']}" if env["orthanc"] else "")
+        + f"; {env['cpus']} CPUs"
+    )
     factories = server_factories(tools, args.baseline, args.tls, args.peers.split(",") if args.peers else None)
     runs: list[Run] = []
     order = list(factories.items())
@@ -524,13 +617,16 @@ def bench(args: argparse.Namespace) -> int:
         for repeat in range(1, args.repeat + 1):
             for associations in CONCURRENCY:
                 # each repeat starts with another peer, so none always runs first (or last)
-                rotated = order[(repeat - 1) % len(order):] + order[:(repeat - 1) % len(order)]
+                rotated = order[(repeat - 1) % len(order) :] + order[: (repeat - 1) % len(order)]
                 for peer, factory in rotated:
                     run = run_once(peer, factory, corpus, associations, repeat, tools.storescu, args.timeout)
                     runs.append(run)
-                    print(f"  {peer:<21} {associations} assoc, run {repeat}/{args.repeat}: {run.acked}/{run.instances} "
-                          f"in {run.wall_s:.2f}s = {run.instances_per_s:.1f} inst/s, {run.mb_per_s:.1f} MB/s, "
-                          f"peak memory {run.peak_rss_mib:.0f} MiB", flush=True)
+                    print(
+                        f"  {peer:<21} {associations} assoc, run {repeat}/{args.repeat}: {run.acked}/{run.instances} "
+                        f"in {run.wall_s:.2f}s = {run.instances_per_s:.1f} inst/s, {run.mb_per_s:.1f} MB/s, "
+                        f"peak memory {run.peak_rss_mib:.0f} MiB",
+                        flush=True,
+                    )
     finally:
         remove_finished_runs()
     summary = summarise(runs)
@@ -540,8 +636,14 @@ def bench(args: argparse.Namespace) -> int:
     print_notes(runs)
     print_failures(runs)
     if args.json:
-        settings = {"count": args.count, "cr_count": args.cr_count, "repeat": args.repeat, "timeout": args.timeout,
-                    "concurrency": list(CONCURRENCY), "studies": min(STUDIES, args.count)}
+        settings = {
+            "count": args.count,
+            "cr_count": args.cr_count,
+            "repeat": args.repeat,
+            "timeout": args.timeout,
+            "concurrency": list(CONCURRENCY),
+            "studies": min(STUDIES, args.count),
+        }
         write_json(args.json, settings, env, runs, summary, ratio_rows)
         print(f"\nwrote {args.json}")
     return 0 if all(r.complete for r in runs) else 1

@@ -39,10 +39,10 @@ import psutil
 if __package__ in (None, ""):  # run as a script: `python bench/listener.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import pynetdicom  # noqa: E402
+import pynetdicom
 
-from bench import peers  # noqa: E402
-from storage import __version__ as pacsdeck_version  # noqa: E402
+from bench import peers
+from storage import __version__ as pacsdeck_version
 
 SCHEMA = 1
 OUT_DIR = Path(__file__).resolve().parent / "out"
@@ -117,8 +117,12 @@ class ListenerNode(peers.PacsdeckServer):
     """The node as the brief sets it: one worker, room for 250 associations, no per-AE cap."""
 
     def node_yaml(self) -> dict:
-        return {**super().node_yaml(), "workers": 1, "max_associations": 250,
-                "limits": {"max_associations_per_ae": 0, "idle_timeout": 600}}
+        return {
+            **super().node_yaml(),
+            "workers": 1,
+            "max_associations": 250,
+            "limits": {"max_associations_per_ae": 0, "idle_timeout": 600},
+        }
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
@@ -164,9 +168,17 @@ def phase_idle(node: ListenerNode, proc: psutil.Process, echoscu: str, window: f
     cpu, facts = cpu_percent(proc, window), process_facts(proc)
     echoes = [echo_once(echoscu, node.port, node.ae_title) for _ in range(5)]
     latencies = [t for ok, t in echoes if ok]
-    return {"cpu_percent_of_one_core": cpu, "window_s": window, "echo_ok": len(latencies), "echo_attempts": 5,
-            "echo_latency_s": {"median": statistics.median(latencies) if latencies else None,
-                               "max": max(latencies, default=None)}, **facts}
+    return {
+        "cpu_percent_of_one_core": cpu,
+        "window_s": window,
+        "echo_ok": len(latencies),
+        "echo_attempts": 5,
+        "echo_latency_s": {
+            "median": statistics.median(latencies) if latencies else None,
+            "max": max(latencies, default=None),
+        },
+        **facts,
+    }
 
 
 def phase_established(node: ListenerNode, proc: psutil.Process, count: int, window: float) -> dict:
@@ -196,9 +208,17 @@ def phase_established(node: ListenerNode, proc: psutil.Process, count: int, wind
         for sock in socks:
             sock.close()
     left = wait_drained(proc, node.port)
-    return {"associations": len(socks), "rejected": rejected, "failed": failed, "open_s": open_s,
-            "cpu_percent_of_one_core": cpu, "window_s": window, "still_open_after_window": still_open,
-            "connections_left_30s_after_close": left, **facts}
+    return {
+        "associations": len(socks),
+        "rejected": rejected,
+        "failed": failed,
+        "open_s": open_s,
+        "cpu_percent_of_one_core": cpu,
+        "window_s": window,
+        "still_open_after_window": still_open,
+        "connections_left_30s_after_close": left,
+        **facts,
+    }
 
 
 def phase_silent(node: ListenerNode, proc: psutil.Process, count: int, window: float) -> dict:
@@ -234,14 +254,25 @@ def phase_silent(node: ListenerNode, proc: psutil.Process, count: int, window: f
     times = [c for c in closed_after if c is not None]
     early = [t for t in times if t < REQUEST_TIMEOUT - 1.0]
     at_deadline = [t for t in times if REQUEST_TIMEOUT - 1.0 <= t <= REQUEST_TIMEOUT + 2.0]
-    return {"connections": len(opened), "cpu_percent_of_one_core": cpu, "window_s": window,
-            "closed": len(times), "closed_early": len(early), "closed_at_request_timeout": len(at_deadline),
-            "closed_late": len(times) - len(early) - len(at_deadline),
-            "still_open_at_request_timeout_plus_5s": len(opened) - len(times),
-            "request_timeout_s": REQUEST_TIMEOUT, "max_pending": MAX_PENDING,
-            "closed_after_s": {"min": min(times, default=None), "median": statistics.median(times) if times else None,
-                               "max": max(times, default=None)},
-            "closed_early_after_s_max": max(early, default=None), **facts}
+    return {
+        "connections": len(opened),
+        "cpu_percent_of_one_core": cpu,
+        "window_s": window,
+        "closed": len(times),
+        "closed_early": len(early),
+        "closed_at_request_timeout": len(at_deadline),
+        "closed_late": len(times) - len(early) - len(at_deadline),
+        "still_open_at_request_timeout_plus_5s": len(opened) - len(times),
+        "request_timeout_s": REQUEST_TIMEOUT,
+        "max_pending": MAX_PENDING,
+        "closed_after_s": {
+            "min": min(times, default=None),
+            "median": statistics.median(times) if times else None,
+            "max": max(times, default=None),
+        },
+        "closed_early_after_s_max": max(early, default=None),
+        **facts,
+    }
 
 
 @dataclass
@@ -319,7 +350,7 @@ class Load:
                             selector.register(attacker.sock, selectors.EVENT_READ, attacker)
                     elif attacker.sock is not None and attacker.drip and now >= attacker.next_at:
                         try:
-                            attacker.sock.send(self.request[attacker.sent % len(self.request):][:1])
+                            attacker.sock.send(self.request[attacker.sent % len(self.request) :][:1])
                             attacker.sent += 1
                             attacker.next_at = now + DRIP_INTERVAL
                         except OSError:
@@ -338,16 +369,16 @@ def echo_once(echoscu: str, port: int, called: str) -> tuple[bool, float]:
     argv = [echoscu, "-aet", peers.SENDER_AET, "-aec", called, "-to", "5", peers.LOOPBACK, str(port)]
     started = time.monotonic()
     try:
-        result = subprocess.run(argv, env=peers.dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                timeout=20)
+        result = subprocess.run(
+            argv, env=peers.dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20
+        )
         ok = result.returncode == 0
     except subprocess.TimeoutExpired:  # subprocess.run kills the child it started
         ok = False
     return ok, time.monotonic() - started
 
 
-def phase_echo(node: ListenerNode, proc: psutil.Process, echoscu: str, silent: int, drip: int,
-               seconds: int) -> dict:
+def phase_echo(node: ListenerNode, proc: psutil.Process, echoscu: str, silent: int, drip: int, seconds: int) -> dict:
     load = Load(node.port, associate_rq(node.ae_title, peers.SENDER_AET), silent, drip)
     results: list[tuple[bool, float]] = []
     lock = threading.Lock()
@@ -385,26 +416,42 @@ def phase_echo(node: ListenerNode, proc: psutil.Process, echoscu: str, silent: i
     latencies = sorted(t for ok, t in results if ok)
     silent_attackers = [a for a in load.attackers if not a.drip]
     drippers = [a for a in load.attackers if a.drip]
-    return {"silent": silent, "drip": drip, "held_at_start": held_at_start, "held_at_end": held_at_end,
-            "echo_attempts": len(results), "echo_ok": sum(ok for ok, _ in results),
-            "echo_success_rate": sum(ok for ok, _ in results) / len(results) if results else 0.0,
-            "echo_latency_s": {"median": statistics.median(latencies) if latencies else None,
-                               "max": max(latencies, default=None)},
-            "cpu_percent_of_one_core": cpu,
-            "silent_closed_by_node": sum(a.closed_by_node for a in silent_attackers),
-            "drip_closed_by_node": sum(a.closed_by_node for a in drippers),
-            "drip_max_bytes_sent": max((a.sent for a in drippers), default=0),
-            "connects": load.connects(), "connects_per_s": connects_per_s, "seconds": elapsed,
-            "connect_failures": sum(a.connect_failures for a in load.attackers), **facts}
+    return {
+        "silent": silent,
+        "drip": drip,
+        "held_at_start": held_at_start,
+        "held_at_end": held_at_end,
+        "echo_attempts": len(results),
+        "echo_ok": sum(ok for ok, _ in results),
+        "echo_success_rate": sum(ok for ok, _ in results) / len(results) if results else 0.0,
+        "echo_latency_s": {
+            "median": statistics.median(latencies) if latencies else None,
+            "max": max(latencies, default=None),
+        },
+        "cpu_percent_of_one_core": cpu,
+        "silent_closed_by_node": sum(a.closed_by_node for a in silent_attackers),
+        "drip_closed_by_node": sum(a.closed_by_node for a in drippers),
+        "drip_max_bytes_sent": max((a.sent for a in drippers), default=0),
+        "connects": load.connects(),
+        "connects_per_s": connects_per_s,
+        "seconds": elapsed,
+        "connect_failures": sum(a.connect_failures for a in load.attackers),
+        **facts,
+    }
 
 
 # --- reporting -----------------------------------------------------------------------------------
 
 
 def environment(echoscu: str) -> dict:
-    return {"pacsdeck": pacsdeck_version, "pynetdicom": pynetdicom.__version__,
-            "dcmtk": peers.tool_version([echoscu]), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "platform": platform.platform()}
+    return {
+        "pacsdeck": pacsdeck_version,
+        "pynetdicom": pynetdicom.__version__,
+        "dcmtk": peers.tool_version([echoscu]),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
 
 
 def _s(value) -> str:
@@ -418,29 +465,37 @@ def _ms(seconds) -> str:
 def print_table(results: dict) -> None:
     idle, est, silent, echo = results["idle"], results["established"], results["silent"], results["echo"]
     print(f"\n{'phase':<34}{'node CPU %core':>15}{'threads':>9}{'RSS MiB':>9}")
-    rows = [("no connections", idle),
-            (f"{est['associations']} idle associations", est),
-            (f"{silent['connections']} silent connections", silent),
-            (f"{echo['silent']} silent + {echo['drip']} drip-feeders", echo)]
+    rows = [
+        ("no connections", idle),
+        (f"{est['associations']} idle associations", est),
+        (f"{silent['connections']} silent connections", silent),
+        (f"{echo['silent']} silent + {echo['drip']} drip-feeders", echo),
+    ]
     for name, row in rows:
         print(f"{name:<34}{row['cpu_percent_of_one_core']:>15.2f}{row['threads']:>9}{row['rss_bytes'] / 2**20:>9.1f}")
     closed = silent["closed_after_s"]
-    print(f"\nsilent connections: {silent['closed']}/{silent['connections']} closed "
-          f"(min {_s(closed['min'])} s, median {_s(closed['median'])} s, max {_s(closed['max'])} s); "
-          f"{silent['closed_early']} early (past max_pending {silent['max_pending']}, by "
-          f"{_s(silent['closed_early_after_s_max'])} s), {silent['closed_at_request_timeout']} at request_timeout "
-          f"({silent['request_timeout_s']:g} s), {silent['closed_late']} late, "
-          f"{silent['still_open_at_request_timeout_plus_5s']} still open 5 s after it")
-    print(f"idle associations: {est['associations']} accepted, {est['rejected']} rejected, {est['failed']} failed, "
-          f"{est['still_open_after_window']} still open after the window")
+    print(
+        f"\nsilent connections: {silent['closed']}/{silent['connections']} closed "
+        f"(min {_s(closed['min'])} s, median {_s(closed['median'])} s, max {_s(closed['max'])} s); "
+        f"{silent['closed_early']} early (past max_pending {silent['max_pending']}, by "
+        f"{_s(silent['closed_early_after_s_max'])} s), {silent['closed_at_request_timeout']} at request_timeout "
+        f"({silent['request_timeout_s']:g} s), {silent['closed_late']} late, "
+        f"{silent['still_open_at_request_timeout_plus_5s']} still open 5 s after it"
+    )
+    print(
+        f"idle associations: {est['associations']} accepted, {est['rejected']} rejected, {est['failed']} failed, "
+        f"{est['still_open_after_window']} still open after the window"
+    )
     lat, base = echo["echo_latency_s"], idle["echo_latency_s"]
-    print(f"echoscu under load: {echo['echo_ok']}/{echo['echo_attempts']} ok "
-          f"({100 * echo['echo_success_rate']:.0f}%), latency median {_ms(lat['median'])} ms"
-          f" max {_ms(lat['max'])} ms (no load: {idle['echo_ok']}/{idle['echo_attempts']} ok, median "
-          f"{_ms(base['median'])} ms); attackers held {echo['held_at_start']} -> "
-          f"{echo['held_at_end']}, node closed {echo['silent_closed_by_node']} silent and "
-          f"{echo['drip_closed_by_node']} drip connections ({echo['connects']} connects, "
-          f"{echo['connects_per_s']:.0f}/s while echoscu ran)")
+    print(
+        f"echoscu under load: {echo['echo_ok']}/{echo['echo_attempts']} ok "
+        f"({100 * echo['echo_success_rate']:.0f}%), latency median {_ms(lat['median'])} ms"
+        f" max {_ms(lat['max'])} ms (no load: {idle['echo_ok']}/{idle['echo_attempts']} ok, median "
+        f"{_ms(base['median'])} ms); attackers held {echo['held_at_start']} -> "
+        f"{echo['held_at_end']}, node closed {echo['silent_closed_by_node']} silent and "
+        f"{echo['drip_closed_by_node']} drip connections ({echo['connects']} connects, "
+        f"{echo['connects_per_s']:.0f}/s while echoscu ran)"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -451,10 +506,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--echo-seconds", type=int, default=20, help="echoscu runs, one a second (20)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write settings, environment and results")
     args = parser.parse_args(argv)
-    if not (1 <= args.peers <= 240 and 0 <= args.drip <= 200 and 1 <= args.window <= 120
-            and 1 <= args.echo_seconds <= 120):
-        parser.error("--peers 1..240 (max_associations is 250), --drip 0..200, --window 1..120, "
-                     "--echo-seconds 1..120")
+    if not (
+        1 <= args.peers <= 240 and 0 <= args.drip <= 200 and 1 <= args.window <= 120 and 1 <= args.echo_seconds <= 120
+    ):
+        parser.error("--peers 1..240 (max_associations is 250), --drip 0..200, --window 1..120, --echo-seconds 1..120")
     return args
 
 
@@ -465,8 +520,10 @@ def _raise_interrupt(signum, frame):
 def bench(args: argparse.Namespace) -> int:
     echoscu = peers.find_dcmtk("echoscu")
     env = environment(echoscu)
-    print(f"listener bench: {args.peers} peers, {args.drip} drip-feeders, {args.window:g} s windows; "
-          f"pacsdeck {env['pacsdeck']}, pynetdicom {env['pynetdicom']}, {env['dcmtk']}, {env['cpus']} CPUs")
+    print(
+        f"listener bench: {args.peers} peers, {args.drip} drip-feeders, {args.window:g} s windows; "
+        f"pacsdeck {env['pacsdeck']}, pynetdicom {env['pynetdicom']}, {env['dcmtk']}, {env['cpus']} CPUs"
+    )
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
     workdir = RUNS_DIR / f"listener-{os.getpid()}"
     results = {}
@@ -477,11 +534,17 @@ def bench(args: argparse.Namespace) -> int:
             results["idle"] = phase_idle(node, proc, echoscu, args.window)
             print(f"  idle: {results['idle']['cpu_percent_of_one_core']:.2f}% of a core", flush=True)
             results["established"] = phase_established(node, proc, args.peers, args.window)
-            print(f"  {results['established']['associations']} idle associations: "
-                  f"{results['established']['cpu_percent_of_one_core']:.2f}% of a core", flush=True)
+            print(
+                f"  {results['established']['associations']} idle associations: "
+                f"{results['established']['cpu_percent_of_one_core']:.2f}% of a core",
+                flush=True,
+            )
             results["silent"] = phase_silent(node, proc, args.peers, args.window)
-            print(f"  {results['silent']['connections']} silent connections: "
-                  f"{results['silent']['cpu_percent_of_one_core']:.2f}% of a core", flush=True)
+            print(
+                f"  {results['silent']['connections']} silent connections: "
+                f"{results['silent']['cpu_percent_of_one_core']:.2f}% of a core",
+                flush=True,
+            )
             results["echo"] = phase_echo(node, proc, echoscu, args.peers, args.drip, args.echo_seconds)
             alive = node.proc.poll() is None
     finally:
@@ -489,12 +552,21 @@ def bench(args: argparse.Namespace) -> int:
     results["node_alive_at_end"] = alive
     print_table(results)
     if args.json:
-        settings = {"peers": args.peers, "drip": args.drip, "window_s": args.window,
-                    "echo_seconds": args.echo_seconds, "drip_interval_s": DRIP_INTERVAL,
-                    "reconnect_delay_s": RECONNECT_DELAY, "node": node_settings}
+        settings = {
+            "peers": args.peers,
+            "drip": args.drip,
+            "window_s": args.window,
+            "echo_seconds": args.echo_seconds,
+            "drip_interval_s": DRIP_INTERVAL,
+            "reconnect_delay_s": RECONNECT_DELAY,
+            "node": node_settings,
+        }
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"schema": SCHEMA, "settings": settings, "environment": env,
-                                         "results": results}, indent=2) + "\n", encoding="utf-8")
+        args.json.write_text(
+            json.dumps({"schema": SCHEMA, "settings": settings, "environment": env, "results": results}, indent=2)
+            + "\n",
+            encoding="utf-8",
+        )
         print(f"\nwrote {args.json}")
     return 0 if alive and results["echo"]["echo_success_rate"] == 1.0 else 1
 

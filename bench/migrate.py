@@ -15,13 +15,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pydicom.uid import generate_uid  # noqa: E402
+from pydicom.uid import generate_uid
 
-from storage import synthetic  # noqa: E402
-from storage.config.settings import load_config  # noqa: E402
-from storage.pools.migration import migrate  # noqa: E402
-from storage.node import Node, init_node  # noqa: E402
-from storage.uids import instance_path  # noqa: E402
+from storage import synthetic
+from storage.config.settings import load_config
+from storage.node import Node, init_node
+from storage.pools.migration import migrate
+from storage.uids import instance_path
 
 INSTANCE_ROWS = 512  # 512x512 16-bit CT: ~0.5 MB per instance, the common case
 PER_STUDY = 100
@@ -30,8 +30,14 @@ PER_STUDY = 100
 def build_corpus(node: Node, total_bytes: int) -> int:
     """Write synthetic CT studies straight into the primary pool, then let recovery index them."""
     primary = node.pools[0]
-    template = synthetic.instance(next(synthetic.studies(1)), series_uid=generate_uid(), sop_uid=generate_uid(),
-                                  number=1, rows=INSTANCE_ROWS, cols=INSTANCE_ROWS)
+    template = synthetic.instance(
+        next(synthetic.studies(1)),
+        series_uid=generate_uid(),
+        sop_uid=generate_uid(),
+        number=1,
+        rows=INSTANCE_ROWS,
+        cols=INSTANCE_ROWS,
+    )
     written = 0
     with tempfile.TemporaryDirectory() as scratch:
         while written < total_bytes:
@@ -109,16 +115,29 @@ def main() -> int:
             target = "archive" if where == "primary" else "primary"
             report = time_migrate(node, target)
             mig_s.append(report["wall_seconds"])
-            print(f"run {run + 1}: cp+sync {size / 1e6 / cp_s[-1]:.0f} MB/s, migrate {where}->{target}"
-                  f" {size / 1e6 / mig_s[-1]:.0f} MB/s (verified, {report['moved_instances']} instances)", flush=True)
+            print(
+                f"run {run + 1}: cp+sync {size / 1e6 / cp_s[-1]:.0f} MB/s, migrate {where}->{target}"
+                f" {size / 1e6 / mig_s[-1]:.0f} MB/s (verified, {report['moved_instances']} instances)",
+                flush=True,
+            )
             where = target
         cp_mbs = size / 1e6 / statistics.median(cp_s)
         mig_mbs = size / 1e6 / statistics.median(mig_s)
-        figures = {"instances": count, "bytes": size, "repeat": args.repeat, "cold_cache": drop_caches(),
-                   "cp_sync_mb_per_s": round(cp_mbs, 1), "migrate_mb_per_s": round(mig_mbs, 1),
-                   "ratio": round(mig_mbs / cp_mbs, 3), "cp_seconds": cp_s, "migrate_seconds": mig_s}
-        print(f"median: cp+sync {cp_mbs:.0f} MB/s, migrate (copy, verify, index, delete) {mig_mbs:.0f} MB/s"
-              f" = {100 * mig_mbs / cp_mbs:.0f}% of cp (target 70%)")
+        figures = {
+            "instances": count,
+            "bytes": size,
+            "repeat": args.repeat,
+            "cold_cache": drop_caches(),
+            "cp_sync_mb_per_s": round(cp_mbs, 1),
+            "migrate_mb_per_s": round(mig_mbs, 1),
+            "ratio": round(mig_mbs / cp_mbs, 3),
+            "cp_seconds": cp_s,
+            "migrate_seconds": mig_s,
+        }
+        print(
+            f"median: cp+sync {cp_mbs:.0f} MB/s, migrate (copy, verify, index, delete) {mig_mbs:.0f} MB/s"
+            f" = {100 * mig_mbs / cp_mbs:.0f}% of cp (target 70%)"
+        )
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0

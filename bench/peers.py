@@ -118,8 +118,7 @@ def echo_ok(echoscu: str, port: int, called_aet: str, *extra: str) -> bool:
     """Does a C-ECHO to 127.0.0.1:port succeed?"""
     argv = [echoscu, "-aet", SENDER_AET, "-aec", called_aet, "-to", "2", "-ta", "5", *extra, LOOPBACK, str(port)]
     try:
-        result = subprocess.run(argv, env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                timeout=15)
+        result = subprocess.run(argv, env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=15)
     except subprocess.TimeoutExpired:
         return False
     return result.returncode == 0
@@ -175,8 +174,9 @@ class Server:
         self.prepare()
         log = self._open(self.log_path)
         stdout = self._open(self.stdout_path) if self.stdout_path else log
-        self.proc = subprocess.Popen(self.argv(), cwd=self.workdir, env=self.env(), stdin=subprocess.DEVNULL,
-                                     stdout=stdout, stderr=log)
+        self.proc = subprocess.Popen(
+            self.argv(), cwd=self.workdir, env=self.env(), stdin=subprocess.DEVNULL, stdout=stdout, stderr=log
+        )
         self._wait_ready()
 
     @property
@@ -206,7 +206,7 @@ class Server:
             handle.close()
         self._files.clear()
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         try:
             self.start()
         except BaseException:
@@ -228,8 +228,9 @@ class PacsdeckServer(Server):
     name = "pacsdeck"
     ae_title = "PACSDECK"
 
-    def __init__(self, workdir: Path, echoscu: str, source: Path | None = None,
-                 tls: tuple[dict, list[str]] | None = None):
+    def __init__(
+        self, workdir: Path, echoscu: str, source: Path | None = None, tls: tuple[dict, list[str]] | None = None
+    ):
         super().__init__(workdir, echoscu)
         self.source = source
         self.tls = tls
@@ -243,9 +244,11 @@ class PacsdeckServer(Server):
 
     def _pacsdeck(self) -> list[str]:
         if self.source is not None:  # the editable install's import hook would load this checkout: drop it
-            launcher = (f"import sys; sys.path.insert(0, {str(self.source)!r}); "
-                        "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in type(f).__module__]; "
-                        "from pacsdeck.cli import main; sys.exit(main())")
+            launcher = (
+                f"import sys; sys.path.insert(0, {str(self.source)!r}); "
+                "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in type(f).__module__]; "
+                "from pacsdeck.cli import main; sys.exit(main())"
+            )
             return [sys.executable, "-c", launcher]
         script = Path(sys.executable).parent / "pacsdeck"
         return [str(script)] if script.exists() else [sys.executable, "-m", "pacsdeck.cli"]
@@ -310,24 +313,35 @@ def test_pki(folder: Path) -> tuple[dict, list[str]]:
     from cryptography.x509.oid import NameOID
 
     folder.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     def certificate(key, cn, issuer_key, issuer_cn, ca):
         name = lambda text: x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])  # noqa: E731
-        return (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(name(issuer_cn))
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
-                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-                .sign(issuer_key, hashes.SHA256()))
+        return (
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(name(issuer_cn))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .sign(issuer_key, hashes.SHA256())
+        )
 
     ca_key, node_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    (folder / "ca.pem").write_bytes(certificate(ca_key, "bench CA", ca_key, "bench CA", True)
-                                    .public_bytes(serialization.Encoding.PEM))
-    (folder / "node.pem").write_bytes(certificate(node_key, "node", ca_key, "bench CA", False)
-                                      .public_bytes(serialization.Encoding.PEM))
+    (folder / "ca.pem").write_bytes(
+        certificate(ca_key, "bench CA", ca_key, "bench CA", True).public_bytes(serialization.Encoding.PEM)
+    )
+    (folder / "node.pem").write_bytes(
+        certificate(node_key, "node", ca_key, "bench CA", False).public_bytes(serialization.Encoding.PEM)
+    )
     key_path = folder / "node.key"
-    key_path.write_bytes(node_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                serialization.NoEncryption()))
+    key_path.write_bytes(
+        node_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     key_path.chmod(0o600)
     section = {"certificate": str(folder / "node.pem"), "private_key": str(key_path)}
     return section, ["+tla", "+cf", str(folder / "ca.pem")]
@@ -402,7 +416,7 @@ class OrthancServer(Server):
     def stored_count(self) -> int | None:
         url = f"http://{LOOPBACK}:{self.http_port}/statistics"
         try:
-            with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - fixed loopback URL
+            with urllib.request.urlopen(url, timeout=30) as response:
                 return int(json.load(response)["CountInstances"])
         except (OSError, ValueError, KeyError):
             return None

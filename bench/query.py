@@ -15,10 +15,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.peers import (LOOPBACK, SENDER_AET, BenchError, OrthancServer, PacsdeckServer,  # noqa: E402
-                         StorescpServer, dcmtk_env, find_dcmtk, find_orthanc)
-from storage import synthetic  # noqa: E402
-from storage.index.database import Index  # noqa: E402
+from bench.peers import (
+    LOOPBACK,
+    SENDER_AET,
+    BenchError,
+    OrthancServer,
+    PacsdeckServer,
+    StorescpServer,
+    dcmtk_env,
+    find_dcmtk,
+    find_orthanc,
+)
+from storage import synthetic
+from storage.index.database import Index
 
 OUT = Path(__file__).resolve().parent / "out"
 BENCH_AET = "BENCH"
@@ -36,8 +45,14 @@ def real_study(count: int) -> tuple[synthetic.StudySpec, list[Path]]:
         spec = synthetic.StudySpec(**json.loads(spec_file.read_text()))
         return spec, sorted(folder.glob("*.dcm"))
     shutil.rmtree(folder, ignore_errors=True)
-    spec = synthetic.StudySpec(patient_id="QRBENCH01", patient_name="Benchmark^Quincy", study_uid=_uid(),
-                               study_date="20230615", accession="QRB0001", description="Query bench study")
+    spec = synthetic.StudySpec(
+        patient_id="QRBENCH01",
+        patient_name="Benchmark^Quincy",
+        study_uid=_uid(),
+        study_date="20230615",
+        accession="QRB0001",
+        description="Query bench study",
+    )
     files = synthetic.write_study(folder, spec, count, rows=512, cols=512, series=2)
     spec_file.write_text(json.dumps(spec.__dict__))
     return spec, files
@@ -101,8 +116,10 @@ class QueryOrthanc(OrthancServer):
 
     def config(self) -> dict:
         cfg = super().config()
-        cfg["DicomModalities"] = {DEST_AET: [DEST_AET, LOOPBACK, self.dest_port],
-                                  BENCH_AET: [BENCH_AET, LOOPBACK, 4242]}
+        cfg["DicomModalities"] = {
+            DEST_AET: [DEST_AET, LOOPBACK, self.dest_port],
+            BENCH_AET: [BENCH_AET, LOOPBACK, 4242],
+        }
         return cfg
 
 
@@ -122,8 +139,21 @@ def timed(argv: list[str]) -> float:
 def operations(tools: dict, spec: synthetic.StudySpec, called: str, port: int, get_dir: Path) -> dict:
     """The DCMTK command lines timed against one peer."""
     conn = ["-aet", BENCH_AET, "-aec", called, LOOPBACK, str(port)]
-    study = ["-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", "-k", "PatientName", "-k",
-             "StudyDate", "-k", "NumberOfStudyRelatedInstances", "-k", "ModalitiesInStudy"]
+    study = [
+        "-S",
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        "StudyInstanceUID",
+        "-k",
+        "PatientName",
+        "-k",
+        "StudyDate",
+        "-k",
+        "NumberOfStudyRelatedInstances",
+        "-k",
+        "ModalitiesInStudy",
+    ]
     find = [tools["findscu"], *study]
     date_from = spec.study_date
     return {
@@ -132,19 +162,38 @@ def operations(tools: dict, spec: synthetic.StudySpec, called: str, port: int, g
         "find PatientID": [*find, "-k", f"PatientID={spec.patient_id}", *conn],
         "find PatientName wildcard": [*find, "-k", f"PatientName={spec.patient_name[:6]}*", *conn],
         "find StudyDate range": [*find, "-k", f"StudyDate={date_from}-{date_from[:6]}28", *conn],
-        "move study (10)": [tools["movescu"], "-S", "-aem", DEST_AET, "-k", "QueryRetrieveLevel=STUDY", "-k",
-                            f"StudyInstanceUID={spec.study_uid}", *conn],
-        "get study (10)": [tools["getscu"], "-S", "-od", str(get_dir), "-k", "QueryRetrieveLevel=STUDY", "-k",
-                           f"StudyInstanceUID={spec.study_uid}", *conn],
+        "move study (10)": [
+            tools["movescu"],
+            "-S",
+            "-aem",
+            DEST_AET,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={spec.study_uid}",
+            *conn,
+        ],
+        "get study (10)": [
+            tools["getscu"],
+            "-S",
+            "-od",
+            str(get_dir),
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={spec.study_uid}",
+            *conn,
+        ],
     }
 
 
 def load(server, tools: dict, files: list[Path], extra: list[Path]) -> None:
     send = [tools["storescu"], "-aet", SENDER_AET, "-aec", server.ae_title, LOOPBACK, str(server.port)]
-    for chunk in (files, *[extra[i:i + 500] for i in range(0, len(extra), 500)]):
+    for chunk in (files, *[extra[i : i + 500] for i in range(0, len(extra), 500)]):
         if chunk:
-            result = subprocess.run([*send, *map(str, chunk)], capture_output=True, text=True, timeout=600,
-                                    env=dcmtk_env())
+            result = subprocess.run(
+                [*send, *map(str, chunk)], capture_output=True, text=True, timeout=600, env=dcmtk_env()
+            )
             if result.returncode != 0:
                 raise BenchError(f"loading {server.name} failed: {result.stderr[-500:]}")
 
@@ -174,11 +223,16 @@ def measure(servers: list, tools: dict, spec, files: list[Path], runs: int, work
         out[server.name] = {}
         for name, samples in times[server.name].items():
             samples.sort()
-            out[server.name][name] = {"median_ms": statistics.median(samples),
-                                      "p95_ms": samples[min(len(samples) - 1, int(len(samples) * 0.95))],
-                                      "runs": runs}
-            print(f"  {server.name:<9} {name:<26} median {out[server.name][name]['median_ms']:7.1f} ms  "
-                  f"p95 {out[server.name][name]['p95_ms']:7.1f} ms", flush=True)
+            out[server.name][name] = {
+                "median_ms": statistics.median(samples),
+                "p95_ms": samples[min(len(samples) - 1, int(len(samples) * 0.95))],
+                "runs": runs,
+            }
+            print(
+                f"  {server.name:<9} {name:<26} median {out[server.name][name]['median_ms']:7.1f} ms  "
+                f"p95 {out[server.name][name]['p95_ms']:7.1f} ms",
+                flush=True,
+            )
     return out
 
 
@@ -188,15 +242,19 @@ def measure(servers: list, tools: dict, spec, files: list[Path], runs: int, work
 def report(results: dict) -> None:
     mine = results["pacsdeck"]
     echo = mine["echoscu"]["median_ms"]
-    print(f"\npacsdeck, {results['settings']['indexed']:,} instances indexed: median wall time / echoscu's "
-          f"({echo:.1f} ms); target ≤ 2.0 for C-FIND")
+    print(
+        f"\npacsdeck, {results['settings']['indexed']:,} instances indexed: median wall time / echoscu's "
+        f"({echo:.1f} ms); target ≤ 2.0 for C-FIND"
+    )
     for name, row in mine.items():
         if name != "echoscu":
             print(f"  {name:<26} {row['median_ms'] / echo:5.2f}x")
     theirs = results.get("orthanc")
     if theirs:
-        print(f"\npacsdeck / Orthanc median time (< 1: pacsdeck faster; Orthanc holds "
-              f"{results['settings']['orthanc_instances']:,} instances)")
+        print(
+            f"\npacsdeck / Orthanc median time (< 1: pacsdeck faster; Orthanc holds "
+            f"{results['settings']['orthanc_instances']:,} instances)"
+        )
         for name in mine:
             print(f"  {name:<26} {mine[name]['median_ms'] / theirs[name]['median_ms']:5.2f}x")
 
@@ -209,13 +267,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
 
-    tools = {name: find_dcmtk(name) for name in ("echoscu", "findscu", "movescu", "getscu", "storescu",
-                                                 "storescp")}
+    tools = {name: find_dcmtk(name) for name in ("echoscu", "findscu", "movescu", "getscu", "storescu", "storescp")}
     spec, files = real_study(10)
     orthanc = find_orthanc()
     extra = filler_files(args.orthanc_instances) if orthanc else []
-    results: dict = {"settings": {"indexed": args.instances + len(files), "runs": args.runs,
-                                  "orthanc_instances": len(extra) + len(files)}}
+    results: dict = {
+        "settings": {
+            "indexed": args.instances + len(files),
+            "runs": args.runs,
+            "orthanc_instances": len(extra) + len(files),
+        }
+    }
     OUT.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="query-", dir=OUT))
     try:
@@ -223,12 +285,14 @@ def main(argv: list[str] | None = None) -> int:
         dest.ae_title = DEST_AET
         with contextlib.ExitStack() as stack:
             stack.enter_context(dest)
-            servers = [stack.enter_context(QueryPacsdeck(workdir / "pacsdeck", tools["echoscu"], dest.port,
-                                                         args.instances))]
+            servers = [
+                stack.enter_context(QueryPacsdeck(workdir / "pacsdeck", tools["echoscu"], dest.port, args.instances))
+            ]
             load(servers[0], tools, files, [])
             if orthanc:
-                servers.append(stack.enter_context(QueryOrthanc(workdir / "orthanc", tools["echoscu"], orthanc,
-                                                                dest.port)))
+                servers.append(
+                    stack.enter_context(QueryOrthanc(workdir / "orthanc", tools["echoscu"], orthanc, dest.port))
+                )
                 load(servers[1], tools, files, extra)
             else:
                 print("note: Orthanc not installed: no comparison (apt-get install orthanc)")

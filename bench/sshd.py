@@ -26,8 +26,12 @@ def port_open(port: int) -> bool:
 
 def ssh_keygen(path: Path, key_type: str = "ed25519") -> str:
     """A new key pair without passphrase; returns the public key line."""
-    subprocess.run(["ssh-keygen", "-q", "-t", key_type, "-N", "", "-C", "bench@pacsdeck", "-f", str(path)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", key_type, "-N", "", "-C", "bench@pacsdeck", "-f", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return Path(f"{path}.pub").read_text().strip()
 
 
@@ -89,10 +93,12 @@ LogLevel ERROR
 """)
     log_path = folder / "sshd.log"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([binary, "-D", "-e", "-f", str(config)], stdout=log, stderr=log,
-                                stdin=subprocess.DEVNULL)
-    server = BenchSSHD(port=port, dir=folder, host_key=host_key, authorized_keys=authorized_keys, log_path=log_path,
-                       proc=proc)
+        proc = subprocess.Popen(
+            [binary, "-D", "-e", "-f", str(config)], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+        )
+    server = BenchSSHD(
+        port=port, dir=folder, host_key=host_key, authorized_keys=authorized_keys, log_path=log_path, proc=proc
+    )
     deadline = time.monotonic() + 20
     while not port_open(port):
         if proc.poll() is not None:

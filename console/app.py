@@ -18,12 +18,12 @@ from textual.worker import get_current_worker
 
 from agent.protocol import UNAVAILABLE, RPCError
 
+from .hostkeys import KnownHosts, fingerprint, scan_host_key
 from .screens.fleet import FleetScreen
 from .screens.help import HelpScreen
 from .screens.node import MUTATING_ACTIONS, NodeScreen
 from .screens.palette import FleetCommands
 from .screens.trust import HostKeyOffer, TrustScreen
-from .hostkeys import KnownHosts, fingerprint, scan_host_key
 from .snapshot import NodeSnapshot, events, poll
 from .transport import open_transport
 
@@ -89,12 +89,18 @@ class PacsdeckConsole(App):
         # two cores six nodes would hold them all and every other node would wait. One poll thread
         # per node, plus room for actions, keeps a hanging node from delaying any other.
         asyncio.get_running_loop().set_default_executor(
-            ThreadPoolExecutor(max_workers=2 * len(self.nodes) + 8, thread_name_prefix="pacsdeck-console"))
+            ThreadPoolExecutor(max_workers=2 * len(self.nodes) + 8, thread_name_prefix="pacsdeck-console")
+        )
         self.known_hosts = KnownHosts(self.fleet.known_hosts)
         for state in self.nodes.values():
             state.transport = open_transport(state.entry, self.known_hosts)
-            self.run_worker(lambda name=state.entry.name: self._poll_loop(name), thread=True,
-                            group=f"poll:{state.entry.name}", exclusive=True, name=f"poll {state.entry.name}")
+            self.run_worker(
+                lambda name=state.entry.name: self._poll_loop(name),
+                thread=True,
+                group=f"poll:{state.entry.name}",
+                exclusive=True,
+                name=f"poll {state.entry.name}",
+            )
 
     def on_unmount(self) -> None:
         self.shutdown()
@@ -104,8 +110,11 @@ class PacsdeckConsole(App):
         self._stopping.set()
         for state in self.nodes.values():
             state.wake.set()
-        closers = [threading.Thread(target=_close_quietly, args=(s.transport,), daemon=True)
-                   for s in self.nodes.values() if s.transport is not None]
+        closers = [
+            threading.Thread(target=_close_quietly, args=(s.transport,), daemon=True)
+            for s in self.nodes.values()
+            if s.transport is not None
+        ]
         for t in closers:
             t.start()
         deadline = time.monotonic() + timeout
@@ -148,8 +157,14 @@ class PacsdeckConsole(App):
     def snapshot(self, name: str):
         state = self.nodes[name]
         # Before its first poll has come back a node still has a row: the table never has a hole.
-        return state.snapshot or NodeSnapshot(state.entry.name, state.entry.site, state.entry.tags, status="polling",
-                                              reason="first poll in progress", polled_at=None)
+        return state.snapshot or NodeSnapshot(
+            state.entry.name,
+            state.entry.site,
+            state.entry.tags,
+            status="polling",
+            reason="first poll in progress",
+            polled_at=None,
+        )
 
     def current_snapshots(self) -> list:
         return [self.snapshot(name) for name in self.nodes]
@@ -172,8 +187,9 @@ class PacsdeckConsole(App):
         if not self.fixed:
             self.notify("refreshing every node")
 
-    def call_node(self, name: str, method: str, params: dict | None, callback: Callable, *, owner=None,
-                  read_only: bool = False) -> None:
+    def call_node(
+        self, name: str, method: str, params: dict | None, callback: Callable, *, owner=None, read_only: bool = False
+    ) -> None:
         """One agent call in a thread worker; callback(result, error) back on the UI thread, unless
         `owner` (a screen) has gone meanwhile. error: RPCError or TransportError."""
         state = self.nodes[name]
@@ -225,8 +241,14 @@ class PacsdeckConsole(App):
                 return
             pinned = self.known_hosts.lookup_all(entry.host, entry.port)
             expected = pinned.get(key.get_name()) or next(iter(pinned.values()), None)
-            offer = HostKeyOffer(name, entry.host, entry.port, key.get_name(), fingerprint(key),
-                                 fingerprint(expected) if expected is not None else None)
+            offer = HostKeyOffer(
+                name,
+                entry.host,
+                entry.port,
+                key.get_name(),
+                fingerprint(key),
+                fingerprint(expected) if expected is not None else None,
+            )
             self.call_from_thread(self._offer_trust, offer, key)
 
         self.run_worker(scan, thread=True, group=f"trust:{name}", exclusive=True)
@@ -266,8 +288,11 @@ class PacsdeckConsole(App):
         def keep(bindings) -> list[Binding]:
             return [b for b in bindings if not (self.readonly and b.action in MUTATING_ACTIONS)]
 
-        return [("fleet", keep(FleetScreen.BINDINGS)), ("node", keep(NodeScreen.BINDINGS)),
-                ("anywhere", keep(self.BINDINGS) + [Binding("ctrl+p", "command_palette", "Command palette")])]
+        return [
+            ("fleet", keep(FleetScreen.BINDINGS)),
+            ("node", keep(NodeScreen.BINDINGS)),
+            ("anywhere", keep(self.BINDINGS) + [Binding("ctrl+p", "command_palette", "Command palette")]),
+        ]
 
     def action_toggle_readonly(self) -> None:
         if self.locked_readonly:

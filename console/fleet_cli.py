@@ -21,8 +21,20 @@ EXIT_FLEET_CONFIG = 3
 # arguments (unknown or local node), 3 the fleet file is unusable.
 TRUST_OK, TRUST_REFUSED, TRUST_USAGE = 0, 1, 2
 
-COLUMNS = ("node", "site", "status", "version", "AE:port", "primary%", "archive%", "ingest/s", "queue p/f",
-           "backup", "worst check", "reason")
+COLUMNS = (
+    "node",
+    "site",
+    "status",
+    "version",
+    "AE:port",
+    "primary%",
+    "archive%",
+    "ingest/s",
+    "queue p/f",
+    "backup",
+    "worst check",
+    "reason",
+)
 
 
 def status_timeout(fleet: Fleet) -> float:
@@ -84,10 +96,20 @@ def _age(seconds) -> str:
 
 def _cells(s: NodeSnapshot) -> list[str]:
     queue = "-" if s.queue_pending is None else f"{s.queue_pending}/{s.queue_failed}"
-    return [s.name, s.site or "-", s.status, s.version or "-",
-            f"{s.ae_title}:{s.port}" if s.ae_title else "-", _pct(s.primary_used_pct), _pct(s.archive_used_pct),
-            "-" if s.ingest_rate is None else f"{s.ingest_rate:.1f}", queue, _age(s.backup_age_s),
-            s.worst_check or ("ok" if s.checks else "-"), s.reason or ""]
+    return [
+        s.name,
+        s.site or "-",
+        s.status,
+        s.version or "-",
+        f"{s.ae_title}:{s.port}" if s.ae_title else "-",
+        _pct(s.primary_used_pct),
+        _pct(s.archive_used_pct),
+        "-" if s.ingest_rate is None else f"{s.ingest_rate:.1f}",
+        queue,
+        _age(s.backup_age_s),
+        s.worst_check or ("ok" if s.checks else "-"),
+        s.reason or "",
+    ]
 
 
 def render_table(snapshots: list[NodeSnapshot]) -> str:
@@ -97,12 +119,16 @@ def render_table(snapshots: list[NodeSnapshot]) -> str:
     numeric = {"primary%", "archive%", "ingest/s", "queue p/f", "backup"}
     lines = []
     for row in rows:
-        cells = [row[i].rjust(widths[i]) if COLUMNS[i] in numeric else row[i].ljust(widths[i])
-                 for i in range(len(widths))]
+        cells = [
+            row[i].rjust(widths[i]) if COLUMNS[i] in numeric else row[i].ljust(widths[i]) for i in range(len(widths))
+        ]
         lines.append("  ".join(cells + [row[-1]]).rstrip())
     code = fleet_exit_code(snapshots)
-    counts = ", ".join(f"{sum(1 for s in snapshots if s.status == st)} {st}" for st in STATUSES
-                       if any(s.status == st for s in snapshots))
+    counts = ", ".join(
+        f"{sum(1 for s in snapshots if s.status == st)} {st}"
+        for st in STATUSES
+        if any(s.status == st for s in snapshots)
+    )
     lines.append(f"{len(snapshots)} nodes: {counts}; exit {code}")
     return "\n".join(lines)
 
@@ -110,8 +136,16 @@ def render_table(snapshots: list[NodeSnapshot]) -> str:
 # --- trust ----------------------------------------------------------------------------------------
 
 
-def trust(fleet: Fleet, name: str, *, yes: bool, replace: bool, out: Callable[[str], None],
-          confirm: Callable[[str], bool], timeout: float | None = None) -> int:
+def trust(
+    fleet: Fleet,
+    name: str,
+    *,
+    yes: bool,
+    replace: bool,
+    out: Callable[[str], None],
+    confirm: Callable[[str], bool],
+    timeout: float | None = None,
+) -> int:
     """Scan NODE's host key, show it, and pin it after confirmation. A changed key needs `replace`."""
     try:
         entry = fleet.node(name)
@@ -130,24 +164,29 @@ def trust(fleet: Fleet, name: str, *, yes: bool, replace: bool, out: Callable[[s
         out(f"pacsdeck: cannot fetch the host key of {host_pattern(entry.host, entry.port)}: {why}")
         return TRUST_REFUSED
     offered = fingerprint(key)
-    out(f"node         {name}\nhost         {entry.host}\nport         {entry.port}\nkey type     {key.get_name()}\n"
-        f"fingerprint  {offered}")
+    out(
+        f"node         {name}\nhost         {entry.host}\nport         {entry.port}\nkey type     {key.get_name()}\n"
+        f"fingerprint  {offered}"
+    )
     if any(k.get_name() == key.get_name() and k.asbytes() == key.asbytes() for k in pinned.values()):
         out(f"already trusted in {fleet.known_hosts}")
         return TRUST_OK
     if pinned:
         was = ", ".join(f"{t} {fingerprint(k)}" for t, k in pinned.items())
-        out("@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n"
+        out(
+            "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n"
             f"@  WARNING: THE HOST KEY OF {name} HAS CHANGED\n"
             "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n"
             f"pinned:  {was}\noffered: {key.get_name()} {offered}\n"
             "Someone may be intercepting the connection (man in the middle), or the server was reinstalled.\n"
-            "Verify the new fingerprint on the server itself (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub).")
+            "Verify the new fingerprint on the server itself (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub)."
+        )
         if not replace:
             out("refused: the pinned key is kept; after verifying, run again with --replace")
             return TRUST_REFUSED
-    if not yes and not confirm(f"{'Replace the pinned key' if pinned else 'Trust this key'} for {name}? "
-                               "Type yes to pin it: "):
+    if not yes and not confirm(
+        f"{'Replace the pinned key' if pinned else 'Trust this key'} for {name}? Type yes to pin it: "
+    ):
         out("not confirmed: nothing was pinned")
         return TRUST_REFUSED
     known.trust(entry.host, entry.port, key)
@@ -158,4 +197,3 @@ def trust(fleet: Fleet, name: str, *, yes: bool, replace: bool, out: Callable[[s
 def load(path: str | Path | None) -> Fleet:
     """The fleet for a command; FleetConfigError propagates for the CLI to report (exit 3)."""
     return load_fleet(Path(path) if path else None)
-

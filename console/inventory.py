@@ -23,11 +23,35 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HOST = re.compile(r"^[A-Za-z0-9_.:%-]{1,253}$")
 _USER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 
-_NODE_KEYS = ("name", "site", "tags", "transport", "config", "host", "port", "user", "key", "agent_command",
-              "poll_interval", "connect_timeout", "call_timeout")
+_NODE_KEYS = (
+    "name",
+    "site",
+    "tags",
+    "transport",
+    "config",
+    "host",
+    "port",
+    "user",
+    "key",
+    "agent_command",
+    "poll_interval",
+    "connect_timeout",
+    "call_timeout",
+)
 # What `defaults:` may set for every node (per-node values win). Identity and address stay per node.
-_DEFAULTABLE = ("site", "tags", "transport", "port", "user", "key", "agent_command", "poll_interval",
-                "connect_timeout", "call_timeout", "config")
+_DEFAULTABLE = (
+    "site",
+    "tags",
+    "transport",
+    "port",
+    "user",
+    "key",
+    "agent_command",
+    "poll_interval",
+    "connect_timeout",
+    "call_timeout",
+    "config",
+)
 _TOP_KEYS = ("nodes", "known_hosts", "defaults")
 
 
@@ -104,8 +128,9 @@ def load_fleet(path: Path | None = None) -> Fleet:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise FleetConfigError("fleet", f"no fleet file at {path}; copy configs/fleet.example.yaml there "
-                                        "or pass --fleet FILE") from None
+        raise FleetConfigError(
+            "fleet", f"no fleet file at {path}; copy configs/fleet.example.yaml there or pass --fleet FILE"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise FleetConfigError("fleet", f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
     try:
@@ -113,8 +138,9 @@ def load_fleet(path: Path | None = None) -> Fleet:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise FleetConfigError("fleet", f"not valid YAML{where}: {getattr(err, 'problem', None) or err}",
-                               path) from None
+        raise FleetConfigError(
+            "fleet", f"not valid YAML{where}: {getattr(err, 'problem', None) or err}", path
+        ) from None
     return parse_fleet(data, source=path)
 
 
@@ -213,13 +239,23 @@ def _node(raw: dict, defaults: dict, where: str, base: Path, fail) -> NodeEntry:
             command = shlex.split(command)
         except ValueError as err:
             fail(f("agent_command"), f"cannot split it into words: {err}")
-    if (not isinstance(command, (list, tuple)) or not command
-            or not all(isinstance(w, str) and w and "\0" not in w and "\n" not in w for w in command)):
+    if (
+        not isinstance(command, (list, tuple))
+        or not command
+        or not all(isinstance(w, str) and w and "\0" not in w and "\n" not in w for w in command)
+    ):
         fail(f("agent_command"), "expected a command as a list of words, e.g. [pacsdeck, agent, stdio]")
     return NodeEntry(
-        name=name, site=site, tags=tuple(tags), transport=transport, config=config,
-        host=host if transport == SSH else None, port=port, user=user if transport == SSH else None,
-        key=key_path, agent_command=tuple(command),
+        name=name,
+        site=site,
+        tags=tuple(tags),
+        transport=transport,
+        config=config,
+        host=host if transport == SSH else None,
+        port=port,
+        user=user if transport == SSH else None,
+        key=key_path,
+        agent_command=tuple(command),
         poll_interval=_seconds(merged, "poll_interval", DEFAULT_POLL_INTERVAL, f, fail, minimum=0.5),
         connect_timeout=_seconds(merged, "connect_timeout", DEFAULT_CONNECT_TIMEOUT, f, fail),
         call_timeout=_seconds(merged, "call_timeout", DEFAULT_CALL_TIMEOUT, f, fail),
@@ -254,8 +290,19 @@ def single_node_fleet(config: Path) -> Fleet:
     if name is None:
         folder = re.sub(r"[^A-Za-z0-9._-]", "-", config.parent.name).strip(".-_") or "local"
         name = folder[:64] if _NAME.match(folder[:64]) else "local"
-    entry = NodeEntry(name=name, site="", tags=(), transport=LOCAL, config=str(config), host=None, port=22,
-                      user=None, key=None, agent_command=DEFAULT_AGENT_COMMAND,
-                      poll_interval=DEFAULT_POLL_INTERVAL, connect_timeout=DEFAULT_CONNECT_TIMEOUT,
-                      call_timeout=DEFAULT_CALL_TIMEOUT)
+    entry = NodeEntry(
+        name=name,
+        site="",
+        tags=(),
+        transport=LOCAL,
+        config=str(config),
+        host=None,
+        port=22,
+        user=None,
+        key=None,
+        agent_command=DEFAULT_AGENT_COMMAND,
+        poll_interval=DEFAULT_POLL_INTERVAL,
+        connect_timeout=DEFAULT_CONNECT_TIMEOUT,
+        call_timeout=DEFAULT_CALL_TIMEOUT,
+    )
     return Fleet(nodes=(entry,), known_hosts=default_known_hosts(), source=None)

@@ -11,11 +11,17 @@ class PreviewUnavailable(ValueError):
     """The agent's answer holds no usable image."""
 
 
-def preview_params(sop_instance_uid: str, *, frame: int = 1, window: str | None = None,
-                   pixel_width: int = 512, pixel_height: int = 512) -> dict:
+def preview_params(
+    sop_instance_uid: str, *, frame: int = 1, window: str | None = None, pixel_width: int = 512, pixel_height: int = 512
+) -> dict:
     """The preview.render params the console sends: a PNG, encoded here for the console's own terminal."""
-    params = {"sop_instance_uid": sop_instance_uid, "mode": "png", "frame": frame,
-              "pixel_width": pixel_width, "pixel_height": pixel_height}
+    params = {
+        "sop_instance_uid": sop_instance_uid,
+        "mode": "png",
+        "frame": frame,
+        "pixel_width": pixel_width,
+        "pixel_height": pixel_height,
+    }
     if window:
         params["window"] = window
     return params

@@ -64,8 +64,7 @@ class Event:
 
 
 def _base(entry: NodeEntry, status: str, reason: str | None, at: float) -> NodeSnapshot:
-    return NodeSnapshot(name=entry.name, site=entry.site, tags=entry.tags, status=status, reason=reason,
-                        polled_at=at)
+    return NodeSnapshot(name=entry.name, site=entry.site, tags=entry.tags, status=status, reason=reason, polled_at=at)
 
 
 def poll(entry: NodeEntry, transport: Transport, previous: NodeSnapshot | None = None) -> NodeSnapshot:
@@ -113,7 +112,7 @@ def _poll(entry: NodeEntry, transport: Transport, previous: NodeSnapshot | None,
     except RPCError as err:
         # Method not found: this node has no queue yet. Forbidden: this login may not see it. Either way the
         # queue columns stay empty; neither says anything about the node's health.
-        no_queue = err.code == METHOD_NOT_FOUND or err.kind == NOT_FOUND and "unknown method" in err.message
+        no_queue = err.code == METHOD_NOT_FOUND or (err.kind == NOT_FOUND and "unknown method" in err.message)
         if not no_queue and err.kind != FORBIDDEN:
             health_error = health_error or f"queue.list failed: {err.message}"
 
@@ -141,8 +140,11 @@ def _from_status(snap: NodeSnapshot, status: dict) -> None:
         snap.primary_used_pct = _used_pct([p for p in snap.pools if p.get("tier") == tiers[0]])
         if len(tiers) > 1:
             snap.archive_used_pct = _used_pct([p for p in snap.pools if p.get("tier") == tiers[-1]])
-        free = [p["disk_free_bytes"] for p in snap.pools if p.get("tier") == tiers[0]
-                and isinstance(p.get("disk_free_bytes"), int)]
+        free = [
+            p["disk_free_bytes"]
+            for p in snap.pools
+            if p.get("tier") == tiers[0] and isinstance(p.get("disk_free_bytes"), int)
+        ]
         snap.disk_free_bytes = min(free) if free else None
 
 
@@ -163,8 +165,7 @@ def _used_pct(pools: list[dict]) -> float | None:
 def _from_checks(snap: NodeSnapshot) -> None:
     worst = _worst(snap.checks)
     for c in snap.checks:
-        if c.get("name") == "backup_age" and c.get("status") != "unknown" and isinstance(c.get("value"),
-                                                                                          (int, float)):
+        if c.get("name") == "backup_age" and c.get("status") != "unknown" and isinstance(c.get("value"), (int, float)):
             snap.backup_age_s = round(float(c["value"]) * 3600, 1)
     if worst is not None:
         snap.worst_check = f"{worst.get('name')}: {_CHECK_WORDS[worst['status']]}"
@@ -193,8 +194,13 @@ def _judge(status: dict, snap: NodeSnapshot, health_error: str | None) -> tuple[
 # --- events ---------------------------------------------------------------------------------------
 
 _STATUS_SEVERITY = {UP: INFO, DEGRADED: WARNING, DOWN: CRITICAL, UNREACHABLE: CRITICAL, UNTRUSTED: CRITICAL}
-_STATUS_TEXT = {UP: "is up", DEGRADED: "is degraded", DOWN: "is down", UNREACHABLE: "is unreachable",
-                UNTRUSTED: "is refused (host key)"}
+_STATUS_TEXT = {
+    UP: "is up",
+    DEGRADED: "is degraded",
+    DOWN: "is down",
+    UNREACHABLE: "is unreachable",
+    UNTRUSTED: "is refused (host key)",
+}
 
 
 def events(previous: NodeSnapshot | None, current: NodeSnapshot) -> list[Event]:
@@ -230,8 +236,11 @@ def events(previous: NodeSnapshot | None, current: NodeSnapshot) -> list[Event]:
         elif _CHECK_RANK.get(now, 0) < _CHECK_RANK.get(was, 0) and name in before:
             add(INFO, f"{name} is {'ok' if not _CHECK_RANK.get(now, 0) else _CHECK_WORDS[now]} again")
 
-    if current.queue_failed is not None and previous.queue_failed is not None \
-            and current.queue_failed > previous.queue_failed:
+    if (
+        current.queue_failed is not None
+        and previous.queue_failed is not None
+        and current.queue_failed > previous.queue_failed
+    ):
         n = current.queue_failed - previous.queue_failed
         add(WARNING, f"{n} more failed queue job{'s' if n != 1 else ''} ({current.queue_failed} failed)")
 
@@ -255,8 +264,13 @@ def _jobs(snap: NodeSnapshot) -> list[dict]:
 # --- the fleet ------------------------------------------------------------------------------------
 
 
-def poll_fleet(fleet: Fleet, transports: dict[str, Transport], timeout: float,
-               previous: dict[str, NodeSnapshot] | None = None, parallel: int | None = None) -> list[NodeSnapshot]:
+def poll_fleet(
+    fleet: Fleet,
+    transports: dict[str, Transport],
+    timeout: float,
+    previous: dict[str, NodeSnapshot] | None = None,
+    parallel: int | None = None,
+) -> list[NodeSnapshot]:
     """Poll every node at once, one thread each; returns in fleet order within `timeout` seconds.
 
     A node that has not answered by then is a row saying so; its thread finishes on its own (its transport's
@@ -282,8 +296,9 @@ def poll_fleet(fleet: Fleet, transports: dict[str, Transport], timeout: float,
 
     # Plain daemon threads, not an executor: a thread stuck on a dead node must not hold up the caller,
     # nor the interpreter's exit (executor threads are joined at exit).
-    threads = [threading.Thread(target=one, args=(entry,), daemon=True, name=f"poll-{entry.name}")
-               for entry in fleet.nodes]
+    threads = [
+        threading.Thread(target=one, args=(entry,), daemon=True, name=f"poll-{entry.name}") for entry in fleet.nodes
+    ]
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + timeout

@@ -15,8 +15,12 @@ __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "CLIError", "build_parser", 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pacsdeck", description="A terminal-first PACS.")
-    parser.add_argument("--log-level", default=os.environ.get("PACSDECK_LOG_LEVEL", "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (logs go to stderr)")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("PACSDECK_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (logs go to stderr)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cli_node.add_parser(sub)
     cli_agent.add_parser(sub)
@@ -52,8 +56,9 @@ def run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     # The fleet commands report each node's connection failure in its row; paramiko's own log is noise there.
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)

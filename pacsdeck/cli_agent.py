@@ -51,6 +51,6 @@ def add_parser(sub) -> None:
 
     p = agent_sub.add_parser("call", help="one call; the result is printed as JSON, the exit code says how it went")
     p.add_argument("method", metavar="METHOD", help="e.g. node.status; rpc.discover lists them")
-    p.add_argument("--params", metavar="JSON", help='params as a JSON object, e.g. \'{"limit": 5}\'')
+    p.add_argument("--params", metavar="JSON", help="params as a JSON object, e.g. '{\"limit\": 5}'")
     agent_options(p)
     p.set_defaults(func=cmd_agent_call)

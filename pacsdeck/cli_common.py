@@ -23,7 +23,7 @@ class CLIError(Exception):
         self.code = code
 
     @classmethod
-    def from_rpc(cls, method: str, err) -> "CLIError":
+    def from_rpc(cls, method: str, err) -> CLIError:
         """An agent.protocol.RPCError as `agent call` reports it: method, kind, message; exit code per kind."""
         return cls(f"{method}: {err.kind}: {err.message}", err.exit_code)
 

@@ -50,20 +50,36 @@ def add_parser(sub) -> None:
     fleet = sub.add_parser("fleet", help="every node of the fleet file: status table, host key trust")
     fleet_sub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
 
-    p = fleet_sub.add_parser("status", help="poll every node once and print the fleet table; exit 0 all up, "
-                             "1 degraded, 2 down/unreachable/critical, 3 bad fleet file")
+    p = fleet_sub.add_parser(
+        "status",
+        help="poll every node once and print the fleet table; exit 0 all up, "
+        "1 degraded, 2 down/unreachable/critical, 3 bad fleet file",
+    )
     p.add_argument("--fleet", metavar="FILE", help=FLEET_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
-    p.add_argument("--timeout", type=float, metavar="S", help="give up on nodes that have not answered after S "
-                   "seconds (default: the largest connect_timeout + 3 x call_timeout of the fleet)")
-    p.add_argument("--ingest-sample", type=float, default=0.0, metavar="S", help="poll twice, S seconds apart, "
-                   "to show ingest/s (default 0: no rate)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="give up on nodes that have not answered after S "
+        "seconds (default: the largest connect_timeout + 3 x call_timeout of the fleet)",
+    )
+    p.add_argument(
+        "--ingest-sample",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="poll twice, S seconds apart, to show ingest/s (default 0: no rate)",
+    )
     p.set_defaults(func=cmd_fleet_status)
 
     p = fleet_sub.add_parser("trust", help="show NODE's SSH host key fingerprint and pin it after confirmation")
     p.add_argument("node", metavar="NODE", help="node name in the fleet file")
     p.add_argument("--fleet", metavar="FILE", help=FLEET_HELP)
     p.add_argument("--yes", action="store_true", help="pin without asking (check the fingerprint first)")
-    p.add_argument("--replace", action="store_true", help="replace a pinned key that CHANGED (after verifying "
-                   "the new fingerprint on the server)")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace a pinned key that CHANGED (after verifying the new fingerprint on the server)",
+    )
     p.set_defaults(func=cmd_fleet_trust)

@@ -13,11 +13,21 @@ def cmd_node_init(args) -> int:
     ae_title = validate_ae_title(args.ae_title, "--ae-title")
     port = validate_port(args.port, "--port")
     config, created = init_node(args.dir, ae_title, port)
-    data = {"config": str(config.path), "created": created, "ae_title": config.ae_title, "port": config.port,
-            "pools": {p.name: str(p.path) for p in config.pools}, "index": str(config.index)}
+    data = {
+        "config": str(config.path),
+        "created": created,
+        "ae_title": config.ae_title,
+        "port": config.port,
+        "pools": {p.name: str(p.path) for p in config.pools},
+        "index": str(config.index),
+    }
     what = "created" if created else "already there; pools and index checked"
-    emit(args, data, f"{config.path}: {what}\nnode {config.ae_title} port {config.port}\n"
-         f"run it with: pacsdeck node run --config {config.path}")
+    emit(
+        args,
+        data,
+        f"{config.path}: {what}\nnode {config.ae_title} port {config.port}\n"
+        f"run it with: pacsdeck node run --config {config.path}",
+    )
     return EXIT_OK
 
 
@@ -35,8 +45,12 @@ def cmd_node_reindex(args) -> int:
 
     config = load_config(config_path(args))
     result = reindex([Pool.from_config(p) for p in config.pools], Index(config.index))
-    emit(args, result, f"indexed {result['instances']} instances; "
-         f"{len(result['unreadable'])} unreadable, {len(result['duplicate_copies'])} duplicate copies")
+    emit(
+        args,
+        result,
+        f"indexed {result['instances']} instances; "
+        f"{len(result['unreadable'])} unreadable, {len(result['duplicate_copies'])} duplicate copies",
+    )
     return EXIT_OK if not result["unreadable"] else EXIT_FAILURE
 
 
@@ -55,9 +69,11 @@ def cmd_node_check(args) -> int:
         emit(args, {"status": "unknown", "error": response["error"]}, f"PACSDECK UNKNOWN - {message}")
         return NAGIOS_EXIT["unknown"]
     result = response["result"]
-    perf = " ".join(f"'{c['name']}'={c['value']}{c['unit'] if c['unit'] in ('%', 'ms', 's') else ''}"
-                    for c in result["checks"]
-                    if isinstance(c["value"], (int, float)) and not isinstance(c["value"], bool))
+    perf = " ".join(
+        f"'{c['name']}'={c['value']}{c['unit'] if c['unit'] in ('%', 'ms', 's') else ''}"
+        for c in result["checks"]
+        if isinstance(c["value"], (int, float)) and not isinstance(c["value"], bool)
+    )
     lines = [f"PACSDECK {label[result['status']]} - {result['summary']} | {perf}"]
     lines += [f"{c['status']:<8} {c['name']:<28} {c['message']}" for c in result["checks"]]
     emit(args, result, "\n".join(lines))
@@ -86,8 +102,9 @@ def add_parser(sub) -> None:
 
     cli_pools.add_parsers(node_sub)
 
-    p = node_sub.add_parser("check", help="health checks as a Nagios plugin: exit 0 ok, 1 warning, 2 critical, "
-                            "3 unknown")
+    p = node_sub.add_parser(
+        "check", help="health checks as a Nagios plugin: exit 0 ok, 1 warning, 2 critical, 3 unknown"
+    )
     p.add_argument("--config", help=CONFIG_HELP)
     p.add_argument("--json", action="store_true", help="print the health.check result as JSON")
     p.set_defaults(func=cmd_node_check)

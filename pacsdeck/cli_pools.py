@@ -11,10 +11,13 @@ def cmd_node_pools(args) -> int:
     stats = call_agent(args, "pools.list", {})
     lines = [f"{'pool':<12} {'tier':<10} {'instances':>9} {'used':>14} {'capacity':>14} {'%':>6}  state"]
     for p in stats["pools"]:
-        state = p.get("error") or ("above high watermark" if p.get("above_high_watermark") else
-                                   "accepting" if p["accepting"] else "full")
-        lines.append(f"{p['name']:<12} {p['tier']:<10} {p['instances']:>9} {p.get('used', 0):>14} "
-                     f"{p.get('capacity', 0):>14} {p.get('used_percent', 0):>6}  {state}")
+        state = p.get("error") or (
+            "above high watermark" if p.get("above_high_watermark") else "accepting" if p["accepting"] else "full"
+        )
+        lines.append(
+            f"{p['name']:<12} {p['tier']:<10} {p['instances']:>9} {p.get('used', 0):>14} "
+            f"{p.get('capacity', 0):>14} {p.get('used_percent', 0):>6}  {state}"
+        )
     if stats["overflow"]:
         lines.append("overflow: the first tier is full; new instances go to a later tier")
     emit(args, stats, "\n".join(lines))
@@ -49,21 +52,28 @@ def run_command(args) -> str:
 
 def cmd_node_migrate(args) -> int:
     report = call_agent(args, "pools.migrate", migrate_params(args))
-    lines = [f"{m['study_uid']}: {m['instances']} instances, {m['bytes']} bytes, {m['source']} -> {m['target']}"
-             f" ({m['reason']})" for m in report["plan"]]
+    lines = [
+        f"{m['study_uid']}: {m['instances']} instances, {m['bytes']} bytes, {m['source']} -> {m['target']}"
+        f" ({m['reason']})"
+        for m in report["plan"]
+    ]
     lines += [f"skipped {s.get('study_uid') or s.get('source')}: {s['why']}" for s in report["skipped"]]
     if report["dry_run"]:
         if report["plan"]:
-            lines.append(f"dry run: would move {report['studies']} studies, {report['instances']} instances, "
-                         f"{report['bytes']} bytes; nothing was moved")
+            lines.append(
+                f"dry run: would move {report['studies']} studies, {report['instances']} instances, "
+                f"{report['bytes']} bytes; nothing was moved"
+            )
             lines.append(f"to move them: {run_command(args)}")
         else:
             lines.append("dry run: nothing to move")
     elif report.get("job_id") is None:
         lines.append("nothing to move")
     else:
-        lines.append(f"job {report['job_id']} {report['state']}: moved {report['moved_instances']} instances, "
-                     f"{report['moved_bytes']} bytes in {report['seconds']} s; {report['failed_instances']} failed")
+        lines.append(
+            f"job {report['job_id']} {report['state']}: moved {report['moved_instances']} instances, "
+            f"{report['moved_bytes']} bytes in {report['seconds']} s; {report['failed_instances']} failed"
+        )
         lines += [f"error: {e}" for e in report["errors"]]
     emit(args, report, "\n".join(lines))
     return EXIT_FAILURE if report.get("failed_instances") else EXIT_OK
@@ -75,8 +85,10 @@ def cmd_node_verify(args) -> int:
         params["pool"] = args.pool
     report = call_agent(args, "pools.verify", params)
     lines = [f"{p['problem']}: {p['sop_uid']} in pool {p['pool']} ({p['path']})" for p in report["problems"]]
-    lines.append(f"checked {report['checked']} instances ({report['bytes']} bytes): {report['ok']} ok, "
-                 f"{len(report['problems'])} with problems")
+    lines.append(
+        f"checked {report['checked']} instances ({report['bytes']} bytes): {report['ok']} ok, "
+        f"{len(report['problems'])} with problems"
+    )
     emit(args, report, "\n".join(lines))
     return EXIT_FAILURE if report["problems"] else EXIT_OK
 
@@ -94,23 +106,33 @@ def add_parsers(node_sub) -> None:
     p.set_defaults(func=cmd_node_pools)
 
     p = node_sub.add_parser(
-        "migrate", help="plan moving studies between pools by the rules, or the ones named; --run moves them "
-        "(pools.migrate)",
+        "migrate",
+        help="plan moving studies between pools by the rules, or the ones named; --run moves them (pools.migrate)",
         description="Without --run this is a dry run: it prints the plan (studies, bytes, why) and moves "
-        "nothing, as pools.migrate does without dry_run: false.")
+        "nothing, as pools.migrate does without dry_run: false.",
+    )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--run", "--yes", dest="run", action="store_true",
-                      help="move the studies for real (default: a dry run that only prints the plan)")
-    mode.add_argument("--dry-run", action="store_true",
-                      help="print the plan and move nothing (the default; kept for scripts that pass it)")
+    mode.add_argument(
+        "--run",
+        "--yes",
+        dest="run",
+        action="store_true",
+        help="move the studies for real (default: a dry run that only prints the plan)",
+    )
+    mode.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan and move nothing (the default; kept for scripts that pass it)",
+    )
     p.add_argument("--study", action="append", metavar="UID", help="move this study (repeatable); default: the rules")
     p.add_argument("--target", metavar="POOL", help="pool to move --study studies to (default: the next tier)")
     p.add_argument("--wait", action="store_true", help="wait for a running migration instead of failing")
     _common(p)
     p.set_defaults(func=cmd_node_migrate)
 
-    p = node_sub.add_parser("verify", help="re-read instance files and compare their checksums with the index "
-                            "(pools.verify)")
+    p = node_sub.add_parser(
+        "verify", help="re-read instance files and compare their checksums with the index (pools.verify)"
+    )
     p.add_argument("--sample", type=int, default=100, help="how many random instances (0: all; default 100)")
     p.add_argument("--pool", help="only this pool")
     _common(p)

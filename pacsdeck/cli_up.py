@@ -37,10 +37,15 @@ def _start_node(config_path, log_path, timeout: float = 60.0):
     # end, however (kill -9 too), the kernel closes it and the node stops as on SIGTERM (storage/node.py).
     lifeline, keep = os.pipe()
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pacsdeck.cli", "node", "run", "--config", str(config_path)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, pass_fds=(lifeline,),
-                                env={**os.environ, "PACSDECK_STOP_WITH_FD": str(lifeline)},
-                                start_new_session=True)  # Ctrl-C in the console is for the console
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pacsdeck.cli", "node", "run", "--config", str(config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            pass_fds=(lifeline,),
+            env={**os.environ, "PACSDECK_STOP_WITH_FD": str(lifeline)},
+            start_new_session=True,
+        )  # Ctrl-C in the console is for the console
     os.close(lifeline)
     proc.lifeline = keep  # open until this process ends
     first: list[bytes] = []
@@ -85,9 +90,19 @@ def _send_demo_studies(config, studies: int = 3, per_study: int = 4) -> int:
     from storage import synthetic
     from storage.dimse.echo import send_datasets
 
-    response = call_once(str(config.path), None, None, "aets.add", {
-        "ae_title": DEMO_AE, "host": "127.0.0.1", "port": 104, "operations": ["store"],
-        "description": "pacsdeck up: sent the demo studies; remove it with aets.remove"})
+    response = call_once(
+        str(config.path),
+        None,
+        None,
+        "aets.add",
+        {
+            "ae_title": DEMO_AE,
+            "host": "127.0.0.1",
+            "port": 104,
+            "operations": ["store"],
+            "description": "pacsdeck up: sent the demo studies; remove it with aets.remove",
+        },
+    )
     if "error" in response:
         return 0
 
@@ -95,11 +110,13 @@ def _send_demo_studies(config, studies: int = 3, per_study: int = 4) -> int:
         for spec in synthetic.studies(studies, prefix="DEMO"):
             series = generate_uid()
             for number in range(1, per_study + 1):
-                yield synthetic.instance(spec, series_uid=series, sop_uid=generate_uid(), number=number, rows=256,
-                                         cols=256)
+                yield synthetic.instance(
+                    spec, series_uid=series, sop_uid=generate_uid(), number=number, rows=256, cols=256
+                )
 
-    return send_datasets(DEMO_AE, config.ae_title, "127.0.0.1", config.port, datasets(),
-                         [(CTImageStorage, ExplicitVRLittleEndian)])
+    return send_datasets(
+        DEMO_AE, config.ae_title, "127.0.0.1", config.port, datasets(), [(CTImageStorage, ExplicitVRLittleEndian)]
+    )
 
 
 def _has_index(node_dir) -> bool:
@@ -127,8 +144,7 @@ def cmd_up(args) -> int:
 
     node_dir = Path(args.dir).expanduser().absolute()
     new = not _has_index(node_dir)
-    config, _ = init_node(node_dir, validate_ae_title(args.ae_title, "--ae-title"),
-                          validate_port(args.port, "--port"))
+    config, _ = init_node(node_dir, validate_ae_title(args.ae_title, "--ae-title"), validate_port(args.port, "--port"))
     # The node lock says whether a node already serves this folder: then it is not ours to stop.
     proc = None if running_node_pid(node_dir) is not None else _start_node(config.path, node_dir / "node.log")
     try:

@@ -34,23 +34,33 @@ class _Metrics:
 
     def __init__(self, prometheus_client):
         p = prometheus_client
-        self.associations = p.Counter("pacsdeck_associations", "DICOM associations by final result",
-                                      ["result"], registry=None)
-        self.dimse = p.Counter("pacsdeck_dimse_requests", "DIMSE requests answered, by operation and final status",
-                               ["operation", "status"], registry=None)
-        self.store_seconds = p.Histogram("pacsdeck_store_duration_seconds",
-                                         "C-STORE request received to response sent", buckets=STORE_BUCKETS,
-                                         registry=None)
-        self.received = p.Counter("pacsdeck_received_bytes", "Dataset bytes received in C-STORE requests",
-                                  registry=None)
-        self.rejected = p.Counter("pacsdeck_rejected", "Peer input refused by the listener's limits and checks",
-                                  ["reason"], registry=None)
+        self.associations = p.Counter(
+            "pacsdeck_associations", "DICOM associations by final result", ["result"], registry=None
+        )
+        self.dimse = p.Counter(
+            "pacsdeck_dimse_requests",
+            "DIMSE requests answered, by operation and final status",
+            ["operation", "status"],
+            registry=None,
+        )
+        self.store_seconds = p.Histogram(
+            "pacsdeck_store_duration_seconds",
+            "C-STORE request received to response sent",
+            buckets=STORE_BUCKETS,
+            registry=None,
+        )
+        self.received = p.Counter(
+            "pacsdeck_received_bytes", "Dataset bytes received in C-STORE requests", registry=None
+        )
+        self.rejected = p.Counter(
+            "pacsdeck_rejected", "Peer input refused by the listener's limits and checks", ["reason"], registry=None
+        )
 
 
 _metrics: _Metrics | None = None
 
 
-def setup(config: "NodeConfig") -> bool:
+def setup(config: NodeConfig) -> bool:
     """Before the workers fork: empty the multiprocess folder and create the metrics. False when off."""
     global _metrics
     if not config.metrics_port:

@@ -1,4 +1,4 @@
-"""/metrics, /healthz and /readyz on loopback in the supervisor: counters from every worker, state read at scrape time."""
+"""/metrics, /healthz and /readyz on loopback in the supervisor: every worker's counters, state read at scrape time."""
 
 from __future__ import annotations
 
@@ -38,8 +38,15 @@ class NodeCollector:
         from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 
         info = InfoMetricFamily("pacsdeck_build", "Versions of pacsdeck and its DICOM stack")
-        info.add_metric([], {"version": __version__, "python": sys.version.split()[0],
-                             "pydicom": version("pydicom"), "pynetdicom": version("pynetdicom")})
+        info.add_metric(
+            [],
+            {
+                "version": __version__,
+                "python": sys.version.split()[0],
+                "pydicom": version("pydicom"),
+                "pynetdicom": version("pynetdicom"),
+            },
+        )
         yield info
         labels = ["pool", "tier"]
         instances = GaugeMetricFamily("pacsdeck_pool_instances", "Instances indexed in the pool", labels=labels)
@@ -61,14 +68,21 @@ class NodeCollector:
         yield from (instances, stored, free, room)
         conn = self.index.connection()
         marks = ",".join("?" * len(_FINISHED_JOBS))
-        depth, oldest = conn.execute(f"SELECT count(*), min(created_at) FROM jobs WHERE state NOT IN ({marks})",
-                                     _FINISHED_JOBS).fetchone()
+        depth, oldest = conn.execute(
+            f"SELECT count(*), min(created_at) FROM jobs WHERE state NOT IN ({marks})", _FINISHED_JOBS
+        ).fetchone()
         yield GaugeMetricFamily("pacsdeck_queue_depth", "Jobs not finished", value=depth)
-        yield GaugeMetricFamily("pacsdeck_queue_oldest_age_seconds", "Age of the oldest unfinished job (0: none)",
-                                value=time.time() - oldest if oldest else 0.0)
+        yield GaugeMetricFamily(
+            "pacsdeck_queue_oldest_age_seconds",
+            "Age of the oldest unfinished job (0: none)",
+            value=time.time() - oldest if oldest else 0.0,
+        )
         last = conn.execute("SELECT max(updated_at) FROM jobs WHERE kind='backup' AND state='done'").fetchone()[0]
-        yield GaugeMetricFamily("pacsdeck_backup_last_success_timestamp_seconds",
-                                "Unix time of the last successful backup (0: none yet)", value=last or 0.0)
+        yield GaugeMetricFamily(
+            "pacsdeck_backup_last_success_timestamp_seconds",
+            "Unix time of the last successful backup (0: none yet)",
+            value=last or 0.0,
+        )
 
 
 def readiness(cfg: NodeConfig, placement: Placement) -> dict:
@@ -114,12 +128,12 @@ def serve(config: NodeConfig, index: Index, pools: list[Pool], placement: Placem
     registry.register(NodeCollector(index, pools, placement))
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 try:
                     body, code, ctype = exposition.generate_latest(registry), 200, exposition.CONTENT_TYPE_LATEST
-                except Exception as err:  # noqa: BLE001 - a scrape must get an answer, not a hang
+                except Exception as err:  # a scrape must get an answer, not a hang
                     log.exception("metrics scrape failed")
                     body, code, ctype = f"scrape failed: {err}\n".encode(), 500, "text/plain"
             elif path == "/healthz":

@@ -15,18 +15,19 @@ from pathlib import Path
 
 from pydicom import config as pydicom_config
 
-from . import __version__
-from storage.dimse.associations import AssociationLog
-from storage.pools.committer import GroupCommitter
-from storage.config.settings import NodeConfig, default_config_text, load_config
-from storage.index.database import Index
-from storage.pools.ingest import Ingestor
 from storage.config.limits import LimitsConfig
+from storage.config.settings import NodeConfig, default_config_text, load_config
+from storage.dimse.associations import AssociationLog
+from storage.index.database import Index
+from storage.pools.committer import GroupCommitter
+from storage.pools.ingest import Ingestor
+from storage.pools.migration import migration_lock
 from storage.pools.placement import Placement
 from storage.pools.pool import Pool
-from storage.pools.migration import migration_lock
 from storage.pools.recovery import RecoveryReport, recover, reread_studies
 from storage.pools.scheduler import MigrationScheduler
+
+from . import __version__
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,10 @@ class Node:
         """Why pynetdicom rejected an association, as a sentence with the fix."""
         reasons = []
         if self.config.require_called_aet and called_ae != self.config.ae_title:
-            reasons.append(f"called AE title {called_ae!r} is not ours ({self.config.ae_title!r}); "
-                           f"set the sender's destination AE title to {self.config.ae_title}")
+            reasons.append(
+                f"called AE title {called_ae!r} is not ours ({self.config.ae_title!r}); "
+                f"set the sender's destination AE title to {self.config.ae_title}"
+            )
         if not self.config.open_mode and calling_ae not in self.registered_titles():
             reasons.append(f"calling AE title {calling_ae!r} is not registered; add it with aets.add")
         return "; ".join(reasons) or "too many associations or local limit"
@@ -88,12 +91,19 @@ class Node:
 
         dimse.install()  # already done by run_node; here for nodes built in-process (tests, tools)
 
-        self.committer = GroupCommitter(self.index, self.config.index.with_suffix(".writelock"),
-                                        max_attempts=self.config.queue.max_attempts)
+        self.committer = GroupCommitter(
+            self.index, self.config.index.with_suffix(".writelock"), max_attempts=self.config.queue.max_attempts
+        )
         limits = self.config.limits or LimitsConfig()
-        self.ingestor = Ingestor(self.pools, self.index, self.committer, self.config.duplicates,
-                                 placement=self.placement, max_instance_size=limits.max_instance_size,
-                                 max_sequence_depth=limits.max_sequence_depth)
+        self.ingestor = Ingestor(
+            self.pools,
+            self.index,
+            self.committer,
+            self.config.duplicates,
+            placement=self.placement,
+            max_instance_size=limits.max_instance_size,
+            max_sequence_depth=limits.max_sequence_depth,
+        )
         self.server = start_scp(self, listening)
         self.started_at = time.time()
 
@@ -127,8 +137,16 @@ def init_node(node_dir: Path, ae_title: str, port: int) -> tuple[NodeConfig, boo
     with index.transaction() as conn:
         for aet in config.aets:
             if index.aet(aet.ae_title) is None:
-                index.put_aet(conn, aet.ae_title, aet.host, aet.port, aet.description, aet.operations,
-                              aet.move_destination, aet.tls)
+                index.put_aet(
+                    conn,
+                    aet.ae_title,
+                    aet.host,
+                    aet.port,
+                    aet.description,
+                    aet.operations,
+                    aet.move_destination,
+                    aet.tls,
+                )
     index.close()
     for p in config.pools:
         Pool.from_config(p).prepare()
@@ -206,11 +224,11 @@ def _raise_file_limit() -> None:
 
 def run_node(config_path: str) -> int:
     """`pacsdeck node run`: recover, serve in the foreground until SIGTERM or SIGINT."""
-    from . import metrics, metrics_server
-    from storage.dimse.forward import Forwarder  # pynetdicom's SCU side: only the node process needs it
-    from .workers import hold_node_lock, serve_in_workers, wait_for_signal
-
     from storage import dimse
+    from storage.dimse.forward import Forwarder  # pynetdicom's SCU side: only the node process needs it
+
+    from . import metrics, metrics_server
+    from .workers import hold_node_lock, serve_in_workers, wait_for_signal
 
     dimse.install()  # first: an untested pynetdicom release is refused before anything starts
     config = load_config(config_path)
@@ -231,15 +249,31 @@ def run_node(config_path: str) -> int:
     _freeze_startup_objects()
 
     def announce() -> None:
-        log.info("pacsdeck %s node %s listening on %s:%d (%d worker%s)", __version__, config.ae_title, config.bind,
-                 config.port, workers, "" if workers == 1 else "s")
+        log.info(
+            "pacsdeck %s node %s listening on %s:%d (%d worker%s)",
+            __version__,
+            config.ae_title,
+            config.bind,
+            config.port,
+            workers,
+            "" if workers == 1 else "s",
+        )
         limits = config.limits or LimitsConfig()
-        log.info("limits per worker: max_pdu %d, max_associations %d (per AE %s, per host %s), max_pending %d, "
-                 "request_timeout %gs, pdu_timeout %gs, idle_timeout %gs, max_instance_size %d, "
-                 "max_sequence_depth %d", config.max_pdu, config.max_associations,
-                 limits.max_associations_per_ae or "no limit", limits.max_associations_per_host or "no limit",
-                 limits.max_pending, limits.request_timeout, limits.pdu_timeout, limits.idle_timeout,
-                 limits.max_instance_size, limits.max_sequence_depth)
+        log.info(
+            "limits per worker: max_pdu %d, max_associations %d (per AE %s, per host %s), max_pending %d, "
+            "request_timeout %gs, pdu_timeout %gs, idle_timeout %gs, max_instance_size %d, "
+            "max_sequence_depth %d",
+            config.max_pdu,
+            config.max_associations,
+            limits.max_associations_per_ae or "no limit",
+            limits.max_associations_per_host or "no limit",
+            limits.max_pending,
+            limits.request_timeout,
+            limits.pdu_timeout,
+            limits.idle_timeout,
+            limits.max_instance_size,
+            limits.max_sequence_depth,
+        )
         # here, in the supervisor, once the SCP listens (/readyz asks it)
         metrics_server.serve(node.config, node.index, node.pools, node.placement)
         print(f"ready {config.ae_title}@{config.bind}:{config.port}", flush=True)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ComputedRadiographyImageStorage, ExplicitVRLittleEndian, generate_uid
-
+from pydicom.uid import ComputedRadiographyImageStorage, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 
 @dataclass(frozen=True)
@@ -34,8 +33,17 @@ def _pixels(rows: int, cols: int, seed: int, bits: int) -> np.ndarray:
     return np.clip(base + noise, 0, top).astype(np.uint16)
 
 
-def instance(spec: StudySpec, *, series_uid: str, sop_uid: str, number: int, rows: int = 512, cols: int = 512,
-             modality: str | None = None, charset: str | None = None) -> Dataset:
+def instance(
+    spec: StudySpec,
+    *,
+    series_uid: str,
+    sop_uid: str,
+    number: int,
+    rows: int = 512,
+    cols: int = 512,
+    modality: str | None = None,
+    charset: str | None = None,
+) -> Dataset:
     """One uncompressed 16-bit instance (CT by default, CR when modality is 'CR')."""
     modality = modality or spec.modality
     sop_class = ComputedRadiographyImageStorage if modality == "CR" else CTImageStorage
@@ -84,8 +92,16 @@ def instance(spec: StudySpec, *, series_uid: str, sop_uid: str, number: int, row
     return ds
 
 
-def write_study(folder: Path, spec: StudySpec, count: int, *, rows: int = 512, cols: int = 512,
-                series: int = 1, modality: str | None = None) -> list[Path]:
+def write_study(
+    folder: Path,
+    spec: StudySpec,
+    count: int,
+    *,
+    rows: int = 512,
+    cols: int = 512,
+    series: int = 1,
+    modality: str | None = None,
+) -> list[Path]:
     """Write `count` instances of one study spread over `series` series; return their paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -93,8 +109,15 @@ def write_study(folder: Path, spec: StudySpec, count: int, *, rows: int = 512, c
     paths = []
     for i in range(count):
         sop_uid = generate_uid()
-        ds = instance(spec, series_uid=series_uids[i % series], sop_uid=sop_uid, number=i + 1, rows=rows,
-                      cols=cols, modality=modality)
+        ds = instance(
+            spec,
+            series_uid=series_uids[i % series],
+            sop_uid=sop_uid,
+            number=i + 1,
+            rows=rows,
+            cols=cols,
+            modality=modality,
+        )
         path = folder / f"{spec.patient_id}_{i:05d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
@@ -129,16 +152,28 @@ def index_rows(index, instances: int, per_study: int = 10) -> None:
             series_uid = f"{study_uid}.1"
             date = f"{2014 + (s % 3650) // 365:04d}{(s % 12) + 1:02d}{(s % 28) + 1:02d}"
             for i in range(per_study):
-                batch.append(InstanceRecord(
-                    patient=(patient_id, f"Name{s // 5:06d}^Given", "19600101", "O"),
-                    study=(study_uid, patient_id, date, "120000", f"A{s:07d}", "1", "Filler", "", ""),
-                    series=(series_uid, study_uid, "CT", "1", "", ""),
-                    instance={"sop_uid": f"{series_uid}.{i + 1}", "series_uid": series_uid, "study_uid": study_uid,
-                              "sop_class_uid": str(CTImageStorage), "instance_number": str(i + 1),
-                              "transfer_syntax": str(ExplicitVRLittleEndian), "pool": "primary",
-                              "path": f"synthetic/{s}/{i}.dcm", "size": 0, "sha256": "", "received_at": 0.0,
-                              "last_access": 0.0, "source_ae": ""},
-                ))
+                batch.append(
+                    InstanceRecord(
+                        patient=(patient_id, f"Name{s // 5:06d}^Given", "19600101", "O"),
+                        study=(study_uid, patient_id, date, "120000", f"A{s:07d}", "1", "Filler", "", ""),
+                        series=(series_uid, study_uid, "CT", "1", "", ""),
+                        instance={
+                            "sop_uid": f"{series_uid}.{i + 1}",
+                            "series_uid": series_uid,
+                            "study_uid": study_uid,
+                            "sop_class_uid": str(CTImageStorage),
+                            "instance_number": str(i + 1),
+                            "transfer_syntax": str(ExplicitVRLittleEndian),
+                            "pool": "primary",
+                            "path": f"synthetic/{s}/{i}.dcm",
+                            "size": 0,
+                            "sha256": "",
+                            "received_at": 0.0,
+                            "last_access": 0.0,
+                            "source_ae": "",
+                        },
+                    )
+                )
             if len(batch) >= 10_000:
                 index.put_instances(conn, batch)
                 batch.clear()

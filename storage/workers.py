@@ -32,13 +32,13 @@ class NodeAlreadyRunning(RuntimeError):
     """Another `pacsdeck node run` holds this node folder."""
 
 
-def hold_node_lock(config: "NodeConfig"):
+def hold_node_lock(config: NodeConfig):
     """An exclusive lock on the node folder for as long as the returned file stays open.
 
     The file holds the PID of the node's main (supervisor) process, for the agent and for people.
     """
     path = config.node_dir / "node.lock"
-    fh = open(path, "a+")
+    fh = open(path, "a+")  # noqa: SIM115 - the lock lasts as long as the caller keeps it open
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -98,7 +98,7 @@ def _worker(node: Servable, listening, ready_fd: int, parent: int) -> None:
         os.close(ready_fd)
         wait_for_signal(stop)
         node.stop()
-    except BaseException:  # noqa: BLE001 - report, then leave without running the parent's cleanup
+    except BaseException:  # report, then leave without running the parent's cleanup
         log.exception("worker %d failed", os.getpid())
         code = 1
     finally:

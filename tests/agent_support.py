@@ -37,15 +37,17 @@ def agent_env(authorized_keys: Path, **extra: str) -> dict:
 class Agent:
     """A real `pacsdeck agent stdio` process; requests go in as lines, responses come out as lines."""
 
-    def __init__(self, config: Path, *, as_user: str | None = None, env: dict | None = None,
-                 stderr_path: Path | None = None):
+    def __init__(
+        self, config: Path, *, as_user: str | None = None, env: dict | None = None, stderr_path: Path | None = None
+    ):
         args = [sys.executable, "-m", "pacsdeck.cli", "agent", "stdio", "--config", str(config)]
         if as_user is not None:
             args += ["--as", as_user]
         self.stderr_path = stderr_path or Path(config).parent / f"agent-{as_user or 'local'}.log"
         with open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                         cwd=REPO, env=env)
+            self.proc = subprocess.Popen(
+                args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, cwd=REPO, env=env
+            )
         self._lines: queue.Queue = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -149,16 +151,29 @@ def env(tmp_path):
     return agent_env(tmp_path / "authorized_keys")
 
 
-def agent_call(config: Path, method: str, params: str | None = None, *, as_user: str | None = None,
-               env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def agent_call(
+    config: Path,
+    method: str,
+    params: str | None = None,
+    *,
+    as_user: str | None = None,
+    env: dict | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess:
     """`pacsdeck agent call` as a subprocess; a success's printed result must match the method's schema."""
     args = ["agent", "call", method, "--config", str(config)]
     if params is not None:
         args += ["--params", params]
     if as_user is not None:
         args += ["--as", as_user]
-    done = subprocess.run([sys.executable, "-m", "pacsdeck.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "pacsdeck.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env,
+    )
     check_cli(args, done)
     return done
 
@@ -169,8 +184,12 @@ def agent_call(config: Path, method: str, params: str | None = None, *, as_user:
 def ssh_keygen(path: Path, key_type: str = "ed25519") -> str:
     """A new key pair without passphrase; returns the public key line."""
     require_tool("ssh-keygen")
-    subprocess.run(["ssh-keygen", "-q", "-t", key_type, "-N", "", "-C", "test@pacsdeck", "-f", str(path)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", key_type, "-N", "", "-C", "test@pacsdeck", "-f", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return Path(f"{path}.pub").read_text().strip()
 
 
@@ -196,14 +215,22 @@ class SSHD:
 
         key_type, b64 = self.host_key_line.split()[:2]
         client = paramiko.SSHClient()
-        client.get_host_keys().add(f"[127.0.0.1]:{self.port}", key_type,
-                                   paramiko.Ed25519Key(data=base64.b64decode(b64)))
+        client.get_host_keys().add(
+            f"[127.0.0.1]:{self.port}", key_type, paramiko.Ed25519Key(data=base64.b64decode(b64))
+        )
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         self.clients.append(client)
-        client.connect("127.0.0.1", port=self.port, username=os_user(),
-                       pkey=paramiko.Ed25519Key.from_private_key_file(str(private_key)),
-                       allow_agent=False, look_for_keys=False, timeout=timeout, banner_timeout=timeout,
-                       auth_timeout=timeout)
+        client.connect(
+            "127.0.0.1",
+            port=self.port,
+            username=os_user(),
+            pkey=paramiko.Ed25519Key.from_private_key_file(str(private_key)),
+            allow_agent=False,
+            look_for_keys=False,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+        )
         return client
 
     def log(self) -> str:
@@ -254,10 +281,17 @@ LogLevel VERBOSE
 """)
     log_path = folder / "sshd.log"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([binary, "-D", "-e", "-f", str(config)], stdout=log, stderr=log,
-                                stdin=subprocess.DEVNULL)
-    server = SSHD(port=port, dir=folder, authorized_keys=authorized_keys, host_key_line=host_key_line, proc=proc,
-                  log_path=log_path)
+        proc = subprocess.Popen(
+            [binary, "-D", "-e", "-f", str(config)], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+        )
+    server = SSHD(
+        port=port,
+        dir=folder,
+        authorized_keys=authorized_keys,
+        host_key_line=host_key_line,
+        proc=proc,
+        log_path=log_path,
+    )
 
     def up() -> bool:
         if proc.poll() is not None:
@@ -308,9 +342,11 @@ def dcmqrscp_factory(tmp_path):
         (folder / "db").mkdir(parents=True)
         port = free_port()
         cfg = folder / "dcmqrscp.cfg"
-        cfg.write_text(f"NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n"
-                       "HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
-                       f"AETable BEGIN\n{ae_title} {folder / 'db'} RW (10, 64mb) ANY\nAETable END\n")
+        cfg.write_text(
+            f"NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n"
+            "HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
+            f"AETable BEGIN\n{ae_title} {folder / 'db'} RW (10, 64mb) ANY\nAETable END\n"
+        )
         scp = QRSCP(port=port, ae_title=ae_title, proc=start_listener([binary, "-s", "-c", str(cfg), str(port)], port))
         started.append(scp)
         return scp

@@ -64,15 +64,20 @@ def threading_sleep(seconds: float) -> None:
 
 def pacsdeck(*args: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
     """Run the real `pacsdeck` CLI in a subprocess; an agent result it prints must fit the method's schema."""
-    done = subprocess.run([sys.executable, "-m", "pacsdeck.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, check=check, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-m", "pacsdeck.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+        cwd=REPO,
+    )
     check_cli(args, done)
     return done
 
 
 def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([require_tool(tool), *args], capture_output=True, text=True, timeout=timeout,
-                          env=DCMTK_ENV)
+    return subprocess.run([require_tool(tool), *args], capture_output=True, text=True, timeout=timeout, env=DCMTK_ENV)
 
 
 @dataclass
@@ -94,12 +99,14 @@ class NodeHandle:
     def index_path(self) -> Path:
         return self.dir / "index.sqlite"
 
-    def start(self) -> "NodeHandle":
+    def start(self) -> NodeHandle:
         self.log_path = self.dir / "node.log"
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed below, once the child holds it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pacsdeck.cli", "node", "run", "--config", str(self.config)],
-            stdout=subprocess.PIPE, stderr=log, cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            cwd=REPO,
         )
         log.close()
         line = self.proc.stdout.readline().decode()
@@ -153,8 +160,14 @@ class NodeHandle:
         return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
 
 
-def make_node(root: Path, *, ae_title: str = "PACSDECK", aets: list[dict] | None = None,
-              pools: list[dict] | None = None, **settings) -> NodeHandle:
+def make_node(
+    root: Path,
+    *,
+    ae_title: str = "PACSDECK",
+    aets: list[dict] | None = None,
+    pools: list[dict] | None = None,
+    **settings,
+) -> NodeHandle:
     """Write node.yaml (settings override defaults), then `pacsdeck node init` it."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -162,10 +175,14 @@ def make_node(root: Path, *, ae_title: str = "PACSDECK", aets: list[dict] | None
         "ae_title": ae_title,
         "port": port,
         "bind": "127.0.0.1",
-        "pools": pools or [{"name": "primary", "path": "pools/primary", "tier": "primary"},
-                           {"name": "archive", "path": "pools/archive", "tier": "archive"}],
-        "aets": aets if aets is not None else [{"ae_title": "STORESCU", "host": "127.0.0.1"},
-                                              {"ae_title": "ECHOSCU", "host": "127.0.0.1"}],
+        "pools": pools
+        or [
+            {"name": "primary", "path": "pools/primary", "tier": "primary"},
+            {"name": "archive", "path": "pools/archive", "tier": "archive"},
+        ],
+        "aets": aets
+        if aets is not None
+        else [{"ae_title": "STORESCU", "host": "127.0.0.1"}, {"ae_title": "ECHOSCU", "host": "127.0.0.1"}],
         **settings,
     }
     (root / "node.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -211,11 +228,22 @@ _RESPONSE = re.compile(r"^I: Received Store Response(?: \((.+)\))?")
 _STATUS = re.compile(r"Status\s*:\s*0x([0-9a-fA-F]{4})")
 
 
-def storescu(node, files: list[Path], *extra: str, aet: str = "STORESCU", aec: str | None = None,
-             timeout: float = 300) -> tuple[dict[str, str], subprocess.CompletedProcess]:
+def storescu(
+    node, files: list[Path], *extra: str, aet: str = "STORESCU", aec: str | None = None, timeout: float = 300
+) -> tuple[dict[str, str], subprocess.CompletedProcess]:
     """Send files on one association; return {file: 'Success' or the response text} and the process."""
-    args = ["-v", "-nh", "-aet", aet, "-aec", aec or node.ae_title, *extra, "127.0.0.1", str(node.port),
-            *[str(f) for f in files]]
+    args = [
+        "-v",
+        "-nh",
+        "-aet",
+        aet,
+        "-aec",
+        aec or node.ae_title,
+        *extra,
+        "127.0.0.1",
+        str(node.port),
+        *[str(f) for f in files],
+    ]
     proc = dcmtk("storescu", *args, timeout=timeout)
     return parse_storescu(proc.stdout + proc.stderr), proc
 
@@ -259,13 +287,15 @@ def port_open(port: int) -> bool:
 def storescp_factory(tmp_path):
     started: list[StoreSCP] = []
 
-    def factory(name: str = "storescp", ae_title: str = "STORESCP", port: int | None = None,
-                extra: tuple[str, ...] = ()) -> StoreSCP:
+    def factory(
+        name: str = "storescp", ae_title: str = "STORESCP", port: int | None = None, extra: tuple[str, ...] = ()
+    ) -> StoreSCP:
         folder = tmp_path / name
         folder.mkdir()
         port = port or free_port()
-        proc = start_listener([require_tool("storescp"), "-aet", ae_title, "+B", "+xa", "-od", str(folder), *extra,
-                               str(port)], port)
+        proc = start_listener(
+            [require_tool("storescp"), "-aet", ae_title, "+B", "+xa", "-od", str(folder), *extra, str(port)], port
+        )
         scp = StoreSCP(port=port, dir=folder, ae_title=ae_title, proc=proc)
         started.append(scp)
         return scp
@@ -300,8 +330,9 @@ def tmpfs(folder: Path, size: str):
     """A real small filesystem at `folder` (created); skips with the reason where mount is not
     permitted (the tests need root, which CI has)."""
     folder.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip()}); needs root and mount permission")
     try:
@@ -335,7 +366,7 @@ def dataset_bytes(path: Path) -> bytes:
     assert data[128:132] == b"DICM", f"{path}: not a Part 10 file"
     assert data[132:136] == b"\x02\x00\x00\x00", f"{path}: meta group length missing"
     group_length = int.from_bytes(data[140:144], "little")
-    return data[144 + group_length:]
+    return data[144 + group_length :]
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -78,8 +78,16 @@ def host_key(server: SSHD) -> paramiko.PKey:
 
 
 def ssh_entry(name: str, server: SSHD, key: Path, config: Path | None = None, **extra) -> dict:
-    entry = {"name": name, "transport": "ssh", "host": "127.0.0.1", "port": server.port, "user": os_user(),
-             "key": str(key), "connect_timeout": 10, "call_timeout": 20}
+    entry = {
+        "name": name,
+        "transport": "ssh",
+        "host": "127.0.0.1",
+        "port": server.port,
+        "user": os_user(),
+        "key": str(key),
+        "connect_timeout": 10,
+        "call_timeout": 20,
+    }
     if config is not None:
         entry["config"] = str(config)
     entry.update(extra)
@@ -88,8 +96,15 @@ def ssh_entry(name: str, server: SSHD, key: Path, config: Path | None = None, **
 
 def unreachable_entry(name: str, key: Path | None = None) -> dict:
     """An ssh node on a loopback port nobody listens on: connection refused at once."""
-    entry = {"name": name, "site": "nowhere", "transport": "ssh", "host": "127.0.0.1", "port": free_port(),
-             "connect_timeout": 3, "call_timeout": 5}
+    entry = {
+        "name": name,
+        "site": "nowhere",
+        "transport": "ssh",
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "connect_timeout": 3,
+        "call_timeout": 5,
+    }
     if key is not None:
         entry["key"] = str(key)
     return entry
@@ -98,9 +113,25 @@ def unreachable_entry(name: str, key: Path | None = None) -> dict:
 def add_ssh_user(server: SSHD, node: NodeHandle, name: str, role: str, key: Path) -> None:
     """users.add through the node's own agent: writes the forced-command line into the sshd's authorized_keys."""
     params = json.dumps({"name": name, "role": role, "ssh_keys": [ssh_keygen(key)]})
-    result = subprocess.run([sys.executable, "-m", "pacsdeck.cli", "agent", "call", "users.add", "--params", params,
-                             "--config", str(node.config)], capture_output=True, text=True, timeout=60, cwd=REPO,
-                            env=agent_env(server.authorized_keys))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pacsdeck.cli",
+            "agent",
+            "call",
+            "users.add",
+            "--params",
+            params,
+            "--config",
+            str(node.config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=agent_env(server.authorized_keys),
+    )
     assert result.returncode == 0, result.stderr
     check_cli(["agent", "call", "users.add"], result)
 
@@ -142,8 +173,12 @@ def session_processes(server: SSHD) -> list[psutil.Process]:
 def start_again(server: SSHD) -> None:
     """Start a stopped sshd fixture again, same port and config."""
     with open(server.log_path, "ab") as log:
-        server.proc = subprocess.Popen([sshd_binary(), "-D", "-e", "-f", str(server.dir / "sshd_config")],
-                                       stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        server.proc = subprocess.Popen(
+            [sshd_binary(), "-D", "-e", "-f", str(server.dir / "sshd_config")],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
 
     def up() -> bool:
         if server.proc.poll() is not None:
@@ -157,24 +192,45 @@ def build_fleet_files(root: Path, *, run: tuple[str, ...] = ("alpha", "beta", "g
     """The three-node fleet under `root`; nodes named in `run` are started."""
     root.mkdir(parents=True, exist_ok=True)
     # alpha's pools have a logical capacity: how full they are is then the node's figure, not the disk's.
-    pools = {"alpha": [{"name": "primary", "path": "pools/primary", "tier": "primary", "capacity": "1GB"},
-                       {"name": "archive", "path": "pools/archive", "tier": "archive", "capacity": "4GB"}]}
-    nodes = {name: make_node(root / name, ae_title=name.upper(), workers=1, pools=pools.get(name))
-             for name in ("alpha", "beta", "gamma")}
+    pools = {
+        "alpha": [
+            {"name": "primary", "path": "pools/primary", "tier": "primary", "capacity": "1GB"},
+            {"name": "archive", "path": "pools/archive", "tier": "archive", "capacity": "4GB"},
+        ]
+    }
+    nodes = {
+        name: make_node(root / name, ae_title=name.upper(), workers=1, pools=pools.get(name))
+        for name in ("alpha", "beta", "gamma")
+    }
     server = start_sshd(root / "sshd")
     key = root / "console_ed25519"
     add_ssh_user(server, nodes["gamma"], "console", "operator", key)
     known_hosts = root / "known_hosts"
     KnownHosts(known_hosts).trust("127.0.0.1", server.port, host_key(server))
-    files = FleetFiles(dir=root, path=root / "fleet.yaml", known_hosts=known_hosts, key=key, nodes=nodes,
-                       sshd=server)
-    files.write([
-        {"name": "alpha", "site": "Clinic A", "tags": ["local", "primary"], "transport": "local",
-         "config": str(nodes["alpha"].config), "poll_interval": 1, "call_timeout": 20},
-        {"name": "beta", "site": "Clinic B", "tags": ["local"], "transport": "local",
-         "config": str(nodes["beta"].config), "poll_interval": 1, "call_timeout": 20},
-        ssh_entry("gamma", server, key, nodes["gamma"].config, site="Hospital C", tags=["ssh"], poll_interval=1),
-    ])
+    files = FleetFiles(dir=root, path=root / "fleet.yaml", known_hosts=known_hosts, key=key, nodes=nodes, sshd=server)
+    files.write(
+        [
+            {
+                "name": "alpha",
+                "site": "Clinic A",
+                "tags": ["local", "primary"],
+                "transport": "local",
+                "config": str(nodes["alpha"].config),
+                "poll_interval": 1,
+                "call_timeout": 20,
+            },
+            {
+                "name": "beta",
+                "site": "Clinic B",
+                "tags": ["local"],
+                "transport": "local",
+                "config": str(nodes["beta"].config),
+                "poll_interval": 1,
+                "call_timeout": 20,
+            },
+            ssh_entry("gamma", server, key, nodes["gamma"].config, site="Hospital C", tags=["ssh"], poll_interval=1),
+        ]
+    )
     for name in run:
         nodes[name].start()
     return files

@@ -36,15 +36,15 @@ def final_status(output: str) -> int | None:
 
 def run_tool(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """A DCMTK tool whose DIMSE dumps may hold non-UTF-8 text (Latin-1 names): decoded with replacement."""
-    return subprocess.run([require_tool(tool), *args], capture_output=True, text=True, errors="replace",
-                          timeout=timeout, env=DCMTK_ENV)
+    return subprocess.run(
+        [require_tool(tool), *args], capture_output=True, text=True, errors="replace", timeout=timeout, env=DCMTK_ENV
+    )
 
 
 def findscu(node, keys: dict, *, model: str = "study", aet: str = "FINDSCU", extra: tuple = ()) -> DimseRun:
     """Run findscu (-S study root, -P patient root) with -k keys; responses read back with pydicom."""
     with tempfile.TemporaryDirectory() as out:
-        args = ["-d", "-S" if model == "study" else "-P", "-aet", aet, "-aec", node.ae_title, "-X", "-od", out,
-                *extra]
+        args = ["-d", "-S" if model == "study" else "-P", "-aet", aet, "-aec", node.ae_title, "-X", "-od", out, *extra]
         for key, value in keys.items():
             args += ["-k", f"{key}={value}" if value is not None else key]
         proc = run_tool("findscu", *args, "127.0.0.1", str(node.port))

@@ -24,8 +24,7 @@ def pdu(pdu_type: int, body: bytes) -> bytes:
     return struct.pack(">BBL", pdu_type, 0, len(body)) + body
 
 
-def associate_rq(called: str, calling: str, contexts: list[tuple[int, str, list[str]]],
-                 max_pdu: int = 16384) -> bytes:
+def associate_rq(called: str, calling: str, contexts: list[tuple[int, str, list[str]]], max_pdu: int = 16384) -> bytes:
     """An A-ASSOCIATE-RQ PDU: contexts as (id, abstract syntax, [transfer syntaxes])."""
     body = struct.pack(">HH", 1, 0) + called.ljust(16).encode() + calling.ljust(16).encode() + bytes(32)
     body += _item(0x10, APP_CONTEXT.encode())
@@ -58,16 +57,22 @@ def c_store_rq(sop_class: bytes, sop_instance: bytes, msg_id: int = 1, command_f
     parts = [element(0x0000, 0x0002, sop_class)]
     if command_field:
         parts.append(element(0x0000, 0x0100, struct.pack("<H", 0x0001)))
-    parts += [element(0x0000, 0x0110, struct.pack("<H", msg_id)), element(0x0000, 0x0700, struct.pack("<H", 0)),
-              element(0x0000, 0x0800, struct.pack("<H", 0x0001)), element(0x0000, 0x1000, sop_instance)]
+    parts += [
+        element(0x0000, 0x0110, struct.pack("<H", msg_id)),
+        element(0x0000, 0x0700, struct.pack("<H", 0)),
+        element(0x0000, 0x0800, struct.pack("<H", 0x0001)),
+        element(0x0000, 0x1000, sop_instance),
+    ]
     return command_set(*parts)
 
 
 def c_echo_rq(msg_id: int = 1) -> bytes:
-    return command_set(element(0x0000, 0x0002, b"1.2.840.10008.1.1\0"),
-                       element(0x0000, 0x0100, struct.pack("<H", 0x0030)),
-                       element(0x0000, 0x0110, struct.pack("<H", msg_id)),
-                       element(0x0000, 0x0800, struct.pack("<H", 0x0101)))
+    return command_set(
+        element(0x0000, 0x0002, b"1.2.840.10008.1.1\0"),
+        element(0x0000, 0x0100, struct.pack("<H", 0x0030)),
+        element(0x0000, 0x0110, struct.pack("<H", msg_id)),
+        element(0x0000, 0x0800, struct.pack("<H", 0x0101)),
+    )
 
 
 def read_command(data: bytes) -> dict[int, bytes]:
@@ -75,7 +80,7 @@ def read_command(data: bytes) -> dict[int, bytes]:
     out, pos = {}, 0
     while pos + 8 <= len(data):
         _, elem, length = struct.unpack_from("<HHL", data, pos)
-        out[elem] = data[pos + 8:pos + 8 + length]
+        out[elem] = data[pos + 8 : pos + 8 + length]
         pos += 8 + length
     return out
 

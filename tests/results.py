@@ -22,8 +22,9 @@ def check_result(method: str, result) -> None:
         return  # not a method of ours: the test is about its error
     problems = mismatches(result, schema)
     if problems:
-        pytest.fail(f"{method}: the result does not match its declared schema:\n  " + "\n  ".join(problems),
-                    pytrace=False)
+        pytest.fail(
+            f"{method}: the result does not match its declared schema:\n  " + "\n  ".join(problems), pytrace=False
+        )
 
 
 def check_cli(args: Sequence[str], done: subprocess.CompletedProcess) -> None:

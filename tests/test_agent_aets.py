@@ -27,8 +27,16 @@ def test_running_node_picks_up_added_and_removed_aes(node_factory, agents, env):
     before = _echoscu(node, "NEWMOD")
     assert before.returncode != 0 and "Association Rejected" in before.stdout + before.stderr
 
-    added = admin.call("aets.add", {"ae_title": "NEWMOD", "host": "127.0.0.1", "port": 11112,
-                                    "description": "new modality", "operations": ["store"]})
+    added = admin.call(
+        "aets.add",
+        {
+            "ae_title": "NEWMOD",
+            "host": "127.0.0.1",
+            "port": 11112,
+            "description": "new modality",
+            "operations": ["store"],
+        },
+    )
     assert added["aet"]["operations"] == ["store"] and added["aet"]["created_at"].endswith("Z")
     accepted = _echoscu(node, "NEWMOD")
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
@@ -38,8 +46,18 @@ def test_running_node_picks_up_added_and_removed_aes(node_factory, agents, env):
     assert after.returncode != 0 and "Association Rejected" in after.stdout + after.stderr
     assert node.proc.pid == pid and node.proc.poll() is None  # same process all along
     # Log rows are written as each connection closes, a moment after echoscu has given up.
-    rejected = wait_for(lambda: len(rows := admin.call("associations.recent", {
-        "calling_ae": "NEWMOD", "result": "rejected"})["associations"]) == 2 and rows, what="two rejections logged")
+    rejected = wait_for(
+        lambda: (
+            len(
+                rows := admin.call("associations.recent", {"calling_ae": "NEWMOD", "result": "rejected"})[
+                    "associations"
+                ]
+            )
+            == 2
+            and rows
+        ),
+        what="two rejections logged",
+    )
     assert "not registered" in rejected[0]["reason"]
 
 
@@ -48,10 +66,16 @@ def test_list_update_remove(node_factory, agents, env):
     admin = agents(node.config, env=env)
     assert [a["ae_title"] for a in admin.call("aets.list")["aets"]] == ["ECHOSCU", "STORESCU"]
     admin.call("aets.add", {"ae_title": "CT1", "host": "ct1.example.org", "port": 104})
-    updated = admin.call("aets.update", {"ae_title": "CT1", "port": 4242, "move_destination": True,
-                                         "operations": ["store", "find", "store"]})["aet"]
+    updated = admin.call(
+        "aets.update",
+        {"ae_title": "CT1", "port": 4242, "move_destination": True, "operations": ["store", "find", "store"]},
+    )["aet"]
     assert (updated["host"], updated["port"], updated["move_destination"], updated["operations"]) == (
-        "ct1.example.org", 4242, True, ["store", "find"])
+        "ct1.example.org",
+        4242,
+        True,
+        ["store", "find"],
+    )
     assert admin.error("aets.update", {"ae_title": "CT1"}).kind == "invalid_params"
     assert admin.error("aets.update", {"ae_title": "NOPE", "port": 1}).kind == "not_found"
     assert admin.error("aets.add", {"ae_title": "CT1", "host": "h", "port": 1}).kind == "conflict"
@@ -121,8 +145,13 @@ def test_echo_diagnoses(node_factory, agents, env, storescp_factory, dcmqrscp_fa
     assert ok["calling_ae"] == node.ae_title and ok["called_ae"] == "STORESCP"
 
     kinds = {title: r["diagnosis"]["kind"] for title, r in results.items() if not r["ok"]}
-    assert kinds == {"CLOSED": "refused", "NOTQRSCP": "rejected", "NOWHERE": "dns", "SILENT": "timeout",
-                     "HANGUP": "aborted"}
+    assert kinds == {
+        "CLOSED": "refused",
+        "NOTQRSCP": "rejected",
+        "NOWHERE": "dns",
+        "SILENT": "timeout",
+        "HANGUP": "aborted",
+    }
     rejected = results["NOTQRSCP"]["diagnosis"]
     assert (rejected["result"], rejected["source"], rejected["diagnostic"]) == (1, 1, 7)
     assert rejected["reason"] == "Called AE title not recognised"

@@ -112,8 +112,13 @@ def test_refused_deep_calls_are_in_the_audit_log(node, owner, agents, env):
     viewer.send_raw(call_line("users.purge", f'{{"who":{lists(900)}}}', id=22))  # unknown, but admin-only
     assert viewer.read()["error"]["code"] == -32601
     # A batch with one deep call: the line is refused, each call in it answered and audited.
-    viewer.send_raw(b"[" + call_line("node.status", "{}", id=23).strip() + b","
-                    + call_line("aets.remove", f'{{"ae_title":{lists(900)}}}', id=24).strip() + b"]\n")
+    viewer.send_raw(
+        b"["
+        + call_line("node.status", "{}", id=23).strip()
+        + b","
+        + call_line("aets.remove", f'{{"ae_title":{lists(900)}}}', id=24).strip()
+        + b"]\n"
+    )
     batch = viewer.read()
     assert [(r["id"], r["error"]["code"]) for r in batch] == [(23, PARSE_ERROR), (24, -32003)]
     assert viewer.call("node.status")["node"]["ae_title"] == node.ae_title
@@ -124,8 +129,11 @@ def test_refused_deep_calls_are_in_the_audit_log(node, owner, agents, env):
     assert (answer["id"], answer["error"]["code"]) == (31, PARSE_ERROR)
     assert owner.error("aets.add", json.loads(deep_aet(60))).data["field"] == "description"
     secret = "a password never logged"
-    owner.send_raw(call_line("users.add", f'{{"name":"eve","role":"viewer","password":"{secret}",'
-                                          f'"ssh_keys":[{lists(900)}]}}', id=32))
+    owner.send_raw(
+        call_line(
+            "users.add", f'{{"name":"eve","role":"viewer","password":"{secret}","ssh_keys":[{lists(900)}]}}', id=32
+        )
+    )
     assert owner.read()["error"]["code"] == PARSE_ERROR
     wide = {f"field{i}": "x" * 300 for i in range(2_000)}  # fine for depth, too much for a row
     assert owner.error("aets.add", {"ae_title": "WIDE", "host": "h", "port": 1, **wide}).kind == "invalid_params"

@@ -12,7 +12,7 @@ from .conftest import storescu
 from .test_store import assert_index_matches_disk
 
 
-def test_list_plan_move_and_verify(node_factory, agents, tmp_path):  # noqa: F811 - fixture
+def test_list_plan_move_and_verify(node_factory, agents, tmp_path):
     node = node_factory().start()
     files = synthetic.write_study(tmp_path / "s", next(synthetic.studies(1)), 3, rows=32, cols=32)
     results, _ = storescu(node, files)
@@ -37,13 +37,16 @@ def test_list_plan_move_and_verify(node_factory, agents, tmp_path):  # noqa: F81
     assert node.rows("SELECT method, result FROM audit WHERE method='pools.migrate'")[-1]["result"] == "ok"
 
 
-@pytest.mark.parametrize("params, kind", [
-    ({"target": "nowhere"}, "not_found"),
-    ({"study_uids": ["../../x"]}, "invalid_params"),
-    ({"study_uids": "1.2.3"}, "invalid_params"),
-    ({"dry_run": "no"}, "invalid_params"),
-])
-def test_bad_migrate_params(node_factory, agents, tmp_path, params, kind):  # noqa: F811 - fixture
+@pytest.mark.parametrize(
+    "params, kind",
+    [
+        ({"target": "nowhere"}, "not_found"),
+        ({"study_uids": ["../../x"]}, "invalid_params"),
+        ({"study_uids": "1.2.3"}, "invalid_params"),
+        ({"dry_run": "no"}, "invalid_params"),
+    ],
+)
+def test_bad_migrate_params(node_factory, agents, tmp_path, params, kind):
     node = node_factory()
     agent = agents(node.config, env=agent_env(tmp_path / "keys"))
     assert agent.error("pools.migrate", params).kind == kind

@@ -23,11 +23,11 @@ def test_protocol_is_stdlib_only():
     """The console imports agent.protocol: it must not drag in storage, pydicom or anything else."""
     tree = ast.parse((REPO / "agent" / "protocol.py").read_text())
     imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            imported.add((node.module or "").split(".")[0])
+    for item in ast.walk(tree):
+        if isinstance(item, ast.Import):
+            imported |= {a.name.split(".")[0] for a in item.names}
+        elif isinstance(item, ast.ImportFrom):
+            imported.add((item.module or "").split(".")[0])
     assert imported <= {"__future__", "json", "datetime"}, imported
 
 
@@ -41,8 +41,11 @@ def test_kinds_have_distinct_codes_and_exit_codes():
 def test_error_round_trip():
     err = RPCError("conflict", "exists", {"field": "name"})
     wire = json.loads(protocol.encode(protocol.error_response(7, err)))
-    assert wire == {"jsonrpc": "2.0", "id": 7,
-                    "error": {"code": -32009, "message": "exists", "data": {"field": "name", "kind": "conflict"}}}
+    assert wire == {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "error": {"code": -32009, "message": "exists", "data": {"field": "name", "kind": "conflict"}},
+    }
     with pytest.raises(RPCError) as info:
         protocol.unwrap(wire)
     assert (info.value.kind, info.value.data, info.value.exit_code) == ("conflict", {"field": "name"}, 5)
@@ -51,7 +54,7 @@ def test_error_round_trip():
 
 def test_many_calls_on_one_process(node, agents, env):
     agent = agents(node.config, env=env)
-    for i in range(20):
+    for _i in range(20):
         status = agent.call("node.status")
         assert status["node"]["ae_title"] == node.ae_title
     assert agent.proc.poll() is None
@@ -70,8 +73,7 @@ def test_loop_survives_garbage(node, agents, env):
         (b'{"jsonrpc": "2.0", "id": 4}\n', -32600, "invalid_params"),
         (b'{"jsonrpc": "2.0", "id": 5, "method": "node.status", "params": [1, 2]}\n', -32602, "invalid_params"),
         (b'{"jsonrpc": "2.0", "id": 6, "method": "no.such"}\n', -32601, "not_found"),
-        (b'{"jsonrpc": "2.0", "id": 7, "method": "node.status", "params": {"bogus": 1}}\n', -32602,
-         "invalid_params"),
+        (b'{"jsonrpc": "2.0", "id": 7, "method": "node.status", "params": {"bogus": 1}}\n', -32602, "invalid_params"),
         (b"[]\n", -32600, "invalid_params"),
         (b"x" * (protocol.MAX_LINE_BYTES + 10) + b"\n", -32600, "invalid_params"),
         (b'{"jsonrpc": "2.0", "id": 8, "method": "' + b"m" * 3_000_000 + b'"}\n', -32600, "invalid_params"),
@@ -91,8 +93,15 @@ def test_batches_notifications_and_blank_lines(node, agents, env):
     agent = agents(node.config, env=env)
     agent.send_raw(b"\n   \n")
     agent.send_raw(b'{"jsonrpc": "2.0", "method": "node.status"}\n')  # notification: no answer
-    agent.send_raw(protocol.encode([protocol.request("rpc.whoami", id="a"), protocol.request("node.status", id=None),
-                                    protocol.request("nope", id="b")]))
+    agent.send_raw(
+        protocol.encode(
+            [
+                protocol.request("rpc.whoami", id="a"),
+                protocol.request("node.status", id=None),
+                protocol.request("nope", id="b"),
+            ]
+        )
+    )
     batch = agent.read()
     assert [r["id"] for r in batch] == ["a", "b"]
     assert batch[0]["result"]["user"].startswith("local:")
@@ -119,9 +128,25 @@ def test_discover_lists_methods_with_schemas(node, agents, env):
     found = agent.call("rpc.discover")
     assert found["schema_version"] == protocol.SCHEMA_VERSION
     methods = {m["name"]: m for m in found["methods"]}
-    for name in ("node.status", "studies.find", "series.list", "instances.list", "associations.recent",
-                 "audit.recent", "aets.list", "aets.add", "aets.update", "aets.remove", "aets.echo",
-                 "users.list", "users.add", "users.update", "users.remove", "rpc.discover", "rpc.whoami"):
+    for name in (
+        "node.status",
+        "studies.find",
+        "series.list",
+        "instances.list",
+        "associations.recent",
+        "audit.recent",
+        "aets.list",
+        "aets.add",
+        "aets.update",
+        "aets.remove",
+        "aets.echo",
+        "users.list",
+        "users.add",
+        "users.update",
+        "users.remove",
+        "rpc.discover",
+        "rpc.whoami",
+    ):
         assert name in methods, name
     add = methods["aets.add"]
     assert add["role"] == "admin" and add["audited"]
@@ -141,11 +166,12 @@ def test_call_exit_codes_per_kind(node, env):
         return json.loads(result.stdout)["error"]["data"]["kind"], result.returncode
 
     assert kind_and_code(node.config, "aets.add", '{"ae_title": "A;B", "host": "h", "port": 1}') == (
-        "invalid_params", 2)
+        "invalid_params",
+        2,
+    )
     assert kind_and_code(node.config, "no.such") == ("not_found", 3)
     assert kind_and_code(node.config, "aets.remove", '{"ae_title": "NOPE"}') == ("not_found", 3)
-    assert kind_and_code(node.config, "aets.add", '{"ae_title": "STORESCU", "host": "h", "port": 1}') == (
-        "conflict", 5)
+    assert kind_and_code(node.config, "aets.add", '{"ae_title": "STORESCU", "host": "h", "port": 1}') == ("conflict", 5)
     assert kind_and_code(node.config, "node.status", as_user="ghost") == ("forbidden", 4)
     (node.dir / "index.sqlite").rename(node.dir / "moved.sqlite")
     assert kind_and_code(node.config, "node.status") == ("unavailable", 6)
@@ -157,9 +183,14 @@ def test_call_exit_codes_per_kind(node, env):
 
 
 def test_config_lookup_uses_environment(node, env):
-    result = subprocess.run([sys.executable, "-m", "pacsdeck.cli", "agent", "call", "rpc.whoami"],
-                            capture_output=True, text=True, cwd=REPO, timeout=60,
-                            env={**env, "PACSDECK_CONFIG": str(node.config)})
+    result = subprocess.run(
+        [sys.executable, "-m", "pacsdeck.cli", "agent", "call", "rpc.whoami"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env={**env, "PACSDECK_CONFIG": str(node.config)},
+    )
     assert result.returncode == 0, result.stderr
     check_cli(["agent", "call", "rpc.whoami"], result)
     assert json.loads(result.stdout)["config"] == str(Path(node.config))

@@ -35,7 +35,7 @@ def unsupported(schema, path: str = "$") -> list[str]:
     return out
 
 
-def test_rpc_discover_publishes_a_result_schema_for_every_method(node, agents, env):  # noqa: F811
+def test_rpc_discover_publishes_a_result_schema_for_every_method(node, agents, env):
     methods = agents(node.config, env=env).call("rpc.discover")["methods"]
     assert {m["name"] for m in methods} == set(build_table())
     for m in methods:
@@ -45,7 +45,7 @@ def test_rpc_discover_publishes_a_result_schema_for_every_method(node, agents, e
         assert result == RESULT_SCHEMAS[m["name"]], m["name"]  # what the tests check is what is published
 
 
-def test_the_validator_names_the_path_of_a_missing_key_and_a_wrong_type(node, agents, env):  # noqa: F811
+def test_the_validator_names_the_path_of_a_missing_key_and_a_wrong_type(node, agents, env):
     schema = RESULT_SCHEMAS["aets.list"]
     real = agents(node.config, env=env).call("aets.list")
     assert real["aets"] and mismatches(real, schema) == []
@@ -74,15 +74,16 @@ def test_nullable_integers_and_booleans_are_told_apart():
     ]
 
 
-def test_every_agent_response_the_tests_read_goes_through_the_check(node, agents, env, monkeypatch):  # noqa: F811
+def test_every_agent_response_the_tests_read_goes_through_the_check(node, agents, env, monkeypatch):
     # A declaration the real result cannot meet: each way tests read results must then fail.
     monkeypatch.setitem(RESULT_SCHEMAS, "aets.list", Obj({"aets": Arr(Obj({"nickname": STR}, extra=True))}))
     missing = r"\$\.aets\[0\]: missing required key 'nickname'"
     agent = agents(node.config, env=env)
     with pytest.raises(pytest.fail.Exception, match=missing):
         agent.call("aets.list")
-    agent.send_raw(b'[{"jsonrpc":"2.0","id":"b1","method":"rpc.whoami"},'
-                   b'{"jsonrpc":"2.0","id":"b2","method":"aets.list"}]\n')
+    agent.send_raw(
+        b'[{"jsonrpc":"2.0","id":"b1","method":"rpc.whoami"},{"jsonrpc":"2.0","id":"b2","method":"aets.list"}]\n'
+    )
     with pytest.raises(pytest.fail.Exception, match=missing):
         agent.read()
     with pytest.raises(pytest.fail.Exception, match=missing):

@@ -41,12 +41,19 @@ def test_role_matrix(node, admin, agents, env):
     get past the role check (empty params then fail as invalid_params, so nothing changes)."""
     table = build_table()
     guarded = sorted(n for n, m in table.items() if m.role in (OPERATOR, ADMIN))
-    assert {"aets.add", "aets.update", "aets.remove", "aets.echo", "users.list", "users.add", "users.update",
-            "users.remove"} <= set(guarded)
+    assert {
+        "aets.add",
+        "aets.update",
+        "aets.remove",
+        "aets.echo",
+        "users.list",
+        "users.add",
+        "users.update",
+        "users.remove",
+    } <= set(guarded)
     for user, role in (("vic", VIEWER), ("olga", OPERATOR), ("ada", ADMIN)):
         agent = agents(node.config, as_user=user, env=env)
-        assert agent.call("rpc.whoami") == {"user": user, "role": role, "reason": None,
-                                            "config": str(node.config)}
+        assert agent.call("rpc.whoami") == {"user": user, "role": role, "reason": None, "config": str(node.config)}
         for method in READ_METHODS:
             agent.call(method)
         for method in guarded:
@@ -87,7 +94,10 @@ def test_viewer_refused_with_real_params_changes_nothing(node, admin, agents, en
         assert viewer.error(method, params).kind == "forbidden", method
     assert [a["ae_title"] for a in admin.call("aets.list")["aets"]] == ["ECHOSCU", "STORESCU"]
     assert {u["name"]: u["role"] for u in admin.call("users.list")["users"]} == {
-        "ada": "admin", "olga": "operator", "vic": "viewer"}
+        "ada": "admin",
+        "olga": "operator",
+        "vic": "viewer",
+    }
     logged = _audit(admin, user="vic")
     assert [e["method"] for e in reversed(logged)] == [m for m, _ in attempts]
     assert all(e["result"] == "forbidden" for e in logged)
@@ -121,7 +131,10 @@ def test_mutations_are_audited_with_result(node, admin):
     admin.call("node.status")  # reads are not audited
     entries = _audit(admin)
     assert [(e["method"], e["result"]) for e in entries[:3]] == [
-        ("aets.remove", "not_found"), ("aets.add", "conflict"), ("aets.add", "ok")]
+        ("aets.remove", "not_found"),
+        ("aets.add", "conflict"),
+        ("aets.add", "ok"),
+    ]
     assert entries[2]["params"] == {"ae_title": "CT1", "host": "10.0.0.20", "port": 104, "description": "CT; room 2"}
     assert entries[2]["user"].startswith("local:")
     assert entries[2]["at"].endswith("Z")

@@ -169,8 +169,10 @@ def test_deep_nesting_over_ssh_is_answered_and_the_session_goes_on(node, admin, 
     assert answer["id"] is None and answer["error"]["code"] == -32700
     assert "nested deeper than" in answer["error"]["message"]
     deep = "[" * 900 + "]" * 900
-    session.channel.sendall(b'{"jsonrpc":"2.0","id":"deep","method":"aets.add","params":{"ae_title":"EVIL",'
-                            b'"host":"10.0.0.9","port":104,"description":' + deep.encode() + b"}}\n")
+    session.channel.sendall(
+        b'{"jsonrpc":"2.0","id":"deep","method":"aets.add","params":{"ae_title":"EVIL",'
+        b'"host":"10.0.0.9","port":104,"description":' + deep.encode() + b"}}\n"
+    )
     answer = json.loads(session.out.readline())
     assert (answer["id"], answer["error"]["data"]["kind"]) == ("deep", "forbidden")
     assert session.call("node.status")["node"]["ae_title"] == node.ae_title
@@ -178,5 +180,4 @@ def test_deep_nesting_over_ssh_is_answered_and_the_session_goes_on(node, admin, 
     assert session.out.read() == b""
     assert session.channel.recv_exit_status() == 0
     refused = admin.call("audit.recent", {"user": "vera"})["entries"]
-    assert [(e["method"], e["result"], e["params"]["ae_title"]) for e in refused] == [
-        ("aets.add", "forbidden", "EVIL")]
+    assert [(e["method"], e["result"], e["params"]["ae_title"]) for e in refused] == [("aets.add", "forbidden", "EVIL")]

@@ -14,8 +14,7 @@ SPECS = {
     "S1": dict(patient_id="PAT1", patient_name="Doe^Jane", study_date="20240105", modality="CT", count=4, series=2),
     "S2": dict(patient_id="PAT2", patient_name="Smith^John", study_date="20240310", modality="CR", count=1, series=1),
     "S3": dict(patient_id="PAT3", patient_name="Doe^John", study_date="20231231", modality="CT", count=1, series=1),
-    "S4": dict(patient_id="PAT4", patient_name="O[b]rien^Pat", study_date="20240601", modality="MR", count=1,
-               series=1),
+    "S4": dict(patient_id="PAT4", patient_name="O[b]rien^Pat", study_date="20240601", modality="MR", count=1, series=1),
 }
 
 
@@ -28,12 +27,24 @@ def loaded(tmp_path_factory):
     node = make_node(root / "node").start()
     uids, files = {}, []
     for label, spec in SPECS.items():
-        study = synthetic.StudySpec(patient_id=spec["patient_id"], patient_name=spec["patient_name"],
-                                    study_uid=generate_uid(), study_date=spec["study_date"],
-                                    modality=spec["modality"], accession=f"ACC-{label}")
+        study = synthetic.StudySpec(
+            patient_id=spec["patient_id"],
+            patient_name=spec["patient_name"],
+            study_uid=generate_uid(),
+            study_date=spec["study_date"],
+            modality=spec["modality"],
+            accession=f"ACC-{label}",
+        )
         uids[label] = study.study_uid
-        files += synthetic.write_study(root / "files" / label, study, spec["count"], rows=16, cols=16,
-                                       series=spec["series"], modality=spec["modality"])
+        files += synthetic.write_study(
+            root / "files" / label,
+            study,
+            spec["count"],
+            rows=16,
+            cols=16,
+            series=spec["series"],
+            modality=spec["modality"],
+        )
     results, proc = storescu(node, files)
     assert set(results.values()) == {"Success"}, proc.stdout + proc.stderr
     # The node writes the association's log row when the connection closes, just after storescu exits.
@@ -81,7 +92,7 @@ def test_find_filters(loaded, agent):
 
 
 def test_find_fields_and_limit(loaded, agent):
-    _, uids = loaded
+    _, _uids = loaded
     found = agent.call("studies.find", {"PatientID": "PAT1"})
     assert found["count"] == 1 and found["truncated"] is False
     study = found["studies"][0]

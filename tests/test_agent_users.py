@@ -65,8 +65,10 @@ def test_password_can_be_cleared(admin):
 def test_keys_become_forced_command_lines(node, admin, keys_file, tmp_path):
     keys_file.parent.mkdir(parents=True)
     unrelated = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBWb6f8X3Sln4e3fCz0zA0iNeLm2XbEj8e9mLhz2Z2W1 ops@laptop"
-    other_node = ('restrict,command="/usr/bin/pacsdeck agent stdio --config /srv/other/node.yaml --as alice" '
-                  "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBWb6f8X3Sln4e3fCz0zA0iNeLm2XbEj8e9mLhz2Z2W1 pacsdeck:alice")
+    other_node = (
+        'restrict,command="/usr/bin/pacsdeck agent stdio --config /srv/other/node.yaml --as alice" '
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBWb6f8X3Sln4e3fCz0zA0iNeLm2XbEj8e9mLhz2Z2W1 pacsdeck:alice"
+    )
     keys_file.write_text(f"# managed by hand\n{unrelated}\n{other_node}\n")
 
     ed = ssh_keygen(tmp_path / "ed")
@@ -99,8 +101,12 @@ def test_keys_become_forced_command_lines(node, admin, keys_file, tmp_path):
 
 
 def _keygen(path: Path, key_type: str, bits: int) -> str:
-    subprocess.run(["ssh-keygen", "-q", "-t", key_type, "-b", str(bits), "-N", "", "-f", str(path)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", key_type, "-b", str(bits), "-N", "", "-f", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return path.with_suffix(".pub").read_text().strip()
 
 

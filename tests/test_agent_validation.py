@@ -108,10 +108,16 @@ def test_key_shapes_that_are_not_plain_keys(node, admin, keys_file, tmp_path):
 def test_non_utf8_names_the_field(node, admin, keys_file):
     before = _snapshot(node, keys_file)
     for field, line in (
-        ("ae_title", b'{"jsonrpc":"2.0","id":1,"method":"aets.add","params":{"ae_title":"CT\xff\xfe",'
-                     b'"host":"127.0.0.1","port":104}}\n'),
-        ("host", b'{"jsonrpc":"2.0","id":2,"method":"aets.add","params":{"ae_title":"CT1",'
-                 b'"host":"h\xc3\x28st","port":104}}\n'),
+        (
+            "ae_title",
+            b'{"jsonrpc":"2.0","id":1,"method":"aets.add","params":{"ae_title":"CT\xff\xfe",'
+            b'"host":"127.0.0.1","port":104}}\n',
+        ),
+        (
+            "host",
+            b'{"jsonrpc":"2.0","id":2,"method":"aets.add","params":{"ae_title":"CT1",'
+            b'"host":"h\xc3\x28st","port":104}}\n',
+        ),
         ("name", b'{"jsonrpc":"2.0","id":3,"method":"users.add","params":{"name":"\xe9ve","role":"viewer"}}\n'),
         ("name", b'{"jsonrpc":"2.0","id":4,"method":"users.add","params":{"name":"\\udcff","role":"viewer"}}\n'),
     ):
@@ -125,8 +131,7 @@ def test_other_values_are_checked_too(node, admin):
     cases = [
         ("aets.add", {"ae_title": "CT1", "host": "h", "port": 0}, "port"),
         ("aets.add", {"ae_title": "CT1", "host": "h", "port": "104"}, "port"),
-        ("aets.add", {"ae_title": "CT1", "host": "h", "port": 104, "operations": ["store", "delete"]},
-         "operations[1]"),
+        ("aets.add", {"ae_title": "CT1", "host": "h", "port": 104, "operations": ["store", "delete"]}, "operations[1]"),
         ("aets.add", {"ae_title": "CT1", "host": "h", "port": 104, "move_destination": "yes"}, "move_destination"),
         ("aets.add", {"ae_title": "CT1", "host": "h", "port": 104, "description": "two\nlines"}, "description"),
         ("aets.add", {"ae_title": "CT1", "host": "h", "port": 104, "evil": 1}, "evil"),

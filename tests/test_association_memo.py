@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 import pynetdicom.pdu
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit, JPEG2000Lossless
+import pytest
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit
 from pynetdicom import AE, StoragePresentationContexts, build_context
 from pynetdicom._globals import APPLICATION_CONTEXT_NAME
 from pynetdicom.pdu_primitives import (
@@ -31,9 +31,11 @@ from storage.dimse import negotiation, qr_scp
 # These tests exercise pynetdicom as the node adjusts it, in this process.
 dimse.install()
 
-SYNTAXES = ([ExplicitVRLittleEndian, ImplicitVRLittleEndian],
-            [JPEGBaseline8Bit, ExplicitVRLittleEndian, ImplicitVRLittleEndian],
-            [JPEG2000Lossless, ImplicitVRLittleEndian])
+SYNTAXES = (
+    [ExplicitVRLittleEndian, ImplicitVRLittleEndian],
+    [JPEGBaseline8Bit, ExplicitVRLittleEndian, ImplicitVRLittleEndian],
+    [JPEG2000Lossless, ImplicitVRLittleEndian],
+)
 STORAGE = [str(cx.abstract_syntax) for cx in StoragePresentationContexts[:40]]
 
 
@@ -49,8 +51,11 @@ def fresh_memos(monkeypatch):
 def _request_bytes(calling: str = "VIEWER", async_ops: bool = False) -> bytes:
     """A viewer's C-GET association request: storage classes it takes as SCP, plus Q/R classes."""
     contexts = []
-    abstract = STORAGE + [str(StudyRootQueryRetrieveInformationModelGet),
-                          str(PatientRootQueryRetrieveInformationModelGet), str(ModalityWorklistInformationFind)]
+    abstract = STORAGE + [
+        str(StudyRootQueryRetrieveInformationModelGet),
+        str(PatientRootQueryRetrieveInformationModelGet),
+        str(ModalityWorklistInformationFind),
+    ]
     for n, uid in enumerate(abstract):
         cx = build_context(uid, SYNTAXES[n % len(SYNTAXES)])
         cx.context_id = 2 * n + 1
@@ -97,8 +102,11 @@ def _supported_contexts():
 
 def _roles(primitive) -> dict:
     """{uid: (scu_role, scp_role)}, as pynetdicom's acse derives them from the request."""
-    return {item.sop_class_uid: (item.scu_role, item.scp_role)
-            for item in primitive.user_information if isinstance(item, SCP_SCU_RoleSelectionNegotiation)}
+    return {
+        item.sop_class_uid: (item.scu_role, item.scp_role)
+        for item in primitive.user_information
+        if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
+    }
 
 
 def _context_view(cx) -> tuple:
@@ -117,6 +125,7 @@ def _assert_same_negotiation(got, expected) -> None:
 
 # --- A-ASSOCIATE-RQ --------------------------------------------------------------------------------
 
+
 def test_a_remembered_request_reencodes_to_the_bytes_received():
     data = _request_bytes()
     first = _decode(negotiation._RememberedRQ, data)
@@ -128,9 +137,13 @@ def test_a_remembered_request_reencodes_to_the_bytes_received():
     for primitive in (first, second):
         assert pynetdicom.pdu.A_ASSOCIATE_RQ(primitive).encode() == data
         assert (primitive.calling_ae_title, primitive.called_ae_title, primitive.application_context_name) == (
-            plain.calling_ae_title, plain.called_ae_title, plain.application_context_name)
+            plain.calling_ae_title,
+            plain.called_ae_title,
+            plain.application_context_name,
+        )
         assert [cx.as_tuple for cx in primitive.presentation_context_definition_list] == [
-            cx.as_tuple for cx in plain.presentation_context_definition_list]
+            cx.as_tuple for cx in plain.presentation_context_definition_list
+        ]
         assert [type(i) for i in primitive.user_information] == [type(i) for i in plain.user_information]
         assert _roles(primitive) == _roles(plain)
     assert len(plain.presentation_context_definition_list) == len(STORAGE) + 3
@@ -153,6 +166,7 @@ def test_requests_differing_only_in_calling_ae_are_not_confused():
 
 # --- negotiation -----------------------------------------------------------------------------------
 
+
 def test_remembered_negotiation_is_the_same_negotiation_and_a_hit_the_second_time():
     data = _request_bytes()
     supported = _supported_contexts()
@@ -165,14 +179,17 @@ def test_remembered_negotiation_is_the_same_negotiation_and_a_hit_the_second_tim
     assert any(cx.result != 0 for cx in expected[0])  # the worklist FIND is rejected: both outcomes covered
     assert len(expected[1]) == len(STORAGE)
 
-    got1 = negotiation.negotiate_storage_unrestricted(first.presentation_context_definition_list, supported, _roles(first))
+    got1 = negotiation.negotiate_storage_unrestricted(
+        first.presentation_context_definition_list, supported, _roles(first)
+    )
     _assert_same_negotiation(got1, expected)
-    got2 = negotiation.negotiate_storage_unrestricted(second.presentation_context_definition_list, _supported_contexts(),
-                                                 _roles(second))
+    got2 = negotiation.negotiate_storage_unrestricted(
+        second.presentation_context_definition_list, _supported_contexts(), _roles(second)
+    )
     _assert_same_negotiation(got2, expected)
     assert got2[0] is not got1[0] and got2[1] is not got1[1]  # new lists, the caller may change them
-    assert all(a is b for a, b in zip(got2[0], got1[0])) and len(got2[0]) == len(got1[0])
-    assert all(a is b for a, b in zip(got2[1], got1[1])) and len(got2[1]) == len(got1[1])
+    assert all(a is b for a, b in zip(got2[0], got1[0], strict=False)) and len(got2[0]) == len(got1[0])
+    assert all(a is b for a, b in zip(got2[1], got1[1], strict=False)) and len(got2[1]) == len(got1[1])
 
 
 def test_negotiation_with_other_roles_or_contexts_is_not_a_hit():
@@ -194,14 +211,19 @@ def test_negotiation_with_other_roles_or_contexts_is_not_a_hit():
 def test_a_plain_list_is_negotiated_every_time():
     plain = _decode(pynetdicom.pdu.A_ASSOCIATE_RQ, _request_bytes())
     supported = _supported_contexts()
-    got1 = negotiation.negotiate_storage_unrestricted(plain.presentation_context_definition_list, supported, _roles(plain))
-    got2 = negotiation.negotiate_storage_unrestricted(plain.presentation_context_definition_list, supported, _roles(plain))
+    got1 = negotiation.negotiate_storage_unrestricted(
+        plain.presentation_context_definition_list, supported, _roles(plain)
+    )
+    got2 = negotiation.negotiate_storage_unrestricted(
+        plain.presentation_context_definition_list, supported, _roles(plain)
+    )
     _assert_same_negotiation(got2, got1)
-    assert not any(a is b for a, b in zip(got1[0], got2[0]))
+    assert not any(a is b for a, b in zip(got1[0], got2[0], strict=False))
     assert not negotiation._negotiated
 
 
 # --- A-ASSOCIATE-AC --------------------------------------------------------------------------------
+
 
 def _accept(request, result, reply_roles, max_length: int = 16382, extra=()):
     """The A-ASSOCIATE (accept) primitive pynetdicom's acse.send_accept builds."""
@@ -211,8 +233,9 @@ def _accept(request, result, reply_roles, max_length: int = 16382, extra=()):
     primitive.called_ae_title = request.called_ae_title
     primitive.result = 0x00
     primitive.result_source = 0x01
-    primitive.presentation_context_definition_results_list = (
-        [cx for cx in result if cx.result == 0x00] + [cx for cx in result if cx.result != 0x00])
+    primitive.presentation_context_definition_results_list = [cx for cx in result if cx.result == 0x00] + [
+        cx for cx in result if cx.result != 0x00
+    ]
     length = MaximumLengthNotification()
     length.maximum_length_received = max_length
     impl = ImplementationClassUIDNotification()
@@ -226,7 +249,8 @@ def _accept(request, result, reply_roles, max_length: int = 16382, extra=()):
 def _negotiated(data: bytes):
     request = _decode(negotiation._RememberedRQ, data)
     result, reply_roles = negotiation.negotiate_storage_unrestricted(
-        request.presentation_context_definition_list, _supported_contexts(), _roles(request))
+        request.presentation_context_definition_list, _supported_contexts(), _roles(request)
+    )
     return request, result, reply_roles
 
 
@@ -241,7 +265,7 @@ def test_a_remembered_ac_is_the_bytes_pynetdicom_encodes_first_and_second_time()
     remembered = next(iter(negotiation._RememberedAC._memo.values()))
 
     request2, result2, reply_roles2 = _negotiated(data)
-    assert all(a is b for a, b in zip(result2, result))
+    assert all(a is b for a, b in zip(result2, result, strict=False))
     second = _accept(request2, result2, reply_roles2)
     assert second is not first
     ac2 = negotiation._RememberedAC(second)
@@ -278,13 +302,15 @@ def test_an_ac_with_an_item_not_compared_by_value_is_encoded_as_usual():
 def test_an_ac_of_contexts_not_from_a_remembered_negotiation_is_encoded_as_usual():
     plain = _decode(pynetdicom.pdu.A_ASSOCIATE_RQ, _request_bytes())
     result, reply_roles = negotiation.negotiate_storage_unrestricted(
-        plain.presentation_context_definition_list, _supported_contexts(), _roles(plain))
+        plain.presentation_context_definition_list, _supported_contexts(), _roles(plain)
+    )
     primitive = _accept(plain, result, reply_roles)
     assert negotiation._RememberedAC(primitive).encode() == pynetdicom.pdu.A_ASSOCIATE_AC(primitive).encode()
     assert not negotiation._RememberedAC._memo
 
 
 # --- copies of the node's contexts -----------------------------------------------------------------
+
 
 def test_copy_contexts_is_a_deep_copy():
     supported = _supported_contexts()
@@ -294,7 +320,7 @@ def test_copy_contexts_is_a_deep_copy():
     copies = negotiation._copy_contexts(supported)
     deep = copy.deepcopy(supported)
     assert len(copies) == len(deep) == len(supported) > 1
-    for mine, theirs, original in zip(copies, deep, supported):
+    for mine, theirs, original in zip(copies, deep, supported, strict=False):
         assert type(mine) is type(original)
         assert mine is not original
         assert mine.__dict__ == theirs.__dict__ == original.__dict__

@@ -91,8 +91,9 @@ def test_a_viewer_is_refused_by_the_cli_with_the_role_message(node):
     refused = pacsdeck("node", "migrate", "--config", config, "--as", "vera", "--run")
     assert refused.returncode == EXIT_CODES[FORBIDDEN] != 0
     assert refused.stdout == ""
-    assert "pacsdeck: pools.migrate: forbidden: pools.migrate needs the operator role; vera is a viewer" \
-        in refused.stderr
+    assert (
+        "pacsdeck: pools.migrate: forbidden: pools.migrate needs the operator role; vera is a viewer" in refused.stderr
+    )
     assert _pools(node) == {"primary"}
     assert _audit(node)[-1][:2] == ("vera", FORBIDDEN)
 
@@ -102,16 +103,23 @@ def test_a_viewer_is_refused_by_the_cli_with_the_role_message(node):
 
     def pools(result: dict) -> list[tuple]:
         return [(p["name"], p["tier"], p["instances"], p["accepting"]) for p in result["pools"]]
-    assert pools(json.loads(listed.stdout)) == pools(_agent(node, "pools.list", as_user="vera")) == [
-        ("primary", "primary", 6, True), ("archive", "archive", 0, True)]
+
+    assert (
+        pools(json.loads(listed.stdout))
+        == pools(_agent(node, "pools.list", as_user="vera"))
+        == [("primary", "primary", 6, True), ("archive", "archive", 0, True)]
+    )
     unknown = pacsdeck("node", "pools", "--config", config, "--as", "nobody")
     assert unknown.returncode == EXIT_CODES[FORBIDDEN] and "no such user 'nobody'" in unknown.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (("migrate", "--target", "nowhere"), "pools.migrate: not_found: target: no pool named 'nowhere'"),
-    (("verify", "--pool", "nowhere"), "pools.verify: not_found: pool: no pool named 'nowhere'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("migrate", "--target", "nowhere"), "pools.migrate: not_found: target: no pool named 'nowhere'"),
+        (("verify", "--pool", "nowhere"), "pools.verify: not_found: pool: no pool named 'nowhere'"),
+    ],
+)
 def test_agent_errors_become_cli_messages_and_exit_codes(node, args, message):
     result = pacsdeck("node", *args, "--config", str(node.config))
     assert result.returncode == EXIT_CODES[NOT_FOUND] and f"pacsdeck: {message}" in result.stderr, result.stderr
@@ -140,9 +148,13 @@ def test_a_busy_migration_is_a_conflict_and_wait_waits_for_it(node):
         busy = pacsdeck("node", "migrate", "--config", config, "--run")
         assert busy.returncode == EXIT_CODES[CONFLICT], busy.stderr
         assert "pools.migrate: conflict: a migration is already running" in busy.stderr
-        waiting = subprocess.Popen([sys.executable, "-m", "pacsdeck.cli", "node", "migrate", "--config", config,
-                                    "--run", "--wait", "--json"], cwd=REPO, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "pacsdeck.cli", "node", "migrate", "--config", config, "--run", "--wait", "--json"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             wait_for(lambda: _waits_for_lock(waiting.pid) or waiting.poll() is not None, what="the CLI waiting")
             assert waiting.poll() is None and _pools(node) == {"primary"}
@@ -151,5 +163,7 @@ def test_a_busy_migration_is_a_conflict_and_wait_waits_for_it(node):
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
     assert json.loads(out)["moved_instances"] == 6 and _pools(node) == {"archive"}
-    assert _audit(node)[-2:] == [(LOCAL_USER, CONFLICT, {"dry_run": False}),
-                                 (LOCAL_USER, "ok", {"dry_run": False, "wait": True})]
+    assert _audit(node)[-2:] == [
+        (LOCAL_USER, CONFLICT, {"dry_run": False}),
+        (LOCAL_USER, "ok", {"dry_run": False, "wait": True}),
+    ]

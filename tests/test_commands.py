@@ -48,16 +48,56 @@ ODD_UID = "1.2.826.0.1.3680043.8.498.1"  # odd length: padded with a NUL
 EVEN_UID = "1.2.826.0.1.3680043.8.498.12"
 
 CASES = {
-    "pending C-GET, four counts": (C_GET, commands.C_GET_RSP, 3, str(StudyRootQueryRetrieveInformationModelGet),
-                                   0xFF00, (7, 2, 1, 1), "", False),
-    "final C-MOVE success": (C_MOVE, commands.C_MOVE_RSP, 65535, str(PatientRootQueryRetrieveInformationModelMove),
-                             0x0000, (None, 10, 0, 0), "", False),
-    "cancel with identifier": (C_GET, commands.C_GET_RSP, 9, str(StudyRootQueryRetrieveInformationModelGet),
-                               0xFE00, (None, 4, 0, 0), "", True),
-    "refusal with comment": (C_MOVE, commands.C_MOVE_RSP, 12, str(PatientRootQueryRetrieveInformationModelMove),
-                             0x0124, None, "no such move destination", False),
-    "odd comment, warning": (C_MOVE, commands.C_MOVE_RSP, 4, str(PatientRootQueryRetrieveInformationModelMove),
-                             0xB000, (None, 3, 1, 0), "one failed", True),
+    "pending C-GET, four counts": (
+        C_GET,
+        commands.C_GET_RSP,
+        3,
+        str(StudyRootQueryRetrieveInformationModelGet),
+        0xFF00,
+        (7, 2, 1, 1),
+        "",
+        False,
+    ),
+    "final C-MOVE success": (
+        C_MOVE,
+        commands.C_MOVE_RSP,
+        65535,
+        str(PatientRootQueryRetrieveInformationModelMove),
+        0x0000,
+        (None, 10, 0, 0),
+        "",
+        False,
+    ),
+    "cancel with identifier": (
+        C_GET,
+        commands.C_GET_RSP,
+        9,
+        str(StudyRootQueryRetrieveInformationModelGet),
+        0xFE00,
+        (None, 4, 0, 0),
+        "",
+        True,
+    ),
+    "refusal with comment": (
+        C_MOVE,
+        commands.C_MOVE_RSP,
+        12,
+        str(PatientRootQueryRetrieveInformationModelMove),
+        0x0124,
+        None,
+        "no such move destination",
+        False,
+    ),
+    "odd comment, warning": (
+        C_MOVE,
+        commands.C_MOVE_RSP,
+        4,
+        str(PatientRootQueryRetrieveInformationModelMove),
+        0xB000,
+        (None, 3, 1, 0),
+        "one failed",
+        True,
+    ),
     "odd-length SOP class": (C_GET, commands.C_GET_RSP, 1, ODD_UID, 0xFF00, (1, 0, 0, 0), "", False),
     "even-length SOP class": (C_MOVE, commands.C_MOVE_RSP, 2, EVEN_UID, 0xA702, (None, 0, 5, 0), "", False),
 }
@@ -89,8 +129,10 @@ def _store_response(status: int, comment: str, responding_to: int):
     return rsp
 
 
-@pytest.mark.parametrize("status, comment, responding_to", [
-    (0x0000, "", 1), (0xB000, "coerced", 65535), (0xA700, "out of resources: disk full", 300)])
+@pytest.mark.parametrize(
+    "status, comment, responding_to",
+    [(0x0000, "", 1), (0xB000, "coerced", 65535), (0xA700, "out of resources: disk full", 300)],
+)
 def test_read_returns_what_pynetdicom_wrote_in_a_c_store_response(status, comment, responding_to):
     primitive = _store_response(status, comment, responding_to)
     data = _encoded(primitive)
@@ -109,8 +151,9 @@ def test_read_returns_what_pynetdicom_wrote_in_a_c_store_response(status, commen
 
 
 def test_read_of_pynetdicoms_retrieve_response_gives_its_command_field_and_status():
-    primitive = _response(C_MOVE, 77, str(PatientRootQueryRetrieveInformationModelMove), 0xA801, None,
-                          "unknown destination")
+    primitive = _response(
+        C_MOVE, 77, str(PatientRootQueryRetrieveInformationModelMove), 0xA801, None, "unknown destination"
+    )
     found = commands.read(_encoded(primitive))
     assert found[0x0100] == commands.C_MOVE_RSP
     assert (found[0x0120], found[0x0900], found[0x0902]) == (77, 0xA801, primitive.ErrorComment)

@@ -15,8 +15,8 @@ from console.screens.trust import TrustScreen
 from console.widgets.fleet_table import FleetTable
 
 from .agent_support import agent_env
-from .console_support import fleet_files, host_key, restart_sshd_with_new_key  # noqa: F401 - fixture
 from .conftest import REPO
+from .console_support import fleet_files, host_key, restart_sshd_with_new_key  # noqa: F401 - fixture
 from .results import check_cli
 
 POLL = 0.5
@@ -51,7 +51,7 @@ def statuses(app) -> dict[str, str]:
 
 def cells(table: FleetTable, name: str) -> dict[str, str]:
     """One row of the fleet table as column key -> the text on screen."""
-    return {c.key.value: str(v) for c, v in zip(table.columns.values(), table.get_row(name))}
+    return {c.key.value: str(v) for c, v in zip(table.columns.values(), table.get_row(name), strict=False)}
 
 
 def run(scenario) -> None:
@@ -67,12 +67,19 @@ def test_rows_filter_sort_and_a_killed_node(fleet_files):
     async def scenario():
         async with app.run_test(size=SIZE) as pilot:
             table = app.screen.query_one(FleetTable)
-            await until(pilot, lambda: all(s in ANSWERED for s in statuses(app).values()),
-                        "every node answering", timeout=60)
+            await until(
+                pilot, lambda: all(s in ANSWERED for s in statuses(app).values()), "every node answering", timeout=60
+            )
             assert sorted(table.shown) == ["alpha", "beta", "gamma"]
             # The table redraws on the next message after the app took the snapshot in.
-            await until(pilot, lambda: cells(table, "gamma")["ae"] == f"GAMMA:{fleet_files.nodes['gamma'].port}"
-                        and cells(table, "gamma")["status"] in ANSWERED, "gamma's row filled")
+            await until(
+                pilot,
+                lambda: (
+                    cells(table, "gamma")["ae"] == f"GAMMA:{fleet_files.nodes['gamma'].port}"
+                    and cells(table, "gamma")["status"] in ANSWERED
+                ),
+                "gamma's row filled",
+            )
 
             # Filter by site words, by tag, by status; Esc clears.
             await pilot.press("slash", *"clinic")
@@ -107,20 +114,29 @@ def test_rows_filter_sort_and_a_killed_node(fleet_files):
             assert first_down <= 1, seen  # the first or second poll after the kill
             assert "not running" in app.snapshot("beta").reason or "listening" in app.snapshot("beta").reason
             mark = {n: app.snapshot(n).polled_at for n in ("alpha", "gamma")}
-            await until(pilot, lambda: all(app.snapshot(n).polled_at > mark[n] for n in mark),
-                        "alpha and gamma polled again")
+            await until(
+                pilot, lambda: all(app.snapshot(n).polled_at > mark[n] for n in mark), "alpha and gamma polled again"
+            )
             assert statuses(app)["alpha"] in ANSWERED and statuses(app)["gamma"] in ANSWERED
             assert any(e.node == "beta" and e.severity == "critical" for e in app.event_log)
-            await until(pilot, lambda: cells(table, "beta")["status"] in ("down", "unreachable")
-                        and cells(table, "beta")["reason"] != "–", "beta's row says down, and why")
+            await until(
+                pilot,
+                lambda: (
+                    cells(table, "beta")["status"] in ("down", "unreachable") and cells(table, "beta")["reason"] != "–"
+                ),
+                "beta's row says down, and why",
+            )
 
             # The node screen of a live node: tabs filled from the agent, Esc goes back.
             table.move_cursor(row=table.shown.index("alpha"))
             await pilot.press("enter")
             await until(pilot, lambda: isinstance(app.screen, NodeScreen), "node screen")
             screen = app.screen
-            await until(pilot, lambda: "pools.list" in screen.details and "associations.recent" in screen.details,
-                        "node details")
+            await until(
+                pilot,
+                lambda: "pools.list" in screen.details and "associations.recent" in screen.details,
+                "node details",
+            )
             assert [p["name"] for p in screen.details["pools.list"]["pools"]] == ["primary", "archive"]
             assert screen.query_one("#pools").row_count == 2
             await pilot.press("p")  # the migration plan (a dry run) is not an action, it is shown
@@ -135,11 +151,21 @@ def test_rows_filter_sort_and_a_killed_node(fleet_files):
             await pilot.press("ctrl+p")
             await until(pilot, lambda: isinstance(app.screen, CommandPalette), "command palette")
             await pilot.press(*"go to node gamma")
-            await until(pilot, lambda: "gamma" in str(app.screen.query_one(CommandList).get_option_at_index(0).prompt)
-                        if app.screen.query_one(CommandList).option_count else False, "the palette's hit")
+            await until(
+                pilot,
+                lambda: (
+                    "gamma" in str(app.screen.query_one(CommandList).get_option_at_index(0).prompt)
+                    if app.screen.query_one(CommandList).option_count
+                    else False
+                ),
+                "the palette's hit",
+            )
             await pilot.press("down", "enter")
-            await until(pilot, lambda: isinstance(app.screen, NodeScreen) and app.screen.node_name == "gamma",
-                        "gamma's node screen from the palette")
+            await until(
+                pilot,
+                lambda: isinstance(app.screen, NodeScreen) and app.screen.node_name == "gamma",
+                "gamma's node screen from the palette",
+            )
 
     run(scenario)
 
@@ -155,9 +181,17 @@ def test_a_hanging_node_holds_up_nothing(fleet_files):
     try:
         doc = yaml.safe_load(fleet_files.path.read_text())
         alpha = next(e for e in doc["nodes"] if e["name"] == "alpha")
-        hanging = {"name": "hanging", "site": "Nowhere", "transport": "ssh", "host": "127.0.0.1",
-                   "port": silent.getsockname()[1], "key": str(fleet_files.key), "connect_timeout": 4,
-                   "call_timeout": 4, "poll_interval": POLL}
+        hanging = {
+            "name": "hanging",
+            "site": "Nowhere",
+            "transport": "ssh",
+            "host": "127.0.0.1",
+            "port": silent.getsockname()[1],
+            "key": str(fleet_files.key),
+            "connect_timeout": 4,
+            "call_timeout": 4,
+            "poll_interval": POLL,
+        }
         fleet_files.write([{**alpha, "poll_interval": POLL}, hanging])
         app = PacsdeckConsole(fleet_files.fleet)
 
@@ -192,8 +226,11 @@ def test_unknown_host_is_trusted_through_the_modal(fleet_files, tmp_path):
     async def scenario():
         async with app.run_test(size=SIZE) as pilot:
             table = app.screen.query_one(FleetTable)
-            await until(pilot, lambda: statuses(app)["gamma"] == "untrusted" and statuses(app)["alpha"] in ANSWERED,
-                        "gamma untrusted, alpha answering")
+            await until(
+                pilot,
+                lambda: statuses(app)["gamma"] == "untrusted" and statuses(app)["alpha"] in ANSWERED,
+                "gamma untrusted, alpha answering",
+            )
             assert "host key" in app.snapshot("gamma").reason
             assert KnownHosts(empty).lookup("127.0.0.1", fleet_files.sshd.port) is None
             table.move_cursor(row=table.shown.index("gamma"))
@@ -234,6 +271,7 @@ def test_changed_host_key_offers_no_trust(fleet_files):
             await until(pilot, lambda: not isinstance(app.screen, TrustScreen), "dialog closed")
             await pilot.pause(2 * POLL)
             assert statuses(app)["gamma"] == "untrusted"
+
     run(scenario)
     assert fleet_files.known_hosts.read_text() == before
 
@@ -242,9 +280,26 @@ def audited_methods(node) -> list[str]:
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "pacsdeck.cli", "agent", "call", "audit.recent", "--params",
-                             json.dumps({"limit": 200}), "--config", str(node.config)], capture_output=True,
-                            text=True, timeout=60, cwd=REPO, check=False, env=agent_env(node.dir / "authorized_keys"))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pacsdeck.cli",
+            "agent",
+            "call",
+            "audit.recent",
+            "--params",
+            json.dumps({"limit": 200}),
+            "--config",
+            str(node.config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
+        env=agent_env(node.dir / "authorized_keys"),
+    )
     assert result.returncode == 0, result.stderr
     check_cli(["agent", "call", "audit.recent"], result)
     return [e["method"] for e in json.loads(result.stdout)["entries"]]
@@ -327,16 +382,21 @@ def test_queue_retry_from_the_ui_reaches_the_node(fleet_files, tmp_path):
             await until(pilot, lambda: jobs.row_count >= 1, "the jobs table")
             jobs.move_cursor(row=[r.value for r in jobs.rows].index(str(job_id)))
             # Now the destination listens: the retried forward can succeed.
-            receivers.append(start_listener([require_tool("storescp"), "-aet", "DEST", "+B", "-od", str(received),
-                                             str(dest_port)], dest_port))
+            receivers.append(
+                start_listener(
+                    [require_tool("storescp"), "-aet", "DEST", "+B", "-od", str(received), str(dest_port)], dest_port
+                )
+            )
             await pilot.press("e")
-            await until(pilot, lambda: call("queue.list", {})["counts"].get("done", 0) >= 1,
-                        "the retried job done", timeout=30)
+            await until(
+                pilot, lambda: call("queue.list", {})["counts"].get("done", 0) >= 1, "the retried job done", timeout=30
+            )
 
             # Cancel, after the confirmation: a new forward fails while the destination is down again.
             terminate(receivers.pop())
-            more = synthetic.write_study(tmp_path / "study2", next(synthetic.studies(1, prefix="QRC")), 1,
-                                         rows=32, cols=32)
+            more = synthetic.write_study(
+                tmp_path / "study2", next(synthetic.studies(1, prefix="QRC")), 1, rows=32, cols=32
+            )
             assert set(storescu(alpha, more)[0].values()) == {"Success"}
             second = wait_for(lambda: call("queue.list", {"state": "failed"})["jobs"], what="a second failed job")
             second_id = second[0]["id"]
@@ -386,8 +446,9 @@ class Terminal:
 
         self.master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
-        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, cwd=REPO, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, cwd=REPO, env=env, start_new_session=True
+        )
         os.close(slave)
         self.output = bytearray()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -436,10 +497,20 @@ def test_up_runs_the_node_under_the_console_and_stops_it_on_exit(tmp_path):
     # A new folder with only a node.yaml (loopback, a free port), as `node init` allows: `up` initialises it.
     node = NodeHandle(dir=tmp_path / "box", port=free_port(), ae_title="BOX")
     node.dir.mkdir()
-    node.config.write_text(yaml.safe_dump({
-        "ae_title": "BOX", "port": node.port, "bind": "127.0.0.1", "workers": 1,
-        "pools": [{"name": "primary", "path": "pools/primary", "tier": "primary"},
-                  {"name": "archive", "path": "pools/archive", "tier": "archive"}]}))
+    node.config.write_text(
+        yaml.safe_dump(
+            {
+                "ae_title": "BOX",
+                "port": node.port,
+                "bind": "127.0.0.1",
+                "workers": 1,
+                "pools": [
+                    {"name": "primary", "path": "pools/primary", "tier": "primary"},
+                    {"name": "archive", "path": "pools/archive", "tier": "archive"},
+                ],
+            }
+        )
+    )
     term = Terminal(up_command(node.dir))
     try:
         wait_for(lambda: port_open(node.port), what="the node started by `pacsdeck up`")
@@ -472,8 +543,11 @@ def test_up_killed_takes_its_node_down(tmp_path):
         assert _locked(node.dir)
         os.kill(term.proc.pid, signal.SIGKILL)
         term.proc.wait(timeout=10)
-        wait_for(lambda: not _locked(node.dir) and not port_open(node.port), timeout=30,
-                 what="the node stopped after `up` was killed")
+        wait_for(
+            lambda: not _locked(node.dir) and not port_open(node.port),
+            timeout=30,
+            what="the node stopped after `up` was killed",
+        )
         assert "has ended: stopping" in (node.dir / "node.log").read_text()
     finally:
         term.kill()

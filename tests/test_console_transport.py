@@ -43,15 +43,25 @@ def sshd_fleet(tmp_path):
 
 def ssh_keygen_fingerprint(server) -> str:
     """The host key's fingerprint as OpenSSH itself prints it."""
-    out = subprocess.run([require_tool("ssh-keygen"), "-lf", str(server.dir / "ssh_host_ed25519_key.pub")],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [require_tool("ssh-keygen"), "-lf", str(server.dir / "ssh_host_ed25519_key.pub")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return out.split()[1]
 
 
 def pacsdeck(*args: str, input_text: str = "") -> subprocess.CompletedProcess:
     """The real CLI, with an answer on stdin for its confirmation question."""
-    return subprocess.run([sys.executable, "-m", "pacsdeck.cli", *args], input=input_text, capture_output=True,
-                          text=True, timeout=60, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "pacsdeck.cli", *args],
+        input=input_text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
 
 
 def log_since_start(server) -> str:
@@ -95,8 +105,7 @@ def test_local_timeout_drops_the_session(tmp_path):
 
 
 def test_local_bad_commands_are_reasons_with_backoff(tmp_path):
-    missing = LocalTransport(entry(agent_command=[str(tmp_path / "no-pacsdeck"), "agent", "stdio"]),
-                             backoff_initial=30)
+    missing = LocalTransport(entry(agent_command=[str(tmp_path / "no-pacsdeck"), "agent", "stdio"]), backoff_initial=30)
     first = pytest.raises(TransportError, missing.call, "node.status").value
     assert "cannot start" in first.reason and "no such file" in first.reason
     second = pytest.raises(TransportError, missing.call, "node.status").value
@@ -189,8 +198,9 @@ def test_changed_host_key_is_refused_loudly(sshd_fleet):
 
 def test_killed_agent_and_dead_sshd_then_reconnect(sshd_fleet):
     server = sshd_fleet.sshd
-    g = open_transport(sshd_fleet.fleet.node("gamma"), KnownHosts(sshd_fleet.known_hosts), backoff_initial=2,
-                       backoff_max=2)
+    g = open_transport(
+        sshd_fleet.fleet.node("gamma"), KnownHosts(sshd_fleet.known_hosts), backoff_initial=2, backoff_max=2
+    )
     sshd_fleet.opened.append(g)
     pid = g.call("node.status")["agent"]["pid"]
     os.kill(pid, signal.SIGKILL)  # the agent our connection started, by PID
@@ -233,10 +243,14 @@ def test_ssh_authentication_failures_say_what_to_do(sshd_fleet, tmp_path):
     subprocess.run([require_tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
     locked = tmp_path / "locked_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase", "-f", str(locked)], check=True)
-    gamma = [n for n in yaml.safe_load(sshd_fleet.path.read_text())["nodes"] if n["name"] == "gamma"][0]
-    fleet = sshd_fleet.write([{**gamma, "name": "stranger", "key": str(stranger)},
-                              {**gamma, "name": "locked", "key": str(locked)},
-                              {**gamma, "name": "nokey", "key": str(tmp_path / "missing")}])
+    gamma = next(n for n in yaml.safe_load(sshd_fleet.path.read_text())["nodes"] if n["name"] == "gamma")
+    fleet = sshd_fleet.write(
+        [
+            {**gamma, "name": "stranger", "key": str(stranger)},
+            {**gamma, "name": "locked", "key": str(locked)},
+            {**gamma, "name": "nokey", "key": str(tmp_path / "missing")},
+        ]
+    )
     known = KnownHosts(sshd_fleet.known_hosts)
     reasons = {}
     for e in fleet.nodes:
@@ -252,7 +266,7 @@ def test_ssh_authentication_failures_say_what_to_do(sshd_fleet, tmp_path):
 def test_ssh_host_names_that_do_not_resolve_are_a_reason(sshd_fleet, monkeypatch):
     """A name the resolver does not know, and a resolver that never answers (the OS lookup, made to
     hang here): each a reason within the node's connect_timeout, never a console stuck on DNS."""
-    gamma = [n for n in yaml.safe_load(sshd_fleet.path.read_text())["nodes"] if n["name"] == "gamma"][0]
+    gamma = next(n for n in yaml.safe_load(sshd_fleet.path.read_text())["nodes"] if n["name"] == "gamma")
     fleet = sshd_fleet.write([{**gamma, "name": "nowhere", "host": "nowhere.invalid", "connect_timeout": 2}])
     known = KnownHosts(sshd_fleet.known_hosts)
     t = open_transport(fleet.nodes[0], known)

@@ -6,15 +6,17 @@ from .agent_support import agents, env  # noqa: F401 - fixtures
 from .conftest import dcmtk, free_port, wait_for
 
 
-def test_diagnose_finds_each_kind_of_problem(node_factory, storescp_factory, agents, env):  # noqa: F811
+def test_diagnose_finds_each_kind_of_problem(node_factory, storescp_factory, agents, env):
     scp = storescp_factory(ae_title="ANSWERS")
     closed = free_port()  # nothing listens: the connection is refused
-    node = node_factory(aets=[
-        {"ae_title": "ECHOSCU", "host": "127.0.0.1"},
-        {"ae_title": "ANSWERS", "host": "127.0.0.1", "port": scp.port},
-        {"ae_title": "CLOSED", "host": "127.0.0.1", "port": closed},
-        {"ae_title": "GONE", "host": "pacs.does-not-exist.invalid", "port": 104},
-    ]).start()
+    node = node_factory(
+        aets=[
+            {"ae_title": "ECHOSCU", "host": "127.0.0.1"},
+            {"ae_title": "ANSWERS", "host": "127.0.0.1", "port": scp.port},
+            {"ae_title": "CLOSED", "host": "127.0.0.1", "port": closed},
+            {"ae_title": "GONE", "host": "pacs.does-not-exist.invalid", "port": 104},
+        ]
+    ).start()
     wrong = dcmtk("echoscu", "-aec", "WRONG", "127.0.0.1", str(node.port))
     unknown = dcmtk("echoscu", "-aet", "UNKNOWN", "-aec", node.ae_title, "127.0.0.1", str(node.port))
     assert wrong.returncode != 0 and unknown.returncode != 0

@@ -50,7 +50,7 @@ print(json.dumps({"import": after_import == before, "installed": door.installed(
     assert facts["modules"] == ["storage.dimse.commands", "storage.dimse.reactors"]
 
 
-def test_node_run_refuses_an_untested_pynetdicom(node_factory):  # noqa: F811 - fixture
+def test_node_run_refuses_an_untested_pynetdicom(node_factory):
     node = node_factory()
     out = _python(f"""
 import sys, pynetdicom
@@ -63,7 +63,7 @@ sys.exit(main(["node", "run", "--config", {str(node.config)!r}]))
     assert "pacsdeck: pynetdicom 9.9.9 is installed" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_aets_echo_from_the_agent_runs_through_the_door(node_factory):  # noqa: F811 - fixture
+def test_aets_echo_from_the_agent_runs_through_the_door(node_factory):
     node = node_factory()
     node.start()
     out = _python(f"""
@@ -73,7 +73,8 @@ import pynetdicom.association as a
 import storage.dimse as door
 config = {str(node.config)!r}
 before = door.installed()
-added = call_once(config, None, None, "aets.add", {{"ae_title": {node.ae_title!r}, "host": "127.0.0.1", "port": {node.port}}})
+self = {{"ae_title": {node.ae_title!r}, "host": "127.0.0.1", "port": {node.port}}}
+added = call_once(config, None, None, "aets.add", self)
 assert "result" in added, added
 echo = call_once(config, None, None, "aets.echo", {{"ae_title": {node.ae_title!r}, "timeout": 10}})
 print(json.dumps({{"before": before, "after": door.installed(), "echo": echo.get("result"),

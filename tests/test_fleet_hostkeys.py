@@ -19,8 +19,13 @@ from .console_support import host_key, restart_sshd
 
 
 def keyscan(server, *flags: str) -> str:
-    out = subprocess.run([require_tool("ssh-keyscan"), *flags, "-t", "ed25519", "-p", str(server.port), "127.0.0.1"],
-                         capture_output=True, text=True, timeout=30, check=True).stdout
+    out = subprocess.run(
+        [require_tool("ssh-keyscan"), *flags, "-t", "ed25519", "-p", str(server.port), "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert out.strip(), "ssh-keyscan found no key"
     return out
 
@@ -42,8 +47,9 @@ def test_written_file_is_found_by_ssh_keygen(sshd, tmp_path):
     path.write_text(keyscan(sshd).replace("127.0.0.1", "10.9.9.9"))  # another host's line stays
     for hashed in (True, False):
         KnownHosts(path, hashed=hashed).trust("127.0.0.1", sshd.port, host_key(sshd))
-        found = subprocess.run(["ssh-keygen", "-F", host_pattern("127.0.0.1", sshd.port), "-f", str(path)],
-                               capture_output=True, text=True)
+        found = subprocess.run(
+            ["ssh-keygen", "-F", host_pattern("127.0.0.1", sshd.port), "-f", str(path)], capture_output=True, text=True
+        )
         assert found.returncode == 0 and "ssh-ed25519" in found.stdout
     lines = path.read_text().splitlines()
     assert len(lines) == 2 and lines[0].startswith("[10.9.9.9]:")  # replaced, not appended twice
@@ -54,8 +60,9 @@ def test_written_file_is_found_by_ssh_keygen(sshd, tmp_path):
 def test_scan_sends_no_command_and_matches_ssh_keygen(sshd):
     key = scan_host_key("127.0.0.1", sshd.port, timeout=5)
     pub = sshd.dir / "ssh_host_ed25519_key.pub"
-    expected = subprocess.run([require_tool("ssh-keygen"), "-lf", str(pub)], capture_output=True, text=True,
-                              check=True).stdout.split()[1]
+    expected = subprocess.run(
+        [require_tool("ssh-keygen"), "-lf", str(pub)], capture_output=True, text=True, check=True
+    ).stdout.split()[1]
     assert fingerprint(key) == expected
     log = sshd.log()
     assert "Accepted" not in log and "Starting session" not in log
@@ -68,9 +75,17 @@ def test_scan_of_a_closed_port_raises():
 
 def test_trust_refuses_what_it_cannot_pin(tmp_path):
     fleet = tmp_path / "fleet.yaml"
-    fleet.write_text(yaml.safe_dump({"known_hosts": str(tmp_path / "kh"), "nodes": [
-        {"name": "here", "transport": "local"},
-        {"name": "gone", "host": "127.0.0.1", "port": free_port(), "connect_timeout": 2}]}))
+    fleet.write_text(
+        yaml.safe_dump(
+            {
+                "known_hosts": str(tmp_path / "kh"),
+                "nodes": [
+                    {"name": "here", "transport": "local"},
+                    {"name": "gone", "host": "127.0.0.1", "port": free_port(), "connect_timeout": 2},
+                ],
+            }
+        )
+    )
     unknown = pacsdeck("fleet", "trust", "nosuch", "--fleet", str(fleet), "--yes")
     assert unknown.returncode == 2 and "no node 'nosuch'" in unknown.stdout and "here, gone" in unknown.stdout
     local = pacsdeck("fleet", "trust", "here", "--fleet", str(fleet), "--yes")
@@ -90,24 +105,36 @@ def test_a_server_with_two_host_keys_is_compared_on_the_pinned_type(sshd, tmp_pa
     config.write_text(config.read_text() + f"HostKey {rsa}\n")
     restart_sshd(sshd)
     known_hosts = tmp_path / "known_hosts"
-    scanned = subprocess.run([require_tool("ssh-keyscan"), "-t", "rsa", "-p", str(sshd.port), "127.0.0.1"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
+    scanned = subprocess.run(
+        [require_tool("ssh-keyscan"), "-t", "rsa", "-p", str(sshd.port), "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     known_hosts.write_text(scanned)
     pinned = KnownHosts(known_hosts).lookup("127.0.0.1", sshd.port)
     assert pinned.get_name() == "ssh-rsa"
     assert scan_host_key("127.0.0.1", sshd.port, 5).get_name() == "ssh-ed25519"  # what it offers first
     assert scan_host_key("127.0.0.1", sshd.port, 5, prefer=("ssh-rsa",)) == pinned
     fleet = tmp_path / "fleet.yaml"
-    fleet.write_text(yaml.safe_dump({"known_hosts": str(known_hosts),
-                                     "nodes": [{"name": "two", "host": "127.0.0.1", "port": sshd.port}]}))
+    fleet.write_text(
+        yaml.safe_dump(
+            {"known_hosts": str(known_hosts), "nodes": [{"name": "two", "host": "127.0.0.1", "port": sshd.port}]}
+        )
+    )
     result = pacsdeck("fleet", "trust", "two", "--fleet", str(fleet), "--yes")
     assert result.returncode == 0 and "already trusted" in result.stdout and "CHANGED" not in result.stdout
     assert known_hosts.read_text() == scanned
     # The SSH transport also asks for the pinned type: the key check passes (then login fails: no user key).
     client_key = tmp_path / "client_ed25519"
     ssh_keygen(client_key)
-    entry = parse_fleet({"known_hosts": str(known_hosts), "nodes": [
-        {"name": "two", "host": "127.0.0.1", "port": sshd.port, "key": str(client_key)}]})
+    entry = parse_fleet(
+        {
+            "known_hosts": str(known_hosts),
+            "nodes": [{"name": "two", "host": "127.0.0.1", "port": sshd.port, "key": str(client_key)}],
+        }
+    )
     transport = open_transport(entry.nodes[0], KnownHosts(known_hosts))
     err = pytest.raises(TransportError, transport.call, "node.status").value
     assert not isinstance(err, (HostKeyChanged, HostKeyUnknown)) and "authentication failed" in err.reason

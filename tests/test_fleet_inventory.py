@@ -42,7 +42,9 @@ def test_example_file_loads():
 
 
 def test_design_shape_and_defaults(tmp_path):
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
 nodes:
   - name: clinic-a
     transport: local
@@ -54,7 +56,8 @@ nodes:
     user: pacsdeck
     key: keys/id
     config: /etc/pacsdeck/node.yaml
-""")
+""",
+    )
     fleet = load_fleet(path)
     a, b = fleet.nodes
     assert a.config == str(tmp_path / "nodes/a/node.yaml")  # local paths resolve against the fleet file
@@ -66,8 +69,20 @@ nodes:
 
 
 def test_agent_command_as_text_is_split(tmp_path):
-    fleet = load_fleet(write(tmp_path, {"nodes": [{"name": "x", "host": "h", "agent_command":
-                                                   "sudo -u pacs '/opt/my pacsdeck/bin/pacsdeck' agent stdio"}]}))
+    fleet = load_fleet(
+        write(
+            tmp_path,
+            {
+                "nodes": [
+                    {
+                        "name": "x",
+                        "host": "h",
+                        "agent_command": "sudo -u pacs '/opt/my pacsdeck/bin/pacsdeck' agent stdio",
+                    }
+                ]
+            },
+        )
+    )
     assert fleet.nodes[0].agent_command == ("sudo", "-u", "pacs", "/opt/my pacsdeck/bin/pacsdeck", "agent", "stdio")
     assert fleet.nodes[0].transport == "ssh"  # a host makes it ssh
 

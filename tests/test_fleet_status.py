@@ -32,9 +32,30 @@ from .conftest import pacsdeck, require_tool, wait_for
 from .console_support import fleet_files, unreachable_entry  # noqa: F401 - fixture
 from .qr_support import send_files
 
-ROW_KEYS = {"name", "site", "tags", "status", "reason", "polled_at", "latency_ms", "version", "ae_title", "port",
-            "primary_used_pct", "archive_used_pct", "disk_free_bytes", "instances", "ingest_rate", "queue_pending",
-            "queue_failed", "oldest_pending_age_s", "backup_age_s", "worst_check", "checks", "pools"}
+ROW_KEYS = {
+    "name",
+    "site",
+    "tags",
+    "status",
+    "reason",
+    "polled_at",
+    "latency_ms",
+    "version",
+    "ae_title",
+    "port",
+    "primary_used_pct",
+    "archive_used_pct",
+    "disk_free_bytes",
+    "instances",
+    "ingest_rate",
+    "queue_pending",
+    "queue_failed",
+    "oldest_pending_age_s",
+    "backup_age_s",
+    "worst_check",
+    "checks",
+    "pools",
+}
 RANK = {"ok": 0, "unknown": 0, "warn": 1, "crit": 2}
 
 
@@ -138,8 +159,10 @@ def test_exit_code_follows_the_worst_node(fleet_files, tmp_path):
 def test_poll_fleet_is_not_held_up_by_a_hung_node(fleet_files, tmp_path):
     files = fleet_files
     # "hung": an agent command that never answers, with a long call timeout; poll_fleet's bound wins.
-    files.write([e for e in entries(files) if e["name"] == "alpha"]
-                + [{"name": "hung", "transport": "local", "agent_command": ["sleep", "60"], "call_timeout": 60}])
+    files.write(
+        [e for e in entries(files) if e["name"] == "alpha"]
+        + [{"name": "hung", "transport": "local", "agent_command": ["sleep", "60"], "call_timeout": 60}]
+    )
     transports = files.transports()
     snaps = poll_fleet(files.fleet, transports, timeout=3)
     by = {s.name: s for s in snaps}

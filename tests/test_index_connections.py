@@ -39,8 +39,19 @@ def index(tmp_path):
 
 
 def _log_entry(calling: str) -> dict:
-    return {"started_at": 1.0, "ended_at": 2.0, "calling_ae": calling, "called_ae": "NODE", "peer_host": "127.0.0.1",
-            "peer_port": 104, "result": "accepted", "reason": "", "instances": 0, "failures": 0, "bytes": 0}
+    return {
+        "started_at": 1.0,
+        "ended_at": 2.0,
+        "calling_ae": calling,
+        "called_ae": "NODE",
+        "peer_host": "127.0.0.1",
+        "peer_port": 104,
+        "result": "accepted",
+        "reason": "",
+        "instances": 0,
+        "failures": 0,
+        "bytes": 0,
+    }
 
 
 def test_an_ended_threads_connection_goes_to_the_next_thread(index):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import select
 import signal
 import socket
-import subprocess
 import struct
+import subprocess
 import threading
 import time
 import urllib.request
@@ -19,12 +19,28 @@ from pynetdicom import AE
 from pynetdicom.dsutils import encode
 
 from tests.conftest import dcmtk, free_port, wait_for
-from tests.raw_peer import (CT_IMAGE_STORAGE, DEFLATED_LE, IMPLICIT_LE, VERIFICATION, RawPeer, abort_reason,
-                            associate_rq, c_echo_rq, c_store_rq, pdata, pdu)
+from tests.raw_peer import (
+    CT_IMAGE_STORAGE,
+    DEFLATED_LE,
+    IMPLICIT_LE,
+    VERIFICATION,
+    RawPeer,
+    abort_reason,
+    associate_rq,
+    c_echo_rq,
+    c_store_rq,
+    pdata,
+    pdu,
+)
 
 # Deadlines short enough for tests; each one is what the node must meet, not a sleep.
-LIMITS = {"request_timeout": 2, "pdu_timeout": 2, "max_pending": 256, "max_instance_size": "2MiB",
-          "max_sequence_depth": 8}
+LIMITS = {
+    "request_timeout": 2,
+    "pdu_timeout": 2,
+    "max_pending": 256,
+    "max_instance_size": "2MiB",
+    "max_sequence_depth": 8,
+}
 ANSWER = 2.0  # an answer due "at once" must come within this
 
 
@@ -32,8 +48,7 @@ ANSWER = 2.0  # an answer due "at once" must come within this
 def node(tmp_path_factory):
     from tests.conftest import make_node
 
-    handle = make_node(tmp_path_factory.mktemp("listener") / "node", workers=1, limits=LIMITS,
-                       metrics_port=free_port())
+    handle = make_node(tmp_path_factory.mktemp("listener") / "node", workers=1, limits=LIMITS, metrics_port=free_port())
     handle.start()
     yield handle
     handle.stop()
@@ -46,8 +61,9 @@ def worker(handle) -> psutil.Process:
 
 
 def echo_ok(handle) -> bool:
-    result = dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", handle.ae_title, "-to", "5", "127.0.0.1", str(handle.port),
-                   timeout=30)
+    result = dcmtk(
+        "echoscu", "-aet", "ECHOSCU", "-aec", handle.ae_title, "-to", "5", "127.0.0.1", str(handle.port), timeout=30
+    )
     return result.returncode == 0
 
 
@@ -65,8 +81,9 @@ def dataset(sop_uid: str = "1.2.826.0.1.3680043.2.1125.1.1", **extra) -> Dataset
 
 def associated(handle, syntaxes=(IMPLICIT_LE,), max_pdu: int = 16384) -> RawPeer:
     peer = RawPeer(handle.port)
-    answer = peer.associate(handle.ae_title, "STORESCU", [(1, CT_IMAGE_STORAGE, list(syntaxes)),
-                                                          (3, VERIFICATION, [IMPLICIT_LE])], max_pdu)
+    answer = peer.associate(
+        handle.ae_title, "STORESCU", [(1, CT_IMAGE_STORAGE, list(syntaxes)), (3, VERIFICATION, [IMPLICIT_LE])], max_pdu
+    )
     assert answer[0] == 0x02, f"not accepted: {answer}"
     return peer
 
@@ -74,7 +91,7 @@ def associated(handle, syntaxes=(IMPLICIT_LE,), max_pdu: int = 16384) -> RawPeer
 def store(peer: RawPeer, command: bytes, data: bytes, context_id: int = 1, max_pdu: int = 16384):
     peer.send(pdata(context_id, command, command=True))
     step = max_pdu - 6
-    chunks = [data[i:i + step] for i in range(0, len(data), step)] or [b""]
+    chunks = [data[i : i + step] for i in range(0, len(data), step)] or [b""]
     for i, chunk in enumerate(chunks):
         peer.send(pdata(context_id, chunk, command=False, last=i == len(chunks) - 1))
     return peer.dimse_response(ANSWER)
@@ -95,7 +112,7 @@ def _item_overruns() -> bytes:
     """A well-formed A-ASSOCIATE-RQ whose presentation context item claims 0xFFFF bytes."""
     request = bytearray(associate_rq("PACSDECK", "ECHOSCU", [(1, VERIFICATION, [IMPLICIT_LE])]))
     at = request.index(b"\x20\x00", 6 + 68)  # the presentation context item, after the fixed fields
-    request[at + 2:at + 4] = b"\xff\xff"
+    request[at + 2 : at + 4] = b"\xff\xff"
     return bytes(request)
 
 
@@ -104,6 +121,7 @@ def rows(handle, sop_uid: str):
 
 
 # --- PDUs --------------------------------------------------------------------------------------------
+
 
 def test_a_declared_4gib_pdu_is_aborted_before_anything_is_allocated(node):
     rss_before = worker(node).memory_info().rss
@@ -123,15 +141,18 @@ def test_a_declared_4gib_pdu_is_aborted_before_anything_is_allocated(node):
     assert echo_ok(node)
 
 
-@pytest.mark.parametrize("name, data, reason", [
-    ("unknown type with a short body", bytes.fromhex("08 00 00000002 01 02"), 0x01),
-    ("unknown type, empty", bytes.fromhex("09 00 00000000"), 0x01),
-    ("P-DATA before the association", pdata(1, c_echo_rq(), command=True), 0x02),
-    ("A-RELEASE-RQ before the association", pdu(0x05, bytes(4)), 0x02),
-    ("A-ABORT before the association, of the wrong length", pdu(0x07, bytes(10)), 0x02),
-    ("an A-ASSOCIATE-RQ that does not decode", pdu(0x01, b"\x00\x01\x00\x00" + b"\xff" * 80), 0x06),
-    ("an item longer than its PDU", _item_overruns(), 0x06),
-])
+@pytest.mark.parametrize(
+    "name, data, reason",
+    [
+        ("unknown type with a short body", bytes.fromhex("08 00 00000002 01 02"), 0x01),
+        ("unknown type, empty", bytes.fromhex("09 00 00000000"), 0x01),
+        ("P-DATA before the association", pdata(1, c_echo_rq(), command=True), 0x02),
+        ("A-RELEASE-RQ before the association", pdu(0x05, bytes(4)), 0x02),
+        ("A-ABORT before the association, of the wrong length", pdu(0x07, bytes(10)), 0x02),
+        ("an A-ASSOCIATE-RQ that does not decode", pdu(0x01, b"\x00\x01\x00\x00" + b"\xff" * 80), 0x06),
+        ("an item longer than its PDU", _item_overruns(), 0x06),
+    ],
+)
 def test_malformed_first_pdus_get_an_abort_at_once(node, name, data, reason):
     peer = RawPeer(node.port)
     peer.send(data)
@@ -217,7 +238,7 @@ def test_idle_and_drip_feeding_connections_do_not_lock_real_peers_out(node):
             if drip:
                 for s, (opened, sent) in list(socks.items()):
                     try:
-                        s.send(request[sent:sent + 1])
+                        s.send(request[sent : sent + 1])
                         socks[s] = (opened, sent + 1)
                     except OSError:
                         pass
@@ -228,8 +249,7 @@ def test_idle_and_drip_feeding_connections_do_not_lock_real_peers_out(node):
     for t in holders:
         t.start()
     try:
-        wait_for(lambda: len(connections_made) >= 250, timeout=10,
-                 what="the hostile connections to be open")
+        wait_for(lambda: len(connections_made) >= 250, timeout=10, what="the hostile connections to be open")
         results = []
         deadline = time.monotonic() + 12
         while time.monotonic() < deadline:
@@ -245,6 +265,7 @@ def test_idle_and_drip_feeding_connections_do_not_lock_real_peers_out(node):
 
 
 # --- associations ------------------------------------------------------------------------------------
+
 
 def test_associations_per_calling_ae_are_limited_and_freed_on_close(node_factory):
     handle = node_factory("per_ae", workers=1, limits={"max_associations_per_ae": 2})
@@ -269,23 +290,28 @@ def test_associations_per_calling_ae_are_limited_and_freed_on_close(node_factory
 
 # --- C-STORE command sets and datasets --------------------------------------------------------------
 
-@pytest.mark.parametrize("name, sop_class, sop_uid", [
-    ("empty instance", CT_IMAGE_STORAGE.encode(), b""),
-    ("spaces", CT_IMAGE_STORAGE.encode(), b"    "),
-    ("NULs", CT_IMAGE_STORAGE.encode(), b"\0\0\0\0"),
-    ("empty class", b"", b"1.2.826.0.1.3680043.2.1125.9.1\0"),
-    ("65 characters", CT_IMAGE_STORAGE.encode(), b"1." + b"2" * 63),
-    ("trailing newline", CT_IMAGE_STORAGE.encode(), b"1.2.826.0.1.3680043.2.1125.9\n"),
-    ("leading zero", CT_IMAGE_STORAGE.encode(), b"1.2.826.0.01\0"),
-])
+
+@pytest.mark.parametrize(
+    "name, sop_class, sop_uid",
+    [
+        ("empty instance", CT_IMAGE_STORAGE.encode(), b""),
+        ("spaces", CT_IMAGE_STORAGE.encode(), b"    "),
+        ("NULs", CT_IMAGE_STORAGE.encode(), b"\0\0\0\0"),
+        ("empty class", b"", b"1.2.826.0.1.3680043.2.1125.9.1\0"),
+        ("65 characters", CT_IMAGE_STORAGE.encode(), b"1." + b"2" * 63),
+        ("trailing newline", CT_IMAGE_STORAGE.encode(), b"1.2.826.0.1.3680043.2.1125.9\n"),
+        ("leading zero", CT_IMAGE_STORAGE.encode(), b"1.2.826.0.01\0"),
+    ],
+)
 def test_bad_command_uids_get_0xA900_and_the_association_goes_on(node, name, sop_class, sop_uid):
     peer = associated(node)
     answer = store(peer, c_store_rq(pad(sop_class), pad(sop_uid)), encode(dataset(), True, True))
     assert status_of(answer) == 0xA900, (name, answer)
     # The association is still usable: a good instance on it is stored.
     good = dataset("1.2.826.0.1.3680043.2.1125.7." + str(abs(hash(name)) % 10**9))
-    answer = store(peer, c_store_rq(CT_IMAGE_STORAGE.encode(), pad(good.SOPInstanceUID.encode())),
-                   encode(good, True, True))
+    answer = store(
+        peer, c_store_rq(CT_IMAGE_STORAGE.encode(), pad(good.SOPInstanceUID.encode())), encode(good, True, True)
+    )
     assert status_of(answer) == 0x0000
     peer.close()
 
@@ -312,14 +338,16 @@ def test_a_dataset_uid_with_a_trailing_newline_is_refused(node):
 
 def test_an_instance_over_max_instance_size_is_aborted(node):
     uid = "1.2.826.0.1.3680043.2.1125.9.4"
-    big = encode(dataset(uid), True, True) + struct.pack("<HHL", 0x0009, 0x1010, 3 * 1024 * 1024) + bytes(3 * 1024 * 1024)
+    big = (
+        encode(dataset(uid), True, True) + struct.pack("<HHL", 0x0009, 0x1010, 3 * 1024 * 1024) + bytes(3 * 1024 * 1024)
+    )
     peer = associated(node)
     peer.send(pdata(1, c_store_rq(CT_IMAGE_STORAGE.encode(), pad(uid.encode())), command=True))
     answer = None
     step = 16384 - 6
     for i in range(0, len(big), step):
         try:
-            peer.send(pdata(1, big[i:i + step], command=False, last=i + step >= len(big)))
+            peer.send(pdata(1, big[i : i + step], command=False, last=i + step >= len(big)))
         except OSError:  # the node aborted and closed while we were still sending
             break
     answer = peer.read_pdu(ANSWER)
@@ -363,6 +391,7 @@ def test_sequences_nested_too_deep_are_refused(node, depth):
 
 
 # --- what the administrator sees ---------------------------------------------------------------------
+
 
 def test_refusals_are_counted_and_logged_without_tracebacks(node):
     peer = RawPeer(node.port)

@@ -28,19 +28,28 @@ def samples(port: int) -> dict:
     """{(sample name, sorted label items): value}, parsed by prometheus-client's own text parser."""
     status, text = get(port, "/metrics")
     assert status == 200
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_metrics_move_after_a_real_transfer(node_factory, tmp_path):
     port = free_port()
-    aets = [{"ae_title": "STORESCU", "host": "127.0.0.1"},
-            {"ae_title": "GETSCU", "host": "127.0.0.1", "operations": ["get"]}]
+    aets = [
+        {"ae_title": "STORESCU", "host": "127.0.0.1"},
+        {"ae_title": "GETSCU", "host": "127.0.0.1", "operations": ["get"]},
+    ]
     node = node_factory(metrics_port=port, aets=aets).start()
     assert get(port, "/healthz") == (200, "ok\n")
     status, body = get(port, "/readyz")
-    assert status == 200 and json.loads(body) == {"index_writable": True, "pools_above_reserve": True,
-                                                  "ready": True, "scp_listening": True}
+    assert status == 200 and json.loads(body) == {
+        "index_writable": True,
+        "pools_above_reserve": True,
+        "ready": True,
+        "scp_listening": True,
+    }
     before = samples(port)
     store_ok = ("pacsdeck_dimse_requests_total", (("operation", "C-STORE"), ("status", "0x0000")))
     assert store_ok not in before
@@ -68,17 +77,33 @@ def test_metrics_move_after_a_real_transfer(node_factory, tmp_path):
 
     # a C-GET's final status is counted, though our own retrieve loop writes it (suboperations.py)
     with tempfile.TemporaryDirectory() as out:
-        proc = run_tool("getscu", "-d", "-S", "-aet", "GETSCU", "-aec", node.ae_title, "-od", out,
-                        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={synthetic_study_uid(files)}",
-                        "127.0.0.1", str(node.port))
+        proc = run_tool(
+            "getscu",
+            "-d",
+            "-S",
+            "-aet",
+            "GETSCU",
+            "-aec",
+            node.ae_title,
+            "-od",
+            out,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={synthetic_study_uid(files)}",
+            "127.0.0.1",
+            str(node.port),
+        )
         assert final_status(proc.stdout + proc.stderr) == 0x0000, (proc.stdout + proc.stderr)[-2000:]
     get_ok = ("pacsdeck_dimse_requests_total", (("operation", "C-GET"), ("status", "0x0000")))
     wait_for(lambda: samples(port).get(get_ok) == 1, what="the C-GET counted")
 
     # a rejected association is counted too, and a restart starts from zero (the folder is emptied)
     storescu(node, files[:1], aet="UNKNOWN")
-    wait_for(lambda: samples(port).get(("pacsdeck_associations_total", (("result", "rejected"),))) == 1,
-             what="rejected association counter")
+    wait_for(
+        lambda: samples(port).get(("pacsdeck_associations_total", (("result", "rejected"),))) == 1,
+        what="rejected association counter",
+    )
     node.stop()
     node.start()
     assert store_ok not in samples(port)

@@ -31,8 +31,9 @@ def snapshot(node) -> dict[str, list[tuple]]:
 
 
 def test_init_writes_a_config_that_runs(tmp_path):
-    result = pacsdeck("node", "init", "--dir", str(tmp_path / "n"), "--ae-title", "CLINIC_A", "--port",
-                      str(free_port()), "--json")
+    result = pacsdeck(
+        "node", "init", "--dir", str(tmp_path / "n"), "--ae-title", "CLINIC_A", "--port", str(free_port()), "--json"
+    )
     assert result.returncode == 0, result.stderr
     cfg = yaml.safe_load((tmp_path / "n" / "node.yaml").read_text())
     assert cfg["ae_title"] == "CLINIC_A"
@@ -42,20 +43,23 @@ def test_init_writes_a_config_that_runs(tmp_path):
     assert again.returncode == 0 and "already there" in again.stdout
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"ae_title": "A_TITLE_LONGER_THAN_16"}, "ae_title: at most 16 characters"),
-    ({"ae_title": "BACK\\SLASH"}, "ae_title: only printable ASCII without backslash"),
-    ({"ae_title": "   "}, "ae_title: must not be empty"),
-    ({"port": 70000}, "port: must be between 1 and 65535"),
-    ({"port": "104"}, "port: must be an integer"),
-    ({"duplicates": "sometimes"}, "duplicates: must be one of keep, overwrite"),
-    ({"pools": []}, "pools: must be a non-empty list"),
-    ({"pools": [{"name": "primary", "path": "NODE_YAML", "tier": "primary"}]}, "pools[0].path: "),
-    ({"pools": [{"name": "p", "path": "a"}, {"name": "p", "path": "b"}]}, "pools[1].name: duplicate pool name"),
-    ({"aets": [{"ae_title": "CT1", "host": "ct; rm -rf /"}]}, "aets[0].host: not a host name"),
-    ({"aets": [{"ae_title": "CT1", "operations": ["store", "delete"]}]}, "aets[0].operations[1]: unknown"),
-    ({"colour": "blue"}, "unknown key(s) colour"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"ae_title": "A_TITLE_LONGER_THAN_16"}, "ae_title: at most 16 characters"),
+        ({"ae_title": "BACK\\SLASH"}, "ae_title: only printable ASCII without backslash"),
+        ({"ae_title": "   "}, "ae_title: must not be empty"),
+        ({"port": 70000}, "port: must be between 1 and 65535"),
+        ({"port": "104"}, "port: must be an integer"),
+        ({"duplicates": "sometimes"}, "duplicates: must be one of keep, overwrite"),
+        ({"pools": []}, "pools: must be a non-empty list"),
+        ({"pools": [{"name": "primary", "path": "NODE_YAML", "tier": "primary"}]}, "pools[0].path: "),
+        ({"pools": [{"name": "p", "path": "a"}, {"name": "p", "path": "b"}]}, "pools[1].name: duplicate pool name"),
+        ({"aets": [{"ae_title": "CT1", "host": "ct; rm -rf /"}]}, "aets[0].host: not a host name"),
+        ({"aets": [{"ae_title": "CT1", "operations": ["store", "delete"]}]}, "aets[0].operations[1]: unknown"),
+        ({"colour": "blue"}, "unknown key(s) colour"),
+    ],
+)
 def test_bad_config_is_refused_with_the_field_named(tmp_path, change, field):
     node_dir = tmp_path / "n"
     node_dir.mkdir()
@@ -91,8 +95,12 @@ def test_unknown_calling_and_wrong_called_ae_are_rejected_and_logged(node_factor
     wrong = dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", "WRONG", *args)
     assert wrong.returncode != 0 and "Association Rejected" in wrong.stdout + wrong.stderr
 
-    rows = wait_for(lambda: (r := node.rows("SELECT * FROM associations WHERE result='rejected' ORDER BY id"))
-                    and len(r) == 2 and r, what="two rejections logged")
+    rows = wait_for(
+        lambda: (
+            (r := node.rows("SELECT * FROM associations WHERE result='rejected' ORDER BY id")) and len(r) == 2 and r
+        ),
+        what="two rejections logged",
+    )
     assert rows[0]["calling_ae"] == "UNKNOWN" and "'UNKNOWN' is not registered" in rows[0]["reason"]
     assert rows[1]["called_ae"] == "WRONG" and "called AE title 'WRONG' is not ours" in rows[1]["reason"]
     assert all(r["peer_host"] == "127.0.0.1" for r in rows)

@@ -38,13 +38,27 @@ def test_kill_9_during_migration_keeps_exactly_one_valid_copy(node_factory, tmp_
         before = _target_files(node, target)
         to_move = sum(1 for r in node.rows("SELECT pool FROM instances") if r["pool"] != target)
         kill_at = before + rng.randrange(1, max(2, to_move))  # a random number of copies in
-        args = [sys.executable, "-m", "pacsdeck.cli", "node", "migrate", "--config", str(node.config),
-                "--target", target, "--run"]
+        args = [
+            sys.executable,
+            "-m",
+            "pacsdeck.cli",
+            "node",
+            "migrate",
+            "--config",
+            str(node.config),
+            "--target",
+            target,
+            "--run",
+        ]
         for uid in studies:
             args += ["--study", uid]
         migrator = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: _target_files(node, target) >= kill_at or migrator.poll() is not None, timeout=60,
-                 interval=0.002, what="copies to appear")
+        wait_for(
+            lambda: _target_files(node, target) >= kill_at or migrator.poll() is not None,  # noqa: B023 - called here, in this iteration
+            timeout=60,
+            interval=0.002,
+            what="copies to appear",
+        )
         if migrator.poll() is None:
             mid_run += 1
         migrator.kill()  # SIGKILL, by PID: the migration and, below, the node, as in a power cut
@@ -60,9 +74,25 @@ def test_kill_9_during_migration_keeps_exactly_one_valid_copy(node_factory, tmp_
     assert mid_run >= ROUNDS // 2, f"only {mid_run} of {ROUNDS} kills hit a running migration (seed {seed})"
 
     # The interrupted jobs say so, and a final uninterrupted run finishes the work.
-    result = subprocess.run([sys.executable, "-m", "pacsdeck.cli", "node", "migrate", "--config", str(node.config),
-                             "--target", "archive", "--run", *[a for uid in studies for a in ("--study", uid)]],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pacsdeck.cli",
+            "node",
+            "migrate",
+            "--config",
+            str(node.config),
+            "--target",
+            "archive",
+            "--run",
+            *[a for uid in studies for a in ("--study", uid)],
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     rows = assert_index_matches_disk(node)
     assert {r["pool"] for r in rows} == {"archive"} and len(node.pool_files()) == len(original)

@@ -14,8 +14,8 @@ from pydicom import dcmread
 
 from storage import synthetic
 from storage.config.settings import load_config
-from storage.pools.migration import recall_on_access, recall_study
 from storage.node import Node
+from storage.pools.migration import recall_on_access, recall_study
 
 from .conftest import pacsdeck, storescu, wait_for
 from .test_store import assert_index_matches_disk
@@ -25,7 +25,7 @@ DAY = 86400
 
 def _send_studies(node, tmp_path: Path, count: int, per_study: int, size: int = 64) -> list[list[Path]]:
     studies = []
-    for i, spec in enumerate(synthetic.studies(count, prefix=f"P{len(list(tmp_path.iterdir()))}_")):
+    for _i, spec in enumerate(synthetic.studies(count, prefix=f"P{len(list(tmp_path.iterdir()))}_")):
         files = synthetic.write_study(tmp_path / f"src{spec.patient_id}", spec, per_study, rows=size, cols=size)
         results, _ = storescu(node, files)
         assert set(results.values()) == {"Success"}, results
@@ -44,10 +44,14 @@ def _cli_json(*args: str) -> tuple[int, dict]:
 
 
 def test_age_rule_moves_old_studies_byte_identical(node_factory, tmp_path):
-    node = node_factory(migration={"rules": [
-        {"from": "primary", "to": "archive", "after_days": 30, "since": "last_access"},
-        {"from": "primary", "to": "archive", "after_days": 365, "since": "received"},
-    ]}).start()
+    node = node_factory(
+        migration={
+            "rules": [
+                {"from": "primary", "to": "archive", "after_days": 30, "since": "last_access"},
+                {"from": "primary", "to": "archive", "after_days": 365, "since": "received"},
+            ]
+        }
+    ).start()
     old_access, recent, received_long_ago = (_study_uid(s) for s in _send_studies(node, tmp_path, 3, 4))
     now = time.time()
     with node.db() as db:  # backdate: one study unused for 100 days, one received 2 years ago but read today
@@ -59,7 +63,9 @@ def test_age_rule_moves_old_studies_byte_identical(node_factory, tmp_path):
     code, plan = _cli_json("node", "migrate", "--config", str(node.config), "--dry-run")
     assert code == 0
     assert [(m["study_uid"], m["source"], m["target"], m["instances"]) for m in plan["plan"]] == [
-        (old_access, "primary", "archive", 4), (received_long_ago, "primary", "archive", 4)]
+        (old_access, "primary", "archive", 4),
+        (received_long_ago, "primary", "archive", 4),
+    ]
     assert plan["plan"][0]["reason"].startswith("age: last accessed 100.0 days ago; migration.rules[0]")
     assert plan["plan"][1]["reason"].startswith("age: received 730.0 days ago; migration.rules[1]")
     assert plan["bytes"] == sum(len(b) for b, s in before.values() if s != recent)
@@ -76,17 +82,29 @@ def test_age_rule_moves_old_studies_byte_identical(node_factory, tmp_path):
         assert str(dcmread(node.file(row)).SOPInstanceUID) == row["sop_uid"]  # readable through the index
     assert len(node.pool_files()) == 12  # the sources are gone: one copy each
     [job] = node.rows("SELECT * FROM jobs WHERE kind='migrate'")
-    assert (job["state"], job["instances_total"], job["instances_done"], job["bytes_done"]) == \
-        ("done", 8, 8, report["moved_bytes"])
+    assert (job["state"], job["instances_total"], job["instances_done"], job["bytes_done"]) == (
+        "done",
+        8,
+        8,
+        report["moved_bytes"],
+    )
 
 
 def test_watermark_moves_least_recently_accessed_until_under_low(node_factory, tmp_path):
     capacity = 600_000
-    node = node_factory(pools=[
-        {"name": "primary", "path": "pools/primary", "tier": "primary", "capacity": capacity,
-         "high_watermark": 70, "low_watermark": 40},
-        {"name": "archive", "path": "pools/archive", "tier": "archive"},
-    ]).start()
+    node = node_factory(
+        pools=[
+            {
+                "name": "primary",
+                "path": "pools/primary",
+                "tier": "primary",
+                "capacity": capacity,
+                "high_watermark": 70,
+                "low_watermark": 40,
+            },
+            {"name": "archive", "path": "pools/archive", "tier": "archive"},
+        ]
+    ).start()
     studies = [_study_uid(s) for s in _send_studies(node, tmp_path, 5, 4, size=96)]  # ~78 KB each: ~65%
     used = node.rows("SELECT coalesce(sum(size), 0) n FROM instances")[0]["n"]
     assert used < 0.7 * capacity
@@ -108,6 +126,7 @@ def test_watermark_moves_least_recently_accessed_until_under_low(node_factory, t
 
     def moved():
         return {r["study_uid"] for r in node.rows("SELECT DISTINCT study_uid FROM instances WHERE pool='archive'")}
+
     wait_for(lambda: moved() == set(expected), timeout=20, what=f"studies {expected} on archive")
     wait_for(lambda: node.rows("SELECT state FROM jobs WHERE kind='migrate'")[0]["state"] == "done", what="job done")
     primary = node.rows("SELECT coalesce(sum(size), 0) n FROM instances WHERE pool='primary'")[0]["n"]
@@ -124,11 +143,15 @@ def test_watermark_moves_least_recently_accessed_until_under_low(node_factory, t
 
 
 def test_scheduler_runs_the_rules_on_its_interval(node_factory, tmp_path):
-    node = node_factory(migration={"interval": 1, "rules": [{"from": "primary", "to": "archive", "after_days": 0}]},
-                        workers=2).start()
+    node = node_factory(
+        migration={"interval": 1, "rules": [{"from": "primary", "to": "archive", "after_days": 0}]}, workers=2
+    ).start()
     _send_studies(node, tmp_path, 2, 3)
-    wait_for(lambda: {r["pool"] for r in node.rows("SELECT pool FROM instances")} == {"archive"}, timeout=20,
-             what="the scheduler to move everything")
+    wait_for(
+        lambda: {r["pool"] for r in node.rows("SELECT pool FROM instances")} == {"archive"},
+        timeout=20,
+        what="the scheduler to move everything",
+    )
     wait_for(lambda: all(r["state"] == "done" for r in node.rows("SELECT state FROM jobs")), what="jobs done")
     assert len(assert_index_matches_disk(node)) == 6 and len(node.pool_files()) == 6
 
@@ -137,8 +160,9 @@ def test_corrupt_copy_is_reported_by_verify_and_never_migrated(node_factory, tmp
     node = node_factory().start()
     [files] = _send_studies(node, tmp_path, 1, 5)
     study = _study_uid(files)
-    code, _ = _cli_json("node", "migrate", "--config", str(node.config), "--study", study, "--target", "archive",
-                        "--run")
+    code, _ = _cli_json(
+        "node", "migrate", "--config", str(node.config), "--study", study, "--target", "archive", "--run"
+    )
     assert code == 0
     victim = node.rows("SELECT * FROM instances ORDER BY sop_uid LIMIT 1")[0]
     path = node.file(victim)
@@ -154,8 +178,9 @@ def test_corrupt_copy_is_reported_by_verify_and_never_migrated(node_factory, tmp
     assert problem["actual_sha256"] == hashlib.sha256(data).hexdigest() != victim["sha256"]
 
     # Recalling the study moves the good copies and refuses the corrupt one: it stays put and indexed.
-    code, report = _cli_json("node", "migrate", "--config", str(node.config), "--study", study, "--target", "primary",
-                             "--run")
+    code, report = _cli_json(
+        "node", "migrate", "--config", str(node.config), "--study", study, "--target", "primary", "--run"
+    )
     assert code == 1
     assert (report["moved_instances"], report["failed_instances"]) == (4, 1)
     assert victim["sop_uid"] in report["errors"][0] and "corrupt" in report["errors"][0]
@@ -174,11 +199,16 @@ def test_a_killed_verification_is_marked_failed_by_the_next(node_factory, tmp_pa
     kept = path.read_bytes()
     path.unlink()
     os.mkfifo(path)  # reading it blocks: the verification hangs there until it is killed
-    proc = subprocess.Popen([sys.executable, "-m", "pacsdeck.cli", "node", "verify", "--config", str(node.config),
-                             "--sample", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pacsdeck.cli", "node", "verify", "--config", str(node.config), "--sample", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        wait_for(lambda: [tuple(r) for r in node.rows("SELECT kind, state FROM jobs")] == [("verify", "running")],
-                 what="the verification running")
+        wait_for(
+            lambda: [tuple(r) for r in node.rows("SELECT kind, state FROM jobs")] == [("verify", "running")],
+            what="the verification running",
+        )
     finally:
         proc.kill()
         proc.wait()
@@ -219,17 +249,34 @@ def test_get_after_migration_returns_identical_bytes_and_recalls(node_factory, t
     [files] = _send_studies(node, tmp_path, 1, 3)
     study = _study_uid(files)
     stored = {r["sop_uid"]: dataset_bytes(node.file(r)) for r in node.rows("SELECT * FROM instances")}
-    code, _ = _cli_json("node", "migrate", "--config", str(node.config), "--study", study, "--target", "archive",
-                        "--run")
+    code, _ = _cli_json(
+        "node", "migrate", "--config", str(node.config), "--study", study, "--target", "archive", "--run"
+    )
     assert code == 0 and {r["pool"] for r in node.rows("SELECT pool FROM instances")} == {"archive"}
 
     out = tmp_path / "got"
     out.mkdir()
-    result = dcmtk("getscu", "-S", "-aet", "STORESCU", "-aec", node.ae_title, "-od", str(out), "-k",
-                   "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(node.port))
+    result = dcmtk(
+        "getscu",
+        "-S",
+        "-aet",
+        "STORESCU",
+        "-aec",
+        node.ae_title,
+        "-od",
+        str(out),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        f"StudyInstanceUID={study}",
+        "127.0.0.1",
+        str(node.port),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     got = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID): dataset_bytes(p) for p in out.iterdir()}
     assert got == stored
-    wait_for(lambda: {r["pool"] for r in node.rows("SELECT pool FROM instances")} == {"primary"},
-             what="the study recalled to primary")
+    wait_for(
+        lambda: {r["pool"] for r in node.rows("SELECT pool FROM instances")} == {"primary"},
+        what="the study recalled to primary",
+    )
     assert len(assert_index_matches_disk(node)) == 3

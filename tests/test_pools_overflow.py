@@ -24,11 +24,18 @@ def _outcomes(node, files) -> list[str]:
 def test_logical_capacity_overflows_to_archive_then_out_of_resources(node_factory, tmp_path):
     files = _files(tmp_path, 14)
     size = files[0].stat().st_size  # all the same size; the stored file differs only in its header
-    node = node_factory(pools=[
-        {"name": "primary", "path": "pools/primary", "tier": "primary", "capacity": int(4.5 * size)},
-        {"name": "archive", "path": "pools/archive", "tier": "archive", "capacity": int(10.5 * size),
-         "reserve": int(2 * size)},
-    ]).start()
+    node = node_factory(
+        pools=[
+            {"name": "primary", "path": "pools/primary", "tier": "primary", "capacity": int(4.5 * size)},
+            {
+                "name": "archive",
+                "path": "pools/archive",
+                "tier": "archive",
+                "capacity": int(10.5 * size),
+                "reserve": int(2 * size),
+            },
+        ]
+    ).start()
     outcome = _outcomes(node, files)
     ok = outcome.count("Success")
     assert outcome[:ok] == ["Success"] * ok and ok < len(files), outcome
@@ -57,8 +64,12 @@ def two_small_tmpfs(tmp_path):
 
 def test_full_filesystem_overflows_to_archive_then_out_of_resources(node_factory, tmp_path, two_small_tmpfs):
     fast, slow = two_small_tmpfs
-    node = node_factory(pools=[{"name": "primary", "path": str(fast / "primary"), "tier": "primary"},
-                               {"name": "archive", "path": str(slow / "archive"), "tier": "archive"}]).start()
+    node = node_factory(
+        pools=[
+            {"name": "primary", "path": str(fast / "primary"), "tier": "primary"},
+            {"name": "archive", "path": str(slow / "archive"), "tier": "archive"},
+        ]
+    ).start()
     files = _files(tmp_path, 80, size=128)  # 80 x ~33 KB: more than both filesystems together
     outcome = _outcomes(node, files)
     ok = outcome.count("Success")

@@ -1,4 +1,4 @@
-"""The preview pipeline and encoders on real files: pydicom's test corpus, known HU values, sixel read back by libsixel."""
+"""The preview pipeline and encoders on real files: pydicom's corpus, known HU values, sixel read back by libsixel."""
 
 from __future__ import annotations
 
@@ -14,17 +14,20 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from storage.imaging import encoders
 from storage import synthetic
+from storage.imaging import encoders
 from storage.imaging.preview import PreviewError, Window, display_aspect, read, render
 
 from .conftest import IN_CI, REPO, require_tool
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 COMPRESSED_FAMILIES = {  # transfer syntax prefix -> family, for the report
-    "1.2.840.10008.1.2.4.5": "JPEG baseline/extended", "1.2.840.10008.1.2.4.57": "JPEG lossless",
-    "1.2.840.10008.1.2.4.70": "JPEG lossless", "1.2.840.10008.1.2.4.8": "JPEG-LS",
-    "1.2.840.10008.1.2.4.9": "JPEG 2000", "1.2.840.10008.1.2.5": "RLE",
+    "1.2.840.10008.1.2.4.5": "JPEG baseline/extended",
+    "1.2.840.10008.1.2.4.57": "JPEG lossless",
+    "1.2.840.10008.1.2.4.70": "JPEG lossless",
+    "1.2.840.10008.1.2.4.8": "JPEG-LS",
+    "1.2.840.10008.1.2.4.9": "JPEG 2000",
+    "1.2.840.10008.1.2.5": "RLE",
 }
 # Files pydicom ships *because* they are broken, each with the specific error it must give.
 KNOWN_BAD = {
@@ -150,10 +153,12 @@ def test_no_pixel_data_and_not_dicom(tmp_path):
 
 def test_missing_codec_names_the_extra():
     # A process without pylibjpeg: the JPEG-LS decoder is unavailable, as on a node without the extra.
-    code = ("import sys; sys.modules['pylibjpeg'] = None\n"
-            "from storage.imaging.preview import read, render, PreviewError\n"
-            f"try:\n    render(read({str(TEST_FILES / 'MR_small_jpeg_ls_lossless.dcm')!r}))\n"
-            "except PreviewError as err:\n    print(err.reason, err)\n")
+    code = (
+        "import sys; sys.modules['pylibjpeg'] = None\n"
+        "from storage.imaging.preview import read, render, PreviewError\n"
+        f"try:\n    render(read({str(TEST_FILES / 'MR_small_jpeg_ls_lossless.dcm')!r}))\n"
+        "except PreviewError as err:\n    print(err.reason, err)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.stdout.startswith("codec_missing "), out.stdout + out.stderr
     assert "JPEG-LS" in out.stdout and "pacsdeck[codecs]" in out.stdout
@@ -169,8 +174,10 @@ def test_every_pydicom_test_file_renders_or_says_why(record_property):
             ds = read(path)
             syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
             image = render(ds, box=(64, 64))
-            outcome = f"ok {image.size[0]}x{image.size[1]} {'rgb' if image.pixels.ndim == 3 else 'grey'} " \
-                      f"{image.window_source}"
+            outcome = (
+                f"ok {image.size[0]}x{image.size[1]} {'rgb' if image.pixels.ndim == 3 else 'grey'} "
+                f"{image.window_source}"
+            )
             if path.name in KNOWN_BAD:
                 failures.append(f"{path.name}: expected to fail, rendered")
         except PreviewError as err:
@@ -205,8 +212,7 @@ def test_ascii_ramp_of_a_known_gradient():
 def test_sixel_reads_back_with_libsixel(tmp_path, encoder):
     """Both encoders: libsixel's C encoder for grey images, textual-image's as the fallback."""
     sixel2png = require_tool("sixel2png")
-    ds = ct(np.add.outer(np.linspace(-1000, 1000, 300), np.linspace(-500, 500, 400)), WindowCenter=0,
-            WindowWidth=2000)
+    ds = ct(np.add.outer(np.linspace(-1000, 1000, 300), np.linspace(-500, 500, 400)), WindowCenter=0, WindowWidth=2000)
     image = render(ds, box=(200, 150))
     assert image.size == (200, 150)
     if encoder == "libsixel":
@@ -219,8 +225,12 @@ def test_sixel_reads_back_with_libsixel(tmp_path, encoder):
 
         text = image_to_sixels(Image.fromarray(image.pixels))
     (tmp_path / "in.six").write_text(text)
-    subprocess.run([sixel2png, "-i", str(tmp_path / "in.six"), "-o", str(tmp_path / "out.png")], check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        [sixel2png, "-i", str(tmp_path / "in.six"), "-o", str(tmp_path / "out.png")],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     back = Image.open(tmp_path / "out.png").convert("L")
     assert back.size == (200, 150)
     error = np.abs(np.asarray(back, dtype=int) - image.pixels.astype(int))

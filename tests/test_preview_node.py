@@ -58,7 +58,7 @@ def test_cli_preview_errors_are_one_line(node_factory, tmp_path):
         assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_preview_render_through_the_agent(node_factory, agents, tmp_path):  # noqa: F811 - fixture
+def test_preview_render_through_the_agent(node_factory, agents, tmp_path):
     node, path, uid = _stored_ct(node_factory, tmp_path)
     env = agent_env(tmp_path / "keys")
     agents(node.config, env=env).call("users.add", {"name": "vic", "role": "viewer"})
@@ -80,9 +80,10 @@ def test_preview_render_through_the_agent(node_factory, agents, tmp_path):  # no
 
     text = viewer.call("preview.render", {"sop_instance_uid": uid, "mode": "ascii", "columns": 40})
     cli = pacsdeck("preview", str(path), "--mode", "ascii", "--width", "40")
-    assert text["text"] == cli.stdout[:len(text["text"])] and (text["columns"], text["rows"]) == (40, 20)
-    sixel = viewer.call("preview.render", {"sop_instance_uid": uid, "mode": "sixel", "columns": 10,
-                                           "window": "-600,1500"})
+    assert text["text"] == cli.stdout[: len(text["text"])] and (text["columns"], text["rows"]) == (40, 20)
+    sixel = viewer.call(
+        "preview.render", {"sop_instance_uid": uid, "mode": "sixel", "columns": 10, "window": "-600,1500"}
+    )
     assert sixel["text"].startswith("\x1bP") and '"1;1;100;100' in sixel["text"]
     assert sixel["window"] == {"center": -600.0, "width": 1500.0}
 

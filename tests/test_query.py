@@ -14,9 +14,11 @@ from storage.index.database import Index
 from .conftest import make_node
 from .qr_support import PYDICOM_TEST_FILES, expected_instances, findscu, send_files
 
-AETS = [{"ae_title": "STORESCU", "host": "127.0.0.1"},
-        {"ae_title": "FINDSCU", "host": "127.0.0.1", "operations": ["find"]},
-        {"ae_title": "NOFIND", "host": "127.0.0.1", "operations": ["store", "move", "get"]}]
+AETS = [
+    {"ae_title": "STORESCU", "host": "127.0.0.1"},
+    {"ae_title": "FINDSCU", "host": "127.0.0.1", "operations": ["find"]},
+    {"ae_title": "NOFIND", "host": "127.0.0.1", "operations": ["store", "move", "get"]},
+]
 
 # label: (PatientID, PatientName, StudyDate, modality, instances, series, SpecificCharacterSet)
 SPECS = {
@@ -32,12 +34,25 @@ def _write_generated(folder) -> list:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for label, (pid, name, date, modality, count, n_series, charset) in SPECS.items():
-        spec = synthetic.StudySpec(patient_id=pid, patient_name=name, study_uid=generate_uid(), study_date=date,
-                                   modality=modality, accession=f"ACC-{label}")
+        spec = synthetic.StudySpec(
+            patient_id=pid,
+            patient_name=name,
+            study_uid=generate_uid(),
+            study_date=date,
+            modality=modality,
+            accession=f"ACC-{label}",
+        )
         series = [generate_uid() for _ in range(n_series)]
         for n in range(count):
-            ds = synthetic.instance(spec, series_uid=series[n % n_series], sop_uid=generate_uid(), number=n + 1,
-                                    rows=8, cols=8, charset=charset)
+            ds = synthetic.instance(
+                spec,
+                series_uid=series[n % n_series],
+                sop_uid=generate_uid(),
+                number=n + 1,
+                rows=8,
+                cols=8,
+                charset=charset,
+            )
             path = folder / f"{label}_{n}.dcm"
             ds.save_as(path, enforce_file_format=True)
             paths.append(path)
@@ -66,7 +81,9 @@ def _studies(instances: dict) -> dict[str, dict]:
         row["PatientName"] = names[inst["PatientID"]]
         row["series"][inst["SeriesInstanceUID"]] += 1
     for inst in instances.values():  # series modality: last instance of the series, as upserted
-        studies[inst["StudyInstanceUID"]].setdefault("series_modality", {})[inst["SeriesInstanceUID"]] = inst["Modality"]
+        studies[inst["StudyInstanceUID"]].setdefault("series_modality", {})[inst["SeriesInstanceUID"]] = inst[
+            "Modality"
+        ]
     for row in studies.values():
         row["modalities"] = {m for m in row["series_modality"].values() if m}
     return studies
@@ -97,8 +114,10 @@ def test_study_root_study_level_matching(loaded):
         ({"StudyDate": "20240105"}, lambda s: s["StudyDate"] == "20240105"),
         ({"StudyInstanceUID": f"{q1}\\{q3}"}, lambda s: s is studies[q1] or s is studies[q3]),  # UID list
         ({"ModalitiesInStudy": "CR\\MR"}, lambda s: bool(s["modalities"] & {"CR", "MR"})),
-        ({"PatientName": "Doe*", "StudyDate": "20240201-"}, lambda s: fnmatchcase(s["PatientName"], "Doe*")
-         and _in_range(s["StudyDate"], "20240201", "")),
+        (
+            {"PatientName": "Doe*", "StudyDate": "20240201-"},
+            lambda s: fnmatchcase(s["PatientName"], "Doe*") and _in_range(s["StudyDate"], "20240201", ""),
+        ),
     ]
     for keys, predicate in cases:
         run = findscu(node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": None, **keys})
@@ -112,10 +131,22 @@ def test_study_root_study_level_matching(loaded):
 def test_study_level_return_keys_and_derived_attributes(loaded):
     node, instances = loaded
     studies = _studies(instances)
-    run = findscu(node, {"QueryRetrieveLevel": "STUDY", "PatientID": "QR1", "StudyInstanceUID": None,
-                         "PatientName": None, "StudyDate": None, "AccessionNumber": None, "ModalitiesInStudy": None,
-                         "NumberOfStudyRelatedSeries": None, "NumberOfStudyRelatedInstances": None,
-                         "RetrieveAETitle": None, "InstitutionName": None})
+    run = findscu(
+        node,
+        {
+            "QueryRetrieveLevel": "STUDY",
+            "PatientID": "QR1",
+            "StudyInstanceUID": None,
+            "PatientName": None,
+            "StudyDate": None,
+            "AccessionNumber": None,
+            "ModalitiesInStudy": None,
+            "NumberOfStudyRelatedSeries": None,
+            "NumberOfStudyRelatedInstances": None,
+            "RetrieveAETitle": None,
+            "InstitutionName": None,
+        },
+    )
     assert run.status == 0x0000 and len(run.responses) == 1, run.output[-2000:]
     rsp = run.responses[0]
     study = studies[str(rsp.StudyInstanceUID)]
@@ -132,33 +163,68 @@ def test_patient_root_every_level(loaded):
     node, instances = loaded
     studies = _studies(instances)
     q1 = _uid_of(instances, "QR1")
-    patient = findscu(node, {"QueryRetrieveLevel": "PATIENT", "PatientID": "QR1", "PatientName": None,
-                             "NumberOfPatientRelatedStudies": None, "NumberOfPatientRelatedInstances": None},
-                      model="patient")
+    patient = findscu(
+        node,
+        {
+            "QueryRetrieveLevel": "PATIENT",
+            "PatientID": "QR1",
+            "PatientName": None,
+            "NumberOfPatientRelatedStudies": None,
+            "NumberOfPatientRelatedInstances": None,
+        },
+        model="patient",
+    )
     assert patient.status == 0 and len(patient.responses) == 1, patient.output[-2000:]
     assert patient.responses[0].NumberOfPatientRelatedStudies == 1
     assert patient.responses[0].NumberOfPatientRelatedInstances == 3
 
-    study = findscu(node, {"QueryRetrieveLevel": "STUDY", "PatientID": "QR1", "StudyInstanceUID": None},
-                    model="patient")
+    study = findscu(
+        node, {"QueryRetrieveLevel": "STUDY", "PatientID": "QR1", "StudyInstanceUID": None}, model="patient"
+    )
     assert [str(r.StudyInstanceUID) for r in study.responses] == [q1]
 
-    series = findscu(node, {"QueryRetrieveLevel": "SERIES", "PatientID": "QR1", "StudyInstanceUID": q1,
-                            "SeriesInstanceUID": None, "Modality": None, "NumberOfSeriesRelatedInstances": None},
-                     model="patient")
+    series = findscu(
+        node,
+        {
+            "QueryRetrieveLevel": "SERIES",
+            "PatientID": "QR1",
+            "StudyInstanceUID": q1,
+            "SeriesInstanceUID": None,
+            "Modality": None,
+            "NumberOfSeriesRelatedInstances": None,
+        },
+        model="patient",
+    )
     got = {str(r.SeriesInstanceUID): int(r.NumberOfSeriesRelatedInstances) for r in series.responses}
     assert got == dict(studies[q1]["series"])
     assert {r.Modality for r in series.responses} == {"CT"}
 
     one_series = next(iter(got))
-    images = findscu(node, {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": q1, "SeriesInstanceUID": one_series,
-                            "SOPInstanceUID": None, "SOPClassUID": None, "InstanceNumber": None}, model="patient")
+    images = findscu(
+        node,
+        {
+            "QueryRetrieveLevel": "IMAGE",
+            "StudyInstanceUID": q1,
+            "SeriesInstanceUID": one_series,
+            "SOPInstanceUID": None,
+            "SOPClassUID": None,
+            "InstanceNumber": None,
+        },
+        model="patient",
+    )
     want = sorted(uid for uid, i in instances.items() if i["SeriesInstanceUID"] == one_series)
     assert sorted(str(r.SOPInstanceUID) for r in images.responses) == want
 
     # Study Root at the IMAGE level, and the same series by a wildcard on a series attribute
-    study_root = findscu(node, {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": q1,
-                                "SeriesInstanceUID": one_series, "SOPInstanceUID": None})
+    study_root = findscu(
+        node,
+        {
+            "QueryRetrieveLevel": "IMAGE",
+            "StudyInstanceUID": q1,
+            "SeriesInstanceUID": one_series,
+            "SOPInstanceUID": None,
+        },
+    )
     assert sorted(str(r.SOPInstanceUID) for r in study_root.responses) == want
     # Study Root has no PATIENT level
     bad = findscu(node, {"QueryRetrieveLevel": "PATIENT", "PatientID": "QR1"})
@@ -167,20 +233,36 @@ def test_patient_root_every_level(loaded):
 
 def test_non_ascii_patient_name_both_ways(loaded):
     """A UTF-8 query matches names stored in UTF-8 and in Latin-1; answers come back in UTF-8."""
-    node, instances = loaded
-    run = findscu(node, {"SpecificCharacterSet": "ISO_IR 192", "QueryRetrieveLevel": "STUDY",
-                         "PatientName": "Müller*", "StudyInstanceUID": None, "PatientID": None})
+    node, _instances = loaded
+    run = findscu(
+        node,
+        {
+            "SpecificCharacterSet": "ISO_IR 192",
+            "QueryRetrieveLevel": "STUDY",
+            "PatientName": "Müller*",
+            "StudyInstanceUID": None,
+            "PatientID": None,
+        },
+    )
     assert run.status == 0, run.output[-2000:]
     got = {str(r.PatientID): str(r.PatientName) for r in run.responses}
     assert got == {"QR4": "Müller^Jürgen", "QR5": "Müller^Käthe"}
     assert {r.SpecificCharacterSet for r in run.responses} == {"ISO_IR 192"}
     # Asked in Latin-1 (argv carries the Latin-1 bytes as they are), answered in Latin-1: it can carry the name.
     latin_bytes = "Müller^Jürgen".encode("latin-1").decode("utf-8", "surrogateescape")
-    latin = findscu(node, {"SpecificCharacterSet": "ISO_IR 100", "QueryRetrieveLevel": "STUDY",
-                           "PatientName": latin_bytes, "PatientID": None})
+    latin = findscu(
+        node,
+        {
+            "SpecificCharacterSet": "ISO_IR 100",
+            "QueryRetrieveLevel": "STUDY",
+            "PatientName": latin_bytes,
+            "PatientID": None,
+        },
+    )
     assert latin.status == 0, latin.output[-2000:]
     assert [(r.SpecificCharacterSet, str(r.PatientName), r.PatientID) for r in latin.responses] == [
-        ("ISO_IR 100", "Müller^Jürgen", "QR4")]
+        ("ISO_IR 100", "Müller^Jürgen", "QR4")
+    ]
 
 
 def test_find_refused_without_permission(loaded):

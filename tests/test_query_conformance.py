@@ -18,8 +18,10 @@ from .agent_support import QRSCP
 from .conftest import free_port, make_node, require_tool, start_listener, terminate
 from .qr_support import findscu, send_files
 
-AETS = [{"ae_title": "STORESCU", "host": "127.0.0.1"},
-        {"ae_title": "FINDSCU", "host": "127.0.0.1", "operations": ["find"]}]
+AETS = [
+    {"ae_title": "STORESCU", "host": "127.0.0.1"},
+    {"ae_title": "FINDSCU", "host": "127.0.0.1", "operations": ["find"]},
+]
 ABSENT = None  # in STUDIES: the attribute is deleted from the instances
 
 # label: (PatientID, PatientName, StudyDate, StudyTime, charset, modality per series, instances per series)
@@ -178,16 +180,45 @@ QUERIES = [
     ("se-no-pid-study", "study", SE, {"StudyInstanceUID": "{S10}"}, None),
     # --- IMAGE level
     ("im-all", "study", IM, {"StudyInstanceUID": "{S01}", "SeriesInstanceUID": "{S01_0}"}, None),
-    ("im-number", "study", IM, {"StudyInstanceUID": "{S01}", "SeriesInstanceUID": "{S01_1}",
-                                "InstanceNumber": "2"}, None),
-    ("im-uid", "study", IM, {"StudyInstanceUID": "{S05}", "SeriesInstanceUID": "{S05_0}",
-                             "SOPInstanceUID": "{S05_0_1}"}, None),
-    ("im-uid-list", "study", IM, {"StudyInstanceUID": "{S05}", "SeriesInstanceUID": "{S05_1}",
-                                  "SOPInstanceUID": "{S05_1_0}\\{S05_1_1}\\{S05_0_0}"}, None),
-    ("im-sop-class", "study", IM, {"StudyInstanceUID": "{S03}", "SeriesInstanceUID": "{S03_1}",
-                                   "SOPClassUID": "1.2.840.10008.5.1.4.1.1.1"}, None),
-    ("im-sop-class-miss", "study", IM, {"StudyInstanceUID": "{S03}", "SeriesInstanceUID": "{S03_1}",
-                                        "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2"}, None),
+    (
+        "im-number",
+        "study",
+        IM,
+        {"StudyInstanceUID": "{S01}", "SeriesInstanceUID": "{S01_1}", "InstanceNumber": "2"},
+        None,
+    ),
+    (
+        "im-uid",
+        "study",
+        IM,
+        {"StudyInstanceUID": "{S05}", "SeriesInstanceUID": "{S05_0}", "SOPInstanceUID": "{S05_0_1}"},
+        None,
+    ),
+    (
+        "im-uid-list",
+        "study",
+        IM,
+        {
+            "StudyInstanceUID": "{S05}",
+            "SeriesInstanceUID": "{S05_1}",
+            "SOPInstanceUID": "{S05_1_0}\\{S05_1_1}\\{S05_0_0}",
+        },
+        None,
+    ),
+    (
+        "im-sop-class",
+        "study",
+        IM,
+        {"StudyInstanceUID": "{S03}", "SeriesInstanceUID": "{S03_1}", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.1"},
+        None,
+    ),
+    (
+        "im-sop-class-miss",
+        "study",
+        IM,
+        {"StudyInstanceUID": "{S03}", "SeriesInstanceUID": "{S03_1}", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2"},
+        None,
+    ),
     # --- Patient Root
     ("p-all", "patient", PT, {}, None),
     ("p-pid", "patient", PT, {"PatientID": "CF11"}, None),
@@ -206,15 +237,23 @@ QUERIES = [
     ("ps-study-time", "patient", S, {"PatientID": "CF11", "StudyTime": "1200"}, None),
     ("ps-study-uid-list", "patient", S, {"PatientID": "CF1", "StudyInstanceUID": "{S01}\\{S02}"}, None),
     ("ps-series", "patient", SE, {"PatientID": "CF4", "StudyInstanceUID": "{S04}", "Modality": "CT"}, None),
-    ("ps-image", "patient", IM, {"PatientID": "CF6", "StudyInstanceUID": "{S06}", "SeriesInstanceUID": "{S06_2}"},
-     None),
+    (
+        "ps-image",
+        "patient",
+        IM,
+        {"PatientID": "CF6", "StudyInstanceUID": "{S06}", "SeriesInstanceUID": "{S06_2}"},
+        None,
+    ),
 ]
 
 UNIQUE = {PT: "PatientID", S: "StudyInstanceUID", SE: "SeriesInstanceUID", IM: "SOPInstanceUID"}
 
 # Queries where pacsdeck deliberately answers otherwise than dcmqrscp: id -> (PS3.4 clause, why).
 DIFFERENCES: dict[str, tuple[str, str]] = {
-    "pn-question-umlaut": ("C.2.2.2.4", "'?' is one character: ü in UTF-8 (2 bytes) and Latin-1 (1 byte); dcmqrscp: none"),
+    "pn-question-umlaut": (
+        "C.2.2.2.4",
+        "'?' is one character: ü in UTF-8 (2 bytes) and Latin-1 (1 byte); dcmqrscp: none",
+    ),
     "pn-utf8-no-charset": ("C.2.2.2.1, PS3.5 6.1.2.5", "non-ASCII bytes without SpecificCharacterSet: not guessed"),
     "da-star": ("C.2.2.2.4", "'*' alone is universal, for DA too, keeping dateless studies; dcmqrscp: a literal"),
     # Empty value matching ('""') is not supported yet: refused, where dcmqrscp answers nothing.
@@ -238,15 +277,28 @@ def _write(folder) -> tuple[list, dict]:
     folder.mkdir(parents=True, exist_ok=True)
     paths, uids = [], {}
     for label, (pid, name, date, time, charset, modalities, per_series) in STUDIES.items():
-        spec = synthetic.StudySpec(patient_id=pid or "", patient_name=name or "", study_uid=generate_uid(),
-                                   study_date=date or "", accession=f"ACC-{label}")
+        spec = synthetic.StudySpec(
+            patient_id=pid or "",
+            patient_name=name or "",
+            study_uid=generate_uid(),
+            study_date=date or "",
+            accession=f"ACC-{label}",
+        )
         uids[label] = spec.study_uid
         for s, modality in enumerate(modalities):
             series = uids[f"{label}_{s}"] = generate_uid()
             for n in range(per_series):
                 sop = uids[f"{label}_{s}_{n}"] = generate_uid()
-                ds = synthetic.instance(spec, series_uid=series, sop_uid=sop, number=n + 1, rows=8, cols=8,
-                                        modality=modality, charset=charset)
+                ds = synthetic.instance(
+                    spec,
+                    series_uid=series,
+                    sop_uid=sop,
+                    number=n + 1,
+                    rows=8,
+                    cols=8,
+                    modality=modality,
+                    charset=charset,
+                )
                 ds.SeriesNumber = s + 1
                 ds.StudyTime = time
                 for keyword, value in (("PatientID", pid), ("PatientName", name), ("StudyDate", date)):
@@ -265,9 +317,11 @@ def _start_dcmqrscp(folder) -> QRSCP:
     (folder / "db").mkdir(parents=True)
     port = free_port()
     cfg = folder / "dcmqrscp.cfg"
-    cfg.write_text(f"NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n"
-                   "HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
-                   f"AETable BEGIN\nQRSCP {folder / 'db'} RW (200, 256mb) ANY\nAETable END\n")
+    cfg.write_text(
+        f"NetworkTCPPort = {port}\nMaxPDUSize = 16384\nMaxAssociations = 16\n"
+        "HostTable BEGIN\nHostTable END\nVendorTable BEGIN\nVendorTable END\n"
+        f"AETable BEGIN\nQRSCP {folder / 'db'} RW (200, 256mb) ANY\nAETable END\n"
+    )
     return QRSCP(port=port, ae_title="QRSCP", proc=start_listener([binary, "-c", str(cfg), str(port)], port))
 
 
@@ -322,10 +376,10 @@ def test_pacsdeck_and_dcmqrscp_answer_the_same_queries_alike(both):
     def show(answer):
         return answer if isinstance(answer, str) else sorted(names.get(u, u) for u in answer)
 
-    for query, a, b in zip(QUERIES, ours, theirs):  # the whole record, shown with -s or on failure
+    for query, a, b in zip(QUERIES, ours, theirs, strict=False):  # the whole record, shown with -s or on failure
         print(f"{query[0]:24} {'same' if a == b else 'DIFF'} pacsdeck {show(a)} dcmqrscp {show(b)}")
     unexpected, honest = [], []
-    for query, a, b in zip(QUERIES, ours, theirs):
+    for query, a, b in zip(QUERIES, ours, theirs, strict=False):
         qid = query[0]
         if qid in PACSDECK_BUGS:
             continue

@@ -12,17 +12,34 @@ from storage import synthetic
 from .conftest import make_node, pacsdeck
 from .qr_support import findscu, send_files
 
-AETS = [{"ae_title": "STORESCU", "host": "127.0.0.1"},
-        {"ae_title": "FINDSCU", "host": "127.0.0.1", "operations": ["find"]}]
+AETS = [
+    {"ae_title": "STORESCU", "host": "127.0.0.1"},
+    {"ae_title": "FINDSCU", "host": "127.0.0.1", "operations": ["find"]},
+]
 
 # Issue 15's reproduction: two studies of one PatientID under two names, two studies without one.
 FOUR = [("RP1", "Brown^Tom"), ("RP1", "Brown^Thomas"), ("", "Alpha^A"), ("", "Beta^B")]
 
 
-def write_instance(folder, label: str, *, patient_id: str, name: str, date: str = "20200101", time: str = "",
-                   birth_date: str = "", modality: str = "CT") -> tuple:
-    spec = synthetic.StudySpec(patient_id=patient_id, patient_name=name, study_uid=generate_uid(), study_date=date,
-                               modality=modality, accession=label)
+def write_instance(
+    folder,
+    label: str,
+    *,
+    patient_id: str,
+    name: str,
+    date: str = "20200101",
+    time: str = "",
+    birth_date: str = "",
+    modality: str = "CT",
+) -> tuple:
+    spec = synthetic.StudySpec(
+        patient_id=patient_id,
+        patient_name=name,
+        study_uid=generate_uid(),
+        study_date=date,
+        modality=modality,
+        accession=label,
+    )
     ds = synthetic.instance(spec, series_uid=generate_uid(), sop_uid=generate_uid(), number=1, rows=8, cols=8)
     if not patient_id:
         del ds.PatientID
@@ -62,14 +79,21 @@ def test_each_study_answers_with_its_own_patient(four):
 
 def test_patient_level_joins_no_empty_id_and_matches_any_of_its_names(four):
     node, _ = four
-    run = findscu(node, {"QueryRetrieveLevel": "PATIENT", "PatientID": None, "PatientName": None,
-                         "NumberOfPatientRelatedStudies": None}, model="patient")
+    run = findscu(
+        node,
+        {
+            "QueryRetrieveLevel": "PATIENT",
+            "PatientID": None,
+            "PatientName": None,
+            "NumberOfPatientRelatedStudies": None,
+        },
+        model="patient",
+    )
     assert run.status == 0x0000, run.output
     # One patient: RP1 with its most recent study's name (same date: the later UID decides); no empty ID.
     assert [(str(r.PatientID), int(r.NumberOfPatientRelatedStudies)) for r in run.responses] == [("RP1", 2)]
     for name in ("Brown^Tom", "Brown^Thomas"):  # a corrected name still finds the patient
-        run = findscu(node, {"QueryRetrieveLevel": "PATIENT", "PatientName": name, "PatientID": None},
-                      model="patient")
+        run = findscu(node, {"QueryRetrieveLevel": "PATIENT", "PatientName": name, "PatientID": None}, model="patient")
         assert [str(r.PatientID) for r in run.responses] == ["RP1"], name
 
 
@@ -91,10 +115,17 @@ def timed(tmp_path_factory):
     root = tmp_path_factory.mktemp("times")
     folder = root / "files"
     folder.mkdir()
-    cases = {"t101530": ("101530", "20200101"), "t1015": ("1015", "20200101"), "t140438": ("14:04:38", "20200102"),
-             "t1430": ("143000.5", "20200103"), "acrnema": ("", "1997.04.24")}
-    written = {label: write_instance(folder, label, patient_id=f"P{label}", name=f"Time^{label}", time=time,
-                                     date=date) for label, (time, date) in cases.items()}
+    cases = {
+        "t101530": ("101530", "20200101"),
+        "t1015": ("1015", "20200101"),
+        "t140438": ("14:04:38", "20200102"),
+        "t1430": ("143000.5", "20200103"),
+        "acrnema": ("", "1997.04.24"),
+    }
+    written = {
+        label: write_instance(folder, label, patient_id=f"P{label}", name=f"Time^{label}", time=time, date=date)
+        for label, (time, date) in cases.items()
+    }
     node = make_node(root / "node", aets=AETS, workers=1).start()
     assert len(send_files(node, [p for p, _ in written.values()])) == len(cases)
     yield node, {label: uid for label, (_, uid) in written.items()}
@@ -108,26 +139,32 @@ def labels(node, uids: dict, **keys) -> set[str]:
     return {label for label, uid in uids.items() if uid in found}
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("1015", {"t1015"}),                      # single value: that time, not a prefix (C.2.2.2.1)
-    ("101530", {"t101530"}),
-    ("14", set()),
-    ("1405-1500", {"t1430"}),                 # 14:04:38 is before 14:05, compared as a time
-    ("1404-1500", {"t140438", "t1430"}),
-    ("-1015", {"t1015", "t101530"}),          # the upper bound includes its whole minute
-    ("14:04:38", {"t140438"}),                # the ACR-NEMA form, in the query too
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("1015", {"t1015"}),  # single value: that time, not a prefix (C.2.2.2.1)
+        ("101530", {"t101530"}),
+        ("14", set()),
+        ("1405-1500", {"t1430"}),  # 14:04:38 is before 14:05, compared as a time
+        ("1404-1500", {"t140438", "t1430"}),
+        ("-1015", {"t1015", "t101530"}),  # the upper bound includes its whole minute
+        ("14:04:38", {"t140438"}),  # the ACR-NEMA form, in the query too
+    ],
+)
 def test_times_match_as_times(timed, value, expected):
     node, uids = timed
     assert labels(node, uids, StudyTime=value) == expected
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("19970424", {"acrnema"}),                # stored as 1997.04.24 (PS3.5 asks readers to accept it)
-    ("1997.04.24", {"acrnema"}),
-    ("19970101-19971231", {"acrnema"}),
-    ("20200102-", {"t140438", "t1430"}),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("19970424", {"acrnema"}),  # stored as 1997.04.24 (PS3.5 asks readers to accept it)
+        ("1997.04.24", {"acrnema"}),
+        ("19970101-19971231", {"acrnema"}),
+        ("20200102-", {"t140438", "t1430"}),
+    ],
+)
 def test_dates_match_as_dates(timed, value, expected):
     node, uids = timed
     assert labels(node, uids, StudyDate=value) == expected
@@ -180,8 +217,10 @@ def test_reindex_gives_each_study_its_own_patient_again(tmp_path):
     """`node reindex` rebuilds the rows from the files alone, with the same answers as ingest gave."""
     folder = tmp_path / "files"
     folder.mkdir()
-    written = [write_instance(folder, f"r{i}", patient_id=pid, name=name, time="101530")
-               for i, (pid, name) in enumerate(FOUR, 1)]
+    written = [
+        write_instance(folder, f"r{i}", patient_id=pid, name=name, time="101530")
+        for i, (pid, name) in enumerate(FOUR, 1)
+    ]
     node = make_node(tmp_path / "node", aets=AETS, workers=1).start()
     try:
         assert len(send_files(node, [p for p, _ in written])) == 4

@@ -27,9 +27,11 @@ class Receiver:
     dir: Path
     proc: subprocess.Popen | None = None
 
-    def start(self) -> "Receiver":
-        self.proc = start_listener([require_tool("storescp"), "-aet", "DEST", "+B", "+xa", "+uf", "-od",
-                                    str(self.dir), str(self.port)], self.port)
+    def start(self) -> Receiver:
+        self.proc = start_listener(
+            [require_tool("storescp"), "-aet", "DEST", "+B", "+xa", "+uf", "-od", str(self.dir), str(self.port)],
+            self.port,
+        )
         return self
 
     def stop(self) -> None:
@@ -61,8 +63,11 @@ def env(tmp_path):
 
 
 def dest_aets(port: int) -> list[dict]:
-    return [{"ae_title": "STORESCU", "host": "127.0.0.1"}, {"ae_title": "ECHOSCU", "host": "127.0.0.1"},
-            {"ae_title": "DEST", "host": "127.0.0.1", "port": port, "operations": ["store"]}]
+    return [
+        {"ae_title": "STORESCU", "host": "127.0.0.1"},
+        {"ae_title": "ECHOSCU", "host": "127.0.0.1"},
+        {"ae_title": "DEST", "host": "127.0.0.1", "port": port, "operations": ["store"]},
+    ]
 
 
 def write_studies(folder: Path, studies: int, per_study: int, modality: str = "CT") -> list[Path]:
@@ -79,9 +84,11 @@ def store(node, files: list[Path]) -> None:
 
 def queue_settled(admin) -> dict:
     """queue.list once no forward job is pending or running any more."""
+
     def settled():
         q = admin.call("queue.list", {"kind": "forward"})
         return q if q["counts"]["pending"] == 0 and q["counts"]["running"] == 0 and q["jobs"] else None
+
     return wait_for(settled, timeout=60, interval=0.1, what="the forward queue to drain")
 
 
@@ -89,8 +96,10 @@ def test_route_forwards_matching_instances_byte_identical(node_factory, receiver
     receiver.start()
     node = node_factory(aets=dest_aets(receiver.port), queue=FAST_QUEUE).start()
     admin = agents(node.config, env=env)
-    route = admin.call("routes.add", {"name": "ct-to-dest", "match": {"Modality": "C?", "calling_ae": "STORE*"},
-                                      "destinations": ["DEST"]})["route"]
+    route = admin.call(
+        "routes.add",
+        {"name": "ct-to-dest", "match": {"Modality": "C?", "calling_ae": "STORE*"}, "destinations": ["DEST"]},
+    )["route"]
     assert route["match"] == {"Modality": "C?", "calling_ae": "STORE*"} and route["destinations"] == ["DEST"]
 
     ct = write_studies(tmp_path / "ct", 2, 5, "CT")
@@ -129,6 +138,7 @@ def test_destination_down_backs_off_then_delivers_each_instance_once(node_factor
     def retried():
         jobs = admin.call("queue.list", {"kind": "forward", "destination": "DEST"})["jobs"]
         return jobs if len(jobs) == 2 and all(j["attempts"] >= 3 and j["state"] == "pending" for j in jobs) else None
+
     jobs = wait_for(retried, timeout=30, what="three failed attempts per job")
     for job in jobs:
         assert "refused the connection" in job["last_error"] and job["next_attempt_at"].endswith("Z")
@@ -146,8 +156,7 @@ def test_destination_down_backs_off_then_delivers_each_instance_once(node_factor
 
 
 def test_failed_jobs_wait_for_queue_retry_and_cancel_stops_a_job(node_factory, receiver, agents, env, tmp_path):
-    node = node_factory(aets=dest_aets(receiver.port),
-                        queue={**FAST_QUEUE, "max_attempts": 2}).start()
+    node = node_factory(aets=dest_aets(receiver.port), queue={**FAST_QUEUE, "max_attempts": 2}).start()
     admin = agents(node.config, env=env)
     admin.call("routes.add", {"name": "all", "match": {}, "destinations": ["DEST"]})
     first, second = write_studies(tmp_path / "a", 1, 4), write_studies(tmp_path / "b", 1, 3)
@@ -157,6 +166,7 @@ def test_failed_jobs_wait_for_queue_retry_and_cancel_stops_a_job(node_factory, r
     def failed():
         q = admin.call("queue.list", {"state": "failed"})
         return q["jobs"] if q["counts"]["failed"] == 2 else None
+
     jobs = wait_for(failed, timeout=30, what="both jobs to use up their 2 attempts")
     assert all(j["attempts"] == 2 and j["next_attempt_at"] is None and "refused" in j["last_error"] for j in jobs)
     by_size = {j["items_total"]: j for j in jobs}
@@ -209,8 +219,9 @@ def test_kill_9_with_100_pending_forwards_delivers_all_after_restart(node_factor
 
 def test_studies_send_queues_a_study(node_factory, receiver, agents, env, tmp_path):
     receiver.start()
-    node = node_factory(aets=dest_aets(receiver.port) + [{"ae_title": "NOPORT", "host": "127.0.0.1"}],
-                        queue=FAST_QUEUE).start()
+    node = node_factory(
+        aets=dest_aets(receiver.port) + [{"ae_title": "NOPORT", "host": "127.0.0.1"}], queue=FAST_QUEUE
+    ).start()
     admin = agents(node.config, env=env)
     files = write_studies(tmp_path / "in", 1, 4)
     store(node, files)
@@ -240,13 +251,20 @@ def test_cancel_stops_a_running_job_at_an_instance_boundary(node_factory, receiv
     store(node, files)
     study = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
     job_id = admin.call("studies.send", {"StudyInstanceUID": study, "destination": "DEST"})["job_id"]
-    wait_for(lambda: admin.call("queue.list", {"state": "running"})["jobs"], timeout=30, interval=0.005,
-             what="the job to start")
+    wait_for(
+        lambda: admin.call("queue.list", {"state": "running"})["jobs"],
+        timeout=30,
+        interval=0.005,
+        what="the job to start",
+    )
     assert admin.call("queue.cancel", {"id": job_id}) == {"cancelled": 1}
     # The forwarder records what was acknowledged before it stopped (the instance in flight too),
     # says so in the log, then leaves the job alone.
-    wait_for(lambda: f"queue: job {job_id} cancelled" in node.log_text(), timeout=30,
-             what="the forwarder stopping for the cancel")
+    wait_for(
+        lambda: f"queue: job {job_id} cancelled" in node.log_text(),
+        timeout=30,
+        what="the forwarder stopping for the cancel",
+    )
     [job] = admin.call("queue.list", {"kind": "forward"})["jobs"]
     assert job["state"] == "cancelled" and job["items_done"] < 600
     assert len(receiver.files()) == job["items_done"]
@@ -254,14 +272,21 @@ def test_cancel_stops_a_running_job_at_an_instance_boundary(node_factory, receiv
 
 def test_rejecting_destination_fails_with_its_reason(node_factory, agents, env, tmp_path, dcmqrscp_factory):
     qr = dcmqrscp_factory("QRSCP")  # it rejects called AE titles it does not know
-    node = node_factory(aets=[{"ae_title": "STORESCU", "host": "127.0.0.1"},
-                              {"ae_title": "WRONGNAME", "host": "127.0.0.1", "port": qr.port}],
-                        queue={**FAST_QUEUE, "max_attempts": 2}).start()
+    node = node_factory(
+        aets=[
+            {"ae_title": "STORESCU", "host": "127.0.0.1"},
+            {"ae_title": "WRONGNAME", "host": "127.0.0.1", "port": qr.port},
+        ],
+        queue={**FAST_QUEUE, "max_attempts": 2},
+    ).start()
     admin = agents(node.config, env=env)
     store(node, write_studies(tmp_path / "in", 1, 2))
     study = node.rows("SELECT study_uid FROM studies")[0]["study_uid"]
     job_id = admin.call("studies.send", {"StudyInstanceUID": study, "destination": "WRONGNAME"})["job_id"]
-    job = wait_for(lambda: next((j for j in admin.call("queue.list", {"state": "failed"})["jobs"]
-                                 if j["id"] == job_id), None), timeout=30, what="the job to fail")
+    job = wait_for(
+        lambda: next((j for j in admin.call("queue.list", {"state": "failed"})["jobs"] if j["id"] == job_id), None),
+        timeout=30,
+        what="the job to fail",
+    )
     assert job["attempts"] == 2 and job["last_error"].startswith("association rejected by 127.0.0.1:")
     assert job["last_error"].endswith("Called AE title not recognised")

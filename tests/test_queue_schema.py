@@ -7,8 +7,8 @@ import sqlite3
 import pytest
 import yaml
 
-from storage.index import jobs
 from storage.config.settings import ConfigError, QueueConfig, load_config
+from storage.index import jobs
 from storage.index.database import SCHEMA_VERSION, Index
 
 V2_JOBS = """
@@ -38,12 +38,24 @@ def test_version_2_index_gains_the_queue_columns_and_interrupted_jobs_fail(tmp_p
     rows = [dict(r) for r in conn.execute("SELECT state, attempts, max_attempts, last_error FROM jobs ORDER BY id")]
     assert rows == [
         {"state": "done", "attempts": 1, "max_attempts": 1, "last_error": None},
-        {"state": "failed", "attempts": 1, "max_attempts": 1, "last_error": "interrupted: the process running it stopped"},
-        {"state": "failed", "attempts": 1, "max_attempts": 1, "last_error": "interrupted: the process running it stopped"},
+        {
+            "state": "failed",
+            "attempts": 1,
+            "max_attempts": 1,
+            "last_error": "interrupted: the process running it stopped",
+        },
+        {
+            "state": "failed",
+            "attempts": 1,
+            "max_attempts": 1,
+            "last_error": "interrupted: the process running it stopped",
+        },
     ]
     # The new tables work, and routes_version follows every edit.
     with index.transaction() as tx:
-        tx.execute("INSERT INTO routes (name, match, destinations, created_at, updated_at) VALUES ('a', '{}', '[]', 0, 0)")
+        tx.execute(
+            "INSERT INTO routes (name, match, destinations, created_at, updated_at) VALUES ('a', '{}', '[]', 0, 0)"
+        )
         tx.execute("DELETE FROM routes")
     assert conn.execute("SELECT version FROM routes_version").fetchone()[0] == 2
     index.close()
@@ -93,25 +105,43 @@ def _config(tmp_path, queue) -> object:
 
 def test_queue_section(tmp_path):
     assert _config(tmp_path, None).queue == QueueConfig()
-    cfg = _config(tmp_path, {"backoff_base": "30s", "backoff_max": "1h", "max_attempts": 5, "concurrency": 2,
-                             "associations": 2, "timeout": 10}).queue
+    cfg = _config(
+        tmp_path,
+        {
+            "backoff_base": "30s",
+            "backoff_max": "1h",
+            "max_attempts": 5,
+            "concurrency": 2,
+            "associations": 2,
+            "timeout": 10,
+        },
+    ).queue
     assert (cfg.backoff_base, cfg.backoff_max, cfg.max_attempts, cfg.concurrency, cfg.associations, cfg.timeout) == (
-        30, 3600, 5, 2, 2, 10)
+        30,
+        3600,
+        5,
+        2,
+        2,
+        10,
+    )
     assert _config(tmp_path, {"backoff_base": 0.2, "backoff_max": 0.5}).queue.backoff_base == 0.2
 
 
-@pytest.mark.parametrize("queue, message", [
-    ([1], "queue: must be a mapping"),
-    ({"retries": 3}, "queue: unknown key(s) retries"),
-    ({"backoff_base": "soon"}, "queue.backoff_base: seconds or like"),
-    ({"backoff_base": 0}, "queue.backoff_base: seconds from 0.05"),
-    ({"backoff_max": True}, "queue.backoff_max: seconds"),
-    ({"max_attempts": 0}, "queue.max_attempts: an integer from 1 to 1000"),
-    ({"concurrency": "4"}, "queue.concurrency: an integer from 1 to 64"),
-    ({"associations": 9}, "queue.associations: an integer from 1 to 8"),
-    ({"timeout": 0.5}, "queue.timeout: seconds from 1"),
-    ({"backoff_base": 60, "backoff_max": 30}, "queue.backoff_max: must not be below backoff_base"),
-])
+@pytest.mark.parametrize(
+    "queue, message",
+    [
+        ([1], "queue: must be a mapping"),
+        ({"retries": 3}, "queue: unknown key(s) retries"),
+        ({"backoff_base": "soon"}, "queue.backoff_base: seconds or like"),
+        ({"backoff_base": 0}, "queue.backoff_base: seconds from 0.05"),
+        ({"backoff_max": True}, "queue.backoff_max: seconds"),
+        ({"max_attempts": 0}, "queue.max_attempts: an integer from 1 to 1000"),
+        ({"concurrency": "4"}, "queue.concurrency: an integer from 1 to 64"),
+        ({"associations": 9}, "queue.associations: an integer from 1 to 8"),
+        ({"timeout": 0.5}, "queue.timeout: seconds from 1"),
+        ({"backoff_base": 60, "backoff_max": 30}, "queue.backoff_max: must not be below backoff_base"),
+    ],
+)
 def test_queue_section_errors_name_the_field(tmp_path, queue, message):
     with pytest.raises(ConfigError) as err:
         _config(tmp_path, queue)

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import generate_uid
 from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, StoragePresentationContexts, build_role, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
 
@@ -25,8 +24,16 @@ from .qr_support import PYDICOM_TEST_FILES, expected_instances, final_status, ru
 
 # One pydicom test file per stored transfer syntax, so retrieval is shown to keep each as stored.
 # (Distinct SOP Instance UIDs: several pydicom files are one instance in different syntaxes.)
-SYNTAX_SAMPLES = ["rtplan.dcm", "ExplVR_BigEnd.dcm", "image_dfl.dcm", "SC_rgb_jpeg_dcmtk.dcm", "MR_small_RLE.dcm",
-                  "emri_small_jpeg_2k_lossless.dcm", "JPEGLSNearLossless_16.dcm", "CT_small.dcm"]
+SYNTAX_SAMPLES = [
+    "rtplan.dcm",
+    "ExplVR_BigEnd.dcm",
+    "image_dfl.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm",
+    "MR_small_RLE.dcm",
+    "emri_small_jpeg_2k_lossless.dcm",
+    "JPEGLSNearLossless_16.dcm",
+    "CT_small.dcm",
+]
 _FAILED_LIST = re.compile(r"\(0008,0058\) UI \[([^\]]*)\]")
 
 
@@ -47,13 +54,20 @@ def _retrieve_setup(node_factory, storescp_factory, tmp_path, **settings):
     idle.bind(("127.0.0.1", 0))
     idle.listen()
     idle.setblocking(False)
-    aets = [{"ae_title": "STORESCU", "host": "127.0.0.1"},
-            {"ae_title": "MOVESCU", "host": "127.0.0.1", "operations": ["find", "move", "get"]},
-            {"ae_title": "GETSCU", "host": "127.0.0.1", "operations": ["get"]},
-            {"ae_title": "FINDONLY", "host": "127.0.0.1", "operations": ["find"]},
-            {"ae_title": scp.ae_title, "host": "127.0.0.1", "port": scp.port, "operations": ["store"],
-             "move_destination": True},
-            {"ae_title": "NOTDEST", "host": "127.0.0.1", "port": idle.getsockname()[1], "move_destination": False}]
+    aets = [
+        {"ae_title": "STORESCU", "host": "127.0.0.1"},
+        {"ae_title": "MOVESCU", "host": "127.0.0.1", "operations": ["find", "move", "get"]},
+        {"ae_title": "GETSCU", "host": "127.0.0.1", "operations": ["get"]},
+        {"ae_title": "FINDONLY", "host": "127.0.0.1", "operations": ["find"]},
+        {
+            "ae_title": scp.ae_title,
+            "host": "127.0.0.1",
+            "port": scp.port,
+            "operations": ["store"],
+            "move_destination": True,
+        },
+        {"ae_title": "NOTDEST", "host": "127.0.0.1", "port": idle.getsockname()[1], "move_destination": False},
+    ]
     node = node_factory(aets=aets, **settings).start()
     spec = synthetic.StudySpec(patient_id="RT1", patient_name="Retrieve^Ten", study_uid=generate_uid())
     study = synthetic.write_study(tmp_path / "study", spec, 10, rows=16, cols=16, series=2)
@@ -77,8 +91,11 @@ def _stored_bytes(node) -> dict[str, bytes]:
 
 
 def _received(folder: Path) -> dict[str, bytes]:
-    return {str(dcmread(p, stop_before_pixels=True).file_meta.MediaStorageSOPInstanceUID): dataset_bytes(p)
-            for p in sorted(folder.iterdir()) if p.is_file()}
+    return {
+        str(dcmread(p, stop_before_pixels=True).file_meta.MediaStorageSOPInstanceUID): dataset_bytes(p)
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+    }
 
 
 def test_move_sends_every_instance_byte_identical(setup):
@@ -96,8 +113,9 @@ def test_move_sends_every_instance_byte_identical(setup):
 
     # Every other stored syntax (implicit, big endian, deflated, JPEG, RLE, JPEG 2000, JPEG-LS), by a UID list
     others = sorted({i["StudyInstanceUID"] for i in instances.values()} - {study_uid})
-    code, output = movescu(node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "\\".join(others)},
-                           dest=scp.ae_title)
+    code, output = movescu(
+        node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "\\".join(others)}, dest=scp.ae_title
+    )
     assert code == 0x0000, output[-3000:]
     received = wait_for(lambda: len(got := _received(scp.dir)) == len(stored) and got, what="every instance")
     assert received == stored
@@ -128,8 +146,22 @@ def test_move_cancelled_midway_stops_sending(setup, storescp_factory):
     slow = storescp_factory("slow", ae_title="SLOWSCP", extra=("--sleep-after", "1"))  # 1 s per sub-operation
     _register(node, slow.ae_title, slow.port)
     keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}"]
-    proc = run_tool("movescu", "-d", "-S", "--cancel", "2", "-aet", "MOVESCU", "-aec", node.ae_title,
-                    "-aem", slow.ae_title, *keys, "127.0.0.1", str(node.port))
+    proc = run_tool(
+        "movescu",
+        "-d",
+        "-S",
+        "--cancel",
+        "2",
+        "-aet",
+        "MOVESCU",
+        "-aec",
+        node.ae_title,
+        "-aem",
+        slow.ae_title,
+        *keys,
+        "127.0.0.1",
+        str(node.port),
+    )
     output = proc.stdout + proc.stderr
     assert final_status(output) == 0xFE00, output[-3000:]  # Cancel, with the counts so far
     arrived = len(_received(slow.dir))
@@ -166,15 +198,26 @@ def test_get_cancelled_midway_stops_sending(setup):
             event.assoc.send_c_cancel(1, context_id=get_context)
         return 0x0000
 
-    assoc = scu.associate("127.0.0.1", node.port, ae_title=node.ae_title,
-                          ext_neg=[build_role(CTImageStorage, scp_role=True)], evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assoc = scu.associate(
+        "127.0.0.1",
+        node.port,
+        ae_title=node.ae_title,
+        ext_neg=[build_role(CTImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
     assert assoc.is_established
-    get_context = next(cx.context_id for cx in assoc.accepted_contexts
-                       if cx.abstract_syntax == StudyRootQueryRetrieveInformationModelGet)
+    get_context = next(
+        cx.context_id
+        for cx in assoc.accepted_contexts
+        if cx.abstract_syntax == StudyRootQueryRetrieveInformationModelGet
+    )
     query = Dataset()
     query.QueryRetrieveLevel, query.StudyInstanceUID = "STUDY", study_uid
-    statuses = [s.Status for s, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet, msg_id=1)
-                if s is not None and "Status" in s]
+    statuses = [
+        s.Status
+        for s, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet, msg_id=1)
+        if s is not None and "Status" in s
+    ]
     assoc.release()
     assert statuses[-1] == 0xFE00, [hex(s) for s in statuses]
     assert len(received) == 2
@@ -183,13 +226,28 @@ def test_get_cancelled_midway_stops_sending(setup):
 
 def test_move_and_get_refused_without_permission(setup):
     node, scp, _, study_uid, _ = setup
-    code, output = movescu(node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}, dest=scp.ae_title,
-                           aet="FINDONLY")
+    code, output = movescu(
+        node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}, dest=scp.ae_title, aet="FINDONLY"
+    )
     assert code == 0x0124, output[-2000:]  # Refused: Not Authorized, and no connection to the destination
     with tempfile.TemporaryDirectory() as out:
-        proc = run_tool("getscu", "-d", "-S", "-aet", "FINDONLY", "-aec", node.ae_title, "-od", out,
-                        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
-                        "127.0.0.1", str(node.port))
+        proc = run_tool(
+            "getscu",
+            "-d",
+            "-S",
+            "-aet",
+            "FINDONLY",
+            "-aec",
+            node.ae_title,
+            "-od",
+            out,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={study_uid}",
+            "127.0.0.1",
+            str(node.port),
+        )
         assert final_status(proc.stdout + proc.stderr) == 0x0124
         assert list(Path(out).iterdir()) == []
     assert list(scp.dir.iterdir()) == []
@@ -199,9 +257,23 @@ def test_get_study_files_identical_and_unconvertible_syntax_fails(setup):
     node, _, _, study_uid, instances = setup
     stored = _stored_bytes(node)
     with tempfile.TemporaryDirectory() as out:
-        proc = run_tool("getscu", "-d", "-S", "-aet", "GETSCU", "-aec", node.ae_title, "-od", out,
-                        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
-                        "127.0.0.1", str(node.port))
+        proc = run_tool(
+            "getscu",
+            "-d",
+            "-S",
+            "-aet",
+            "GETSCU",
+            "-aec",
+            node.ae_title,
+            "-od",
+            out,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={study_uid}",
+            "127.0.0.1",
+            str(node.port),
+        )
         assert final_status(proc.stdout + proc.stderr) == 0x0000, (proc.stdout + proc.stderr)[-3000:]
         received = _received(Path(out))
     assert len(received) == 10 and received == {uid: stored[uid] for uid in received}
@@ -212,9 +284,23 @@ def test_get_study_files_identical_and_unconvertible_syntax_fails(setup):
     implicit = next(uid for uid, i in instances.items() if i["path"].name == "rtplan.dcm")
     uids = {uid: instances[uid]["StudyInstanceUID"] for uid in (jpeg, implicit)}
     with tempfile.TemporaryDirectory() as out:
-        proc = run_tool("getscu", "-d", "-S", "-aet", "GETSCU", "-aec", node.ae_title, "-od", out,
-                        "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=" + "\\".join(sorted(set(uids.values()))),
-                        "127.0.0.1", str(node.port))
+        proc = run_tool(
+            "getscu",
+            "-d",
+            "-S",
+            "-aet",
+            "GETSCU",
+            "-aec",
+            node.ae_title,
+            "-od",
+            out,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyInstanceUID=" + "\\".join(sorted(set(uids.values()))),
+            "127.0.0.1",
+            str(node.port),
+        )
         output = proc.stdout + proc.stderr
         received = _received(Path(out))
     assert final_status(output) == 0xB000, output[-3000:]
@@ -225,13 +311,21 @@ def test_get_study_files_identical_and_unconvertible_syntax_fails(setup):
 
 
 def _register(node, title: str, port: int) -> None:
-    pacsdeck("agent", "call", "aets.add", "--params", json.dumps(
-        {"ae_title": title, "host": "127.0.0.1", "port": port, "move_destination": True}),
-        "--config", str(node.config), check=True)
+    pacsdeck(
+        "agent",
+        "call",
+        "aets.add",
+        "--params",
+        json.dumps({"ae_title": title, "host": "127.0.0.1", "port": port, "move_destination": True}),
+        "--config",
+        str(node.config),
+        check=True,
+    )
 
 
 def _aborting_at_the_third(arrived: list):
     """An EVT_C_STORE handler that notes each instance and aborts the association at the third."""
+
     def on_store(event):
         arrived.append(event.request.AffectedSOPInstanceUID)
         if len(arrived) == 3:
@@ -259,8 +353,13 @@ def _get_scu(node, on_store, study_uid: str):
     scu = AE(ae_title="GETSCU")
     scu.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     scu.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = scu.associate("127.0.0.1", node.port, ae_title=node.ae_title,
-                          ext_neg=[build_role(CTImageStorage, scp_role=True)], evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assoc = scu.associate(
+        "127.0.0.1",
+        node.port,
+        ae_title=node.ae_title,
+        ext_neg=[build_role(CTImageStorage, scp_role=True)],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
     assert assoc.is_established
     query = Dataset()
     query.QueryRetrieveLevel, query.StudyInstanceUID = "STUDY", study_uid
@@ -271,8 +370,16 @@ def test_get_pending_responses_count_the_sub_operations(setup):
     """Each pending C-GET response carries the counts so far; the final one no Remaining (PS3.4 C.4.3.1.3)."""
     node, _, _, study_uid, _ = setup
     assoc, responses = _get_scu(node, lambda event: 0x0000, study_uid)
-    seen = [(s.Status, s.get("NumberOfRemainingSuboperations"), s.NumberOfCompletedSuboperations,
-             s.NumberOfFailedSuboperations, s.NumberOfWarningSuboperations) for s, _ in responses]
+    seen = [
+        (
+            s.Status,
+            s.get("NumberOfRemainingSuboperations"),
+            s.NumberOfCompletedSuboperations,
+            s.NumberOfFailedSuboperations,
+            s.NumberOfWarningSuboperations,
+        )
+        for s, _ in responses
+    ]
     assoc.release()
     assert seen[:-1] == [(0xFF00, 10 - n, n, 0, 0) for n in range(1, 11)], seen
     assert seen[-1] == (0x0000, None, 10, 0, 0), seen
@@ -286,9 +393,23 @@ def test_get_requestor_aborting_midway_leaves_the_node_serving(setup):
     assert assoc.is_aborted and 3 <= len(received) < 10
     wait_for(lambda: "association ended after" in node.log_text(), what="the node noticing the abort")
     with tempfile.TemporaryDirectory() as out:  # the next retrieve is served in full
-        proc = run_tool("getscu", "-d", "-S", "-aet", "GETSCU", "-aec", node.ae_title, "-od", out,
-                        "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}",
-                        "127.0.0.1", str(node.port))
+        proc = run_tool(
+            "getscu",
+            "-d",
+            "-S",
+            "-aet",
+            "GETSCU",
+            "-aec",
+            node.ae_title,
+            "-od",
+            out,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={study_uid}",
+            "127.0.0.1",
+            str(node.port),
+        )
         assert final_status(proc.stdout + proc.stderr) == 0x0000, (proc.stdout + proc.stderr)[-3000:]
         assert len(list(Path(out).iterdir())) == 10
 
@@ -310,8 +431,11 @@ def test_move_requestor_aborting_midway_stops_the_transfer(setup, storescp_facto
             assoc.abort()  # after the first instance arrived
             break
     wait_for(lambda: "the requestor's association ended" in node.log_text(), what="the node noticing the abort")
-    wait_for(lambda: "C-MOVE from MOVESCU to SLOWSCP cancelled after" in node.log_text(), timeout=30,
-             what="the transfer stopping")
+    wait_for(
+        lambda: "C-MOVE from MOVESCU to SLOWSCP cancelled after" in node.log_text(),
+        timeout=30,
+        what="the transfer stopping",
+    )
     assert len(_received(slow.dir)) < 10
     code, output = movescu(node, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": study_uid}, dest=scp.ae_title)
     assert code == 0x0000, output[-3000:]
@@ -368,8 +492,20 @@ def test_concurrent_retrieves_each_get_the_whole_study(served_by, request, tmp_p
     def get(n: int):
         out = tmp_path / f"get{n}"
         out.mkdir()
-        proc = run_tool("getscu", "-d", "-S", "-aet", "GETSCU", "-aec", node.ae_title, "-od", str(out),
-                        *[a for k, v in keys.items() for a in ("-k", f"{k}={v}")], "127.0.0.1", str(node.port))
+        proc = run_tool(
+            "getscu",
+            "-d",
+            "-S",
+            "-aet",
+            "GETSCU",
+            "-aec",
+            node.ae_title,
+            "-od",
+            str(out),
+            *[a for k, v in keys.items() for a in ("-k", f"{k}={v}")],
+            "127.0.0.1",
+            str(node.port),
+        )
         return final_status(proc.stdout + proc.stderr), _received(out), (proc.stdout + proc.stderr)[-2000:]
 
     with ThreadPoolExecutor(9) as pool:
@@ -393,8 +529,23 @@ def test_retrieve_with_an_identifier_that_does_not_fit_the_model(setup, operatio
     if operation == "move":
         code, output = movescu(node, keys, dest=scp.ae_title)
     else:
-        proc = run_tool("getscu", "-d", "-S", "-aet", "GETSCU", "-aec", node.ae_title, "-od", str(tmp_path),
-                        "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID=RT1", "127.0.0.1", str(node.port))
+        proc = run_tool(
+            "getscu",
+            "-d",
+            "-S",
+            "-aet",
+            "GETSCU",
+            "-aec",
+            node.ae_title,
+            "-od",
+            str(tmp_path),
+            "-k",
+            "QueryRetrieveLevel=PATIENT",
+            "-k",
+            "PatientID=RT1",
+            "127.0.0.1",
+            str(node.port),
+        )
         code, output = final_status(proc.stdout + proc.stderr), proc.stdout + proc.stderr
         assert not [p for p in tmp_path.iterdir() if p.is_file()]
     assert code == 0xA900, output[-2000:]

@@ -15,20 +15,28 @@ def env(tmp_path):
 
 @pytest.fixture
 def node(tmp_path):
-    return make_node(tmp_path / "node", aets=[
-        {"ae_title": "STORESCU", "host": "127.0.0.1"},
-        {"ae_title": "READER", "host": "127.0.0.1", "port": 11119, "operations": ["store"]},
-        {"ae_title": "ARCHIVE2", "host": "127.0.0.1", "port": 11120, "operations": ["store"]},
-        {"ae_title": "NOPORT", "host": "127.0.0.1"},
-    ])
+    return make_node(
+        tmp_path / "node",
+        aets=[
+            {"ae_title": "STORESCU", "host": "127.0.0.1"},
+            {"ae_title": "READER", "host": "127.0.0.1", "port": 11119, "operations": ["store"]},
+            {"ae_title": "ARCHIVE2", "host": "127.0.0.1", "port": 11120, "operations": ["store"]},
+            {"ae_title": "NOPORT", "host": "127.0.0.1"},
+        ],
+    )
 
 
 def test_add_list_remove(node, agents, env):
     admin = agents(node.config, env=env)
     assert admin.call("routes.list") == {"routes": []}
-    added = admin.call("routes.add", {"name": "ct.reading-1", "match": {"Modality": "CT", "StationName": "CT?*",
-                                                                        "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2"},
-                                      "destinations": ["READER", "ARCHIVE2", "READER"]})["route"]
+    added = admin.call(
+        "routes.add",
+        {
+            "name": "ct.reading-1",
+            "match": {"Modality": "CT", "StationName": "CT?*", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.2"},
+            "destinations": ["READER", "ARCHIVE2", "READER"],
+        },
+    )["route"]
     assert added["destinations"] == ["READER", "ARCHIVE2"] and added["created_at"].endswith("Z")
     admin.call("routes.add", {"name": "everything", "match": {}, "destinations": ["ARCHIVE2"]})
     listed = admin.call("routes.list")["routes"]
@@ -58,8 +66,11 @@ BAD_ROUTES = [
     ({"name": "r", "match": ["Modality"], "destinations": ["READER"]}, "invalid_params", "match"),
     ({"name": "r", "match": {"Modalty": "CT"}, "destinations": ["READER"]}, "invalid_params", "match.Modalty"),
     ({"name": "r", "match": {"PixelData": "*"}, "destinations": ["READER"]}, "invalid_params", "match.PixelData"),
-    ({"name": "r", "match": {"ReferencedImageSequence": "*"}, "destinations": ["READER"]}, "invalid_params",
-     "match.ReferencedImageSequence"),
+    (
+        {"name": "r", "match": {"ReferencedImageSequence": "*"}, "destinations": ["READER"]},
+        "invalid_params",
+        "match.ReferencedImageSequence",
+    ),
     ({"name": "r", "match": {"Modality": 3}, "destinations": ["READER"]}, "invalid_params", "match.Modality"),
     ({"name": "r", "match": {"Modality": "CT\\MR"}, "destinations": ["READER"]}, "invalid_params", "match.Modality"),
     ({"name": "r", "match": {"Modality": "C\nT"}, "destinations": ["READER"]}, "invalid_params", "match.Modality"),
@@ -108,16 +119,24 @@ def test_roles_and_audit(node, agents, env):
     operator = agents(node.config, as_user="otto", env=env)
 
     empty = viewer.call("queue.list")
-    assert empty == {"jobs": [], "counts": {"pending": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0},
-                     "oldest_pending_age_s": None}
-    for method, params in (("queue.retry", {"destination": "READER", "state": "failed"}),
-                           ("queue.cancel", {"id": 1}),
-                           ("studies.send", {"StudyInstanceUID": "1.2.3", "destination": "READER"})):
+    assert empty == {
+        "jobs": [],
+        "counts": {"pending": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0},
+        "oldest_pending_age_s": None,
+    }
+    for method, params in (
+        ("queue.retry", {"destination": "READER", "state": "failed"}),
+        ("queue.cancel", {"id": 1}),
+        ("studies.send", {"StudyInstanceUID": "1.2.3", "destination": "READER"}),
+    ):
         err = viewer.error(method, params)
         assert (err.kind, err.data["required_role"]) == ("forbidden", "operator")
     assert operator.call("queue.retry", {"destination": "READER", "state": "failed"}) == {"retried": 0}
-    for method, params in (("routes.list", {}), ("routes.remove", {"name": "x"}),
-                           ("routes.add", {"name": "x", "match": {}, "destinations": ["READER"]})):
+    for method, params in (
+        ("routes.list", {}),
+        ("routes.remove", {"name": "x"}),
+        ("routes.add", {"name": "x", "match": {}, "destinations": ["READER"]}),
+    ):
         err = operator.error(method, params)
         assert (err.kind, err.data["required_role"]) == ("forbidden", "admin")
 
@@ -128,7 +147,8 @@ def test_roles_and_audit(node, agents, env):
     assert ("otto", "queue.retry", "ok") in seen and ("vera", "queue.cancel", "forbidden") in seen
     assert ("otto", "routes.add", "forbidden") in seen
     assert any(m == "routes.add" and r == "ok" for _, m, r in seen) and any(
-        m == "routes.remove" and r == "ok" for _, m, r in seen)
+        m == "routes.remove" and r == "ok" for _, m, r in seen
+    )
     described = {m["name"]: m for m in admin.call("rpc.discover")["methods"]}
     assert described["queue.cancel"]["role"] == "operator" and described["queue.cancel"]["audited"]
     assert described["routes.add"]["role"] == "admin" and described["studies.send"]["role"] == "operator"

@@ -9,15 +9,23 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pynetdicom import AE
-from pynetdicom import _config as pynetdicom_config
 from pydicom import dcmread
 from pydicom.uid import UID
+from pynetdicom import AE
+from pynetdicom import _config as pynetdicom_config
 
 from storage import synthetic
 
-from .conftest import (DCMTK_ENV, STORESCU_PROPOSE, dataset_bytes, dcmtk, parse_storescu, require_tool, storescu,
-                       wait_for)
+from .conftest import (
+    DCMTK_ENV,
+    STORESCU_PROPOSE,
+    dataset_bytes,
+    dcmtk,
+    parse_storescu,
+    require_tool,
+    storescu,
+    wait_for,
+)
 
 PYDICOM_TEST_FILES = sorted((Path(pydicom.__file__).parent / "data" / "test_files").rglob("*.dcm"))
 
@@ -68,7 +76,7 @@ def _same_content(kept, original, transfer_syntax: str) -> bool:
         for ds in (kept, original):
             ds.pop("PixelData", None)
     for ds in (kept, original):  # storescu drops group lengths and trailing padding
-        for tag in [t for t in ds.keys() if t.element == 0 or t == 0xFFFCFFFC]:
+        for tag in [t for t in ds if t.element == 0 or t == 0xFFFCFFFC]:
             del ds[tag]
     return kept == original
 
@@ -103,8 +111,10 @@ def test_store_every_pydicom_test_file(node_factory, capsys):
         else:
             refused[path.name] = result
     with capsys.disabled():
-        print(f"\npydicom test files: {len(stored)} stored, {len(refused)} refused by the node, "
-              f"{len(unsendable)} not sendable by storescu")
+        print(
+            f"\npydicom test files: {len(stored)} stored, {len(refused)} refused by the node, "
+            f"{len(unsendable)} not sendable by storescu"
+        )
         for name, why in sorted(refused.items()):
             print(f"  refused  {name}: {why}")
         for name in unsendable:
@@ -118,8 +128,9 @@ def test_store_every_pydicom_test_file(node_factory, capsys):
     for sop_uid, paths in by_uid.items():
         row = rows[sop_uid]
         kept_path = node.file(row)
-        assert any(_same_content(dcmread(kept_path), dcmread(p, force=True), row["transfer_syntax"])
-                   for p in paths), f"{[p.name for p in paths]}: dataset changed"
+        assert any(_same_content(dcmread(kept_path), dcmread(p, force=True), row["transfer_syntax"]) for p in paths), (
+            f"{[p.name for p in paths]}: dataset changed"
+        )
     assert len(rows) == len(by_uid)
     for name, why in refused.items():
         ds = dcmread(next(p for p in PYDICOM_TEST_FILES if p.name == name), force=True)
@@ -138,14 +149,18 @@ def test_raw_pydicom_files_are_kept_byte_for_byte(node_factory, monkeypatch):
             ds = dcmread(path, stop_before_pixels=True)
         except Exception:  # noqa: BLE001 - no File Meta: cannot be sent raw
             continue
-        if _uids_valid(ds) and "TransferSyntaxUID" in ds.file_meta and "MediaStorageSOPInstanceUID" in ds.file_meta \
-                and ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID:
+        if (
+            _uids_valid(ds)
+            and "TransferSyntaxUID" in ds.file_meta
+            and "MediaStorageSOPInstanceUID" in ds.file_meta
+            and ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        ):
             candidates.append((path, ds))
     syntaxes = sorted({str(ds.file_meta.TransferSyntaxUID) for _, ds in candidates})
     assert len(syntaxes) >= 8, syntaxes
     sent = []
     for start in range(0, len(candidates), 100):
-        chunk = candidates[start:start + 100]
+        chunk = candidates[start : start + 100]
         ae.requested_contexts = []
         for cx in sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for _, ds in chunk})[:128]:
             ae.add_requested_context(*cx)
@@ -173,11 +188,31 @@ def test_raw_pydicom_files_are_kept_byte_for_byte(node_factory, monkeypatch):
 def test_four_parallel_senders_store_exactly_1000(node_factory, tmp_path):
     require_tool("storescu")
     node = node_factory().start()
-    batches = [synthetic.write_study(tmp_path / f"s{i}", spec, 250, rows=64, cols=64, series=2)
-               for i, spec in enumerate(synthetic.studies(4))]
-    procs = [subprocess.Popen(["storescu", "-v", "-nh", "-aet", "STORESCU", "-aec", node.ae_title, "127.0.0.1",
-                               str(node.port), *map(str, files)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env=DCMTK_ENV) for files in batches]
+    batches = [
+        synthetic.write_study(tmp_path / f"s{i}", spec, 250, rows=64, cols=64, series=2)
+        for i, spec in enumerate(synthetic.studies(4))
+    ]
+    procs = [
+        subprocess.Popen(
+            [
+                "storescu",
+                "-v",
+                "-nh",
+                "-aet",
+                "STORESCU",
+                "-aec",
+                node.ae_title,
+                "127.0.0.1",
+                str(node.port),
+                *map(str, files),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=DCMTK_ENV,
+        )
+        for files in batches
+    ]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     for out in outputs:
         results = parse_storescu(out)
@@ -193,10 +228,29 @@ def test_same_study_from_ten_senders_five_times_keeps_one_copy(node_factory, tmp
     node = node_factory().start()
     spec = next(synthetic.studies(1))
     files = synthetic.write_study(tmp_path / "study", spec, 20, rows=32, cols=32)
-    procs = [subprocess.Popen(["storescu", "-v", "-nh", "--repeat", "5", "-aet", "STORESCU", "-aec",
-                               node.ae_title, "127.0.0.1", str(node.port), *map(str, files)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=DCMTK_ENV)
-             for _ in range(10)]
+    procs = [
+        subprocess.Popen(
+            [
+                "storescu",
+                "-v",
+                "-nh",
+                "--repeat",
+                "5",
+                "-aet",
+                "STORESCU",
+                "-aec",
+                node.ae_title,
+                "127.0.0.1",
+                str(node.port),
+                *map(str, files),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=DCMTK_ENV,
+        )
+        for _ in range(10)
+    ]
     for p in procs:
         out = p.communicate(timeout=300)[0]
         assert p.returncode == 0, out[-2000:]
@@ -221,8 +275,7 @@ def test_overwrite_policy_replaces_atomically(node_factory, tmp_path):
     results, _ = storescu(node, [path])
     assert list(results.values()) == ["Success"]
     [row] = assert_index_matches_disk(node)
-    assert row["sha256"] == hashlib.sha256(
-        (node.file(row)).read_bytes()).hexdigest()
+    assert row["sha256"] == hashlib.sha256((node.file(row)).read_bytes()).hexdigest()
     assert dcmread(node.file(row)).PatientName == "Corrected^Name"
     assert node.rows("SELECT patient_name FROM patients")[0]["patient_name"] == "Corrected^Name"
 

@@ -22,8 +22,16 @@ TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 
 
 def files_outside_pools(node) -> list[Path]:
-    allowed = {"node.yaml", "index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "node.log", "node.lock",
-               "index.writelock", "migration.lock"}
+    allowed = {
+        "node.yaml",
+        "index.sqlite",
+        "index.sqlite-wal",
+        "index.sqlite-shm",
+        "node.log",
+        "node.lock",
+        "index.writelock",
+        "migration.lock",
+    }
     out = []
     for path in node.dir.rglob("*"):
         if path.is_file() and path.name not in allowed and (node.dir / "pools") not in path.parents:
@@ -106,14 +114,14 @@ def test_full_disk_answers_out_of_resources_and_recovers(node_factory, tmp_path,
     results, _ = storescu(node, files)
     outcome = [results[str(f)] for f in files]
     assert "Success" in outcome and any("OutOfResources" in r for r in outcome), outcome
-    stored = [f for f, r in zip(files, outcome) if r == "Success"]
+    stored = [f for f, r in zip(files, outcome, strict=False) if r == "Success"]
     rows = assert_index_matches_disk(node)  # rows == files, no temp files left
     assert len(rows) == len(stored)
     # placement sees the full filesystem before writing; a write that still runs out says ENOSPC
     assert "No space left" in node.log_text() or "primary: full (" in node.log_text()
 
     filler.unlink()
-    failed = [f for f, r in zip(files, outcome) if r != "Success"]
+    failed = [f for f, r in zip(files, outcome, strict=False) if r != "Success"]
     results, _ = storescu(node, failed)
     assert set(results.values()) == {"Success"}
     assert len(assert_index_matches_disk(node)) == len(files)
@@ -124,9 +132,23 @@ def test_kill_9_mid_transfer_loses_no_acknowledged_instance(node_factory, tmp_pa
     files = synthetic.write_study(tmp_path / "study", next(synthetic.studies(1)), 200, rows=128, cols=128)
     out_path = tmp_path / "storescu.log"
     with open(out_path, "w") as out:
-        sender = subprocess.Popen(["storescu", "-v", "-nh", "-aet", "STORESCU", "-aec", node.ae_title,
-                                   "127.0.0.1", str(node.port), *map(str, files)], stdout=out,
-                                  stderr=subprocess.STDOUT, env=DCMTK_ENV)
+        sender = subprocess.Popen(
+            [
+                "storescu",
+                "-v",
+                "-nh",
+                "-aet",
+                "STORESCU",
+                "-aec",
+                node.ae_title,
+                "127.0.0.1",
+                str(node.port),
+                *map(str, files),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=DCMTK_ENV,
+        )
         wait_for(lambda: out_path.read_text().count("(Success)") >= 40, timeout=60, what="40 acknowledgements")
         node.kill9()
         sender.wait(timeout=60)

@@ -28,8 +28,19 @@ from pydicom import dcmread
 from storage import status
 
 from .conftest import dataset_bytes, dcmtk
-from .raw_peer import (DEFLATED_LE, EXPLICIT_LE, IMPLICIT_LE, VERIFICATION, RawPeer, abort_reason, command_set,
-                       element, pdata, pdu, read_command)
+from .raw_peer import (
+    DEFLATED_LE,
+    EXPLICIT_LE,
+    IMPLICIT_LE,
+    VERIFICATION,
+    RawPeer,
+    abort_reason,
+    command_set,
+    element,
+    pdata,
+    pdu,
+    read_command,
+)
 
 SEED = int(os.environ.get("PACSDECK_MUTATION_SEED", "20250611"))
 SOAK = os.environ.get("PACSDECK_SOAK", "").lower() in ("1", "true", "yes")
@@ -100,7 +111,7 @@ class Case:
     isolate: bool = False  # a damaged command set: the association is dropped after its answer
     packed: bool = False  # every PDV of the message in as few P-DATA-TF PDUs as fit (PS3.8 9.3.5 allows it)
 
-    def allows(self, outcome: "Outcome") -> bool:
+    def allows(self, outcome: Outcome) -> bool:
         if outcome.kind == "status":
             return ANY_STATUS in self.expect or outcome.status in self.expect
         return outcome.kind in ("abort", "closed") and ABORT in self.expect
@@ -122,10 +133,14 @@ def _uid(value: str) -> bytes:
 
 def store_command(sop_class: bytes, sop_instance: bytes, msg_id: int = 1) -> bytes:
     """A C-STORE-RQ command set (implicit VR LE) with the UIDs exactly as given."""
-    return command_set(element(0x0000, 0x0002, sop_class), element(0x0000, 0x0100, struct.pack("<H", 0x0001)),
-                       element(0x0000, 0x0110, struct.pack("<H", msg_id)),
-                       element(0x0000, 0x0700, struct.pack("<H", 0)),
-                       element(0x0000, 0x0800, struct.pack("<H", 0x0001)), element(0x0000, 0x1000, sop_instance))
+    return command_set(
+        element(0x0000, 0x0002, sop_class),
+        element(0x0000, 0x0100, struct.pack("<H", 0x0001)),
+        element(0x0000, 0x0110, struct.pack("<H", msg_id)),
+        element(0x0000, 0x0700, struct.pack("<H", 0)),
+        element(0x0000, 0x0800, struct.pack("<H", 0x0001)),
+        element(0x0000, 0x1000, sop_instance),
+    )
 
 
 def meta_end(data: bytes) -> int:
@@ -133,7 +148,7 @@ def meta_end(data: bytes) -> int:
     whether or not the group length is there."""
     pos = 132
     while pos + 8 <= len(data) and struct.unpack_from("<H", data, pos)[0] == 0x0002:
-        vr = data[pos + 4:pos + 6].decode("ascii", "replace")
+        vr = data[pos + 4 : pos + 6].decode("ascii", "replace")
         if vr in LONG_VRS:
             pos += 12 + struct.unpack_from("<L", data, pos + 8)[0]
         else:
@@ -145,7 +160,7 @@ def _elements(ds, start: int, dataset: bytes, little: bool, implicit: bool) -> t
     """The top-level elements pydicom left raw, with their headers found in `dataset`."""
     out = []
     order = "<" if little else ">"
-    for tag in ds.keys():
+    for tag in ds:
         raw = ds.get_item(tag)
         tell = getattr(raw, "value_tell", None)
         if tell is None or raw.length == 0xFFFFFFFF:
@@ -153,7 +168,7 @@ def _elements(ds, start: int, dataset: bytes, little: bool, implicit: bool) -> t
         vr = None if implicit else raw.VR
         header = 8 if implicit or vr not in LONG_VRS else 12
         offset = tell - start - header
-        if offset < 0 or dataset[offset:offset + 4] != struct.pack(order + "HH", tag >> 16, tag & 0xFFFF):
+        if offset < 0 or dataset[offset : offset + 4] != struct.pack(order + "HH", tag >> 16, tag & 0xFFFF):
             continue
         out.append(Element(int(tag), vr, offset, header, raw.length))
     return tuple(out)
@@ -179,8 +194,9 @@ def load_bases() -> list[Base]:
         dataset = data[start:]
         if not dataset or len(dataset) > 1024 * 1024:
             continue
-        elements = () if syntax == DEFLATED_LE else _elements(ds, start, dataset, syntax != BIG_ENDIAN,
-                                                              syntax == IMPLICIT_LE)
+        elements = (
+            () if syntax == DEFLATED_LE else _elements(ds, start, dataset, syntax != BIG_ENDIAN, syntax == IMPLICIT_LE)
+        )
         bases.append(Base(path.name, sop_class, syntax, dataset, elements))
     return bases
 
@@ -213,13 +229,13 @@ def renamed(base: Base, uids: UIDs) -> tuple[bytes, bytes]:
     (no offset moves), or as it was when it has none we can rewrite in place."""
     elem = next((e for e in base.elements if e.tag == SOP_INSTANCE_UID), None)
     if elem is not None and elem.length >= 8:
-        raw = base.dataset[elem.offset + elem.header:elem.offset + elem.header + elem.length]
+        raw = base.dataset[elem.offset + elem.header : elem.offset + elem.header + elem.length]
         padded = raw.endswith((b"\0", b" "))
         uid = uids.fresh(elem.length - 1 if padded else elem.length)
         if uid is not None:
             value = uid.encode() + raw[-1:] if padded else uid.encode()
             start = elem.offset + elem.header
-            return base.dataset[:start] + value + base.dataset[start + elem.length:], _uid(uid)
+            return base.dataset[:start] + value + base.dataset[start + elem.length :], _uid(uid)
     ds = dcmread(TEST_FILES / base.name, stop_before_pixels=True)
     return base.dataset, _uid(str(ds.file_meta.MediaStorageSOPInstanceUID).rstrip("\0 "))
 
@@ -238,7 +254,7 @@ def with_value(base: Base, dataset: bytes, tag: int, value: bytes) -> bytes:
     """`dataset` (same layout as base.dataset) with top-level element `tag` given another value."""
     elem = next(e for e in base.elements if e.tag == tag)
     end = elem.offset + elem.header + elem.length
-    return dataset[:elem.offset] + header_bytes(tag, elem.vr, len(value), base.little_endian) + value + dataset[end:]
+    return dataset[: elem.offset] + header_bytes(tag, elem.vr, len(value), base.little_endian) + value + dataset[end:]
 
 
 HUGE_LONG = (0xFFFFFFFF, 0xFFFFFFFE, 0xFFFFFFF0, 0x80000000, 0x7FFFFFFF, 0x7FFFFFFE, 0x10000000, 0x01000000)
@@ -261,8 +277,11 @@ def random_cases(bases: list[Base], rng: random.Random, uids: UIDs, scale: int) 
     cases = []
 
     def case(kind, detail, base, command, dataset, expect=(ANY_STATUS,), isolate=False):
-        cases.append(Case(kind, f"{base.name}: {detail}", base.sop_class, base.transfer_syntax, command, dataset,
-                          expect, isolate))
+        cases.append(
+            Case(
+                kind, f"{base.name}: {detail}", base.sop_class, base.transfer_syntax, command, dataset, expect, isolate
+            )
+        )
 
     def fresh(base):
         dataset, uid = renamed(base, uids)
@@ -292,17 +311,17 @@ def random_cases(bases: list[Base], rng: random.Random, uids: UIDs, scale: int) 
             length, at, fmt = rng.choice(HUGE_LONG), elem.offset + elem.header - 4, "L"
         else:
             length, at, fmt = rng.choice(HUGE_SHORT), elem.offset + 6, "H"
-        mutated = dataset[:at] + struct.pack(order + fmt, length) + dataset[at + struct.calcsize(fmt):]
-        case("huge-length", f"({elem.tag >> 16:04X},{elem.tag & 0xFFFF:04X}) length 0x{length:X}", base, command,
-             mutated)
+        mutated = dataset[:at] + struct.pack(order + fmt, length) + dataset[at + struct.calcsize(fmt) :]
+        case(
+            "huge-length", f"({elem.tag >> 16:04X},{elem.tag & 0xFFFF:04X}) length 0x{length:X}", base, command, mutated
+        )
     for _ in range(25 * scale):
         base = rng.choice(explicit)
         command, dataset = fresh(base)
         elem = rng.choice(base.elements)
         vr = rng.choice([v for v in BOGUS_VRS if v != (elem.vr or "").encode()])
-        mutated = dataset[:elem.offset + 4] + vr + dataset[elem.offset + 6:]
-        case("bogus-vr", f"({elem.tag >> 16:04X},{elem.tag & 0xFFFF:04X}) {elem.vr} -> {vr!r}", base, command,
-             mutated)
+        mutated = dataset[: elem.offset + 4] + vr + dataset[elem.offset + 6 :]
+        case("bogus-vr", f"({elem.tag >> 16:04X},{elem.tag & 0xFFFF:04X}) {elem.vr} -> {vr!r}", base, command, mutated)
     made = 0
     while made < 15 * scale:
         base = rng.choice(bases)
@@ -363,7 +382,7 @@ def nested_sequence(depth: int, defined: bool) -> bytes:
 def with_sequence(base: Base, dataset: bytes, sequence: bytes) -> bytes:
     """`dataset` (implicit VR) with `sequence` inserted where (0008,1140) goes in tag order."""
     after = next(e for e in base.elements if e.tag > 0x00081140)
-    return dataset[:after.offset] + sequence + dataset[after.offset:]
+    return dataset[: after.offset] + sequence + dataset[after.offset :]
 
 
 def padded(dataset: bytes, size: int) -> bytes:
@@ -382,49 +401,104 @@ def crafted_cases(bases: list[Base], uids: UIDs) -> list[Case]:
     cases = []
 
     def case(kind, detail, base, command, dataset, expect, syntax=None):
-        cases.append(Case(kind, f"{base.name}: {detail}", base.sop_class, syntax or base.transfer_syntax, command,
-                          dataset, expect))
+        cases.append(
+            Case(
+                kind, f"{base.name}: {detail}", base.sop_class, syntax or base.transfer_syntax, command, dataset, expect
+            )
+        )
 
     def store_rq(sop_class: bytes, sop_instance: bytes) -> bytes:
         return store_command(sop_class, sop_instance, uids.message_id())
 
     dataset, uid = renamed(explicit, uids)
-    case("oversize", f"a dataset of {MAX_INSTANCE_SIZE + 1024 * 1024} bytes", explicit,
-         store_rq(_uid(explicit.sop_class), uid), padded(dataset, MAX_INSTANCE_SIZE + 1024 * 1024), (ABORT,))
+    case(
+        "oversize",
+        f"a dataset of {MAX_INSTANCE_SIZE + 1024 * 1024} bytes",
+        explicit,
+        store_rq(_uid(explicit.sop_class), uid),
+        padded(dataset, MAX_INSTANCE_SIZE + 1024 * 1024),
+        (ABORT,),
+    )
     for base in (explicit, implicit):
         for name, bad in BAD_UIDS.items():
             dataset, uid = renamed(base, uids)
             klass = _uid(base.sop_class)
-            case("bad-uid", f"command AffectedSOPClassUID {name}", base, store_rq(bad, uid), dataset,
-                 (status.DATASET_DOES_NOT_MATCH_SOP_CLASS,))
-            case("bad-uid", f"command AffectedSOPInstanceUID {name}", base, store_rq(klass, bad), dataset,
-                 (status.DATASET_DOES_NOT_MATCH_SOP_CLASS,))
+            case(
+                "bad-uid",
+                f"command AffectedSOPClassUID {name}",
+                base,
+                store_rq(bad, uid),
+                dataset,
+                (status.DATASET_DOES_NOT_MATCH_SOP_CLASS,),
+            )
+            case(
+                "bad-uid",
+                f"command AffectedSOPInstanceUID {name}",
+                base,
+                store_rq(klass, bad),
+                dataset,
+                (status.DATASET_DOES_NOT_MATCH_SOP_CLASS,),
+            )
             dataset, uid = renamed(base, uids)
-            case("bad-uid", f"dataset SOPInstanceUID {name}", base, store_rq(klass, uid),
-                 with_value(base, dataset, SOP_INSTANCE_UID, bad), (status.DATASET_DOES_NOT_MATCH_SOP_CLASS,))
+            case(
+                "bad-uid",
+                f"dataset SOPInstanceUID {name}",
+                base,
+                store_rq(klass, uid),
+                with_value(base, dataset, SOP_INSTANCE_UID, bad),
+                (status.DATASET_DOES_NOT_MATCH_SOP_CLASS,),
+            )
             dataset, uid = renamed(base, uids)
-            case("bad-uid", f"dataset StudyInstanceUID {name}", base, store_rq(klass, uid),
-                 with_value(base, dataset, STUDY_INSTANCE_UID, bad), (status.DATASET_DOES_NOT_MATCH_SOP_CLASS,))
+            case(
+                "bad-uid",
+                f"dataset StudyInstanceUID {name}",
+                base,
+                store_rq(klass, uid),
+                with_value(base, dataset, STUDY_INSTANCE_UID, bad),
+                (status.DATASET_DOES_NOT_MATCH_SOP_CLASS,),
+            )
         dataset, uid = renamed(base, uids)
         other, _ = renamed(base, uids)
-        case("bad-uid", "command and dataset SOP Instance UIDs differ", base,
-             store_rq(_uid(base.sop_class), uid), with_value(base, other, SOP_INSTANCE_UID, _uid("1.2.3.4")),
-             (status.DATASET_DOES_NOT_MATCH_SOP_CLASS,))
+        case(
+            "bad-uid",
+            "command and dataset SOP Instance UIDs differ",
+            base,
+            store_rq(_uid(base.sop_class), uid),
+            with_value(base, other, SOP_INSTANCE_UID, _uid("1.2.3.4")),
+            (status.DATASET_DOES_NOT_MATCH_SOP_CLASS,),
+        )
     for depth in (MAX_SEQUENCE_DEPTH - 2, 40, 5000):
         expect = (status.SUCCESS,) if depth <= MAX_SEQUENCE_DEPTH else (status.CANNOT_UNDERSTAND,)
         for defined in (True, False):
             dataset, uid = renamed(implicit, uids)
-            case("deep-sequence", f"{depth} deep, {'defined' if defined else 'undefined'} length", implicit,
-                 store_rq(_uid(implicit.sop_class), uid),
-                 with_sequence(implicit, dataset, nested_sequence(depth, defined)), expect)
+            case(
+                "deep-sequence",
+                f"{depth} deep, {'defined' if defined else 'undefined'} length",
+                implicit,
+                store_rq(_uid(implicit.sop_class), uid),
+                with_sequence(implicit, dataset, nested_sequence(depth, defined)),
+                expect,
+            )
     dataset, uid = renamed(explicit, uids)
-    case("deflate", "inflates to 1 MiB more (under max_instance_size)", explicit,
-         store_rq(_uid(explicit.sop_class), uid), raw_deflate(padded(dataset, 1024 * 1024)),
-         (status.SUCCESS,), syntax=DEFLATED_LE)
+    case(
+        "deflate",
+        "inflates to 1 MiB more (under max_instance_size)",
+        explicit,
+        store_rq(_uid(explicit.sop_class), uid),
+        raw_deflate(padded(dataset, 1024 * 1024)),
+        (status.SUCCESS,),
+        syntax=DEFLATED_LE,
+    )
     dataset, uid = renamed(explicit, uids)
-    case("deflate-bomb", f"inflates past max_instance_size ({MAX_INSTANCE_SIZE} bytes)", explicit,
-         store_rq(_uid(explicit.sop_class), uid), raw_deflate(padded(dataset, 2 * MAX_INSTANCE_SIZE)),
-         (status.OUT_OF_RESOURCES,), syntax=DEFLATED_LE)
+    case(
+        "deflate-bomb",
+        f"inflates past max_instance_size ({MAX_INSTANCE_SIZE} bytes)",
+        explicit,
+        store_rq(_uid(explicit.sop_class), uid),
+        raw_deflate(padded(dataset, 2 * MAX_INSTANCE_SIZE)),
+        (status.OUT_OF_RESOURCES,),
+        syntax=DEFLATED_LE,
+    )
     return cases
 
 
@@ -448,7 +522,7 @@ def parse_accept(body: bytes) -> tuple[set[int], int]:
     accepted, max_length, pos = set(), 0, 68
     while pos + 4 <= len(body):
         item, length = body[pos], struct.unpack_from(">H", body, pos + 2)[0]
-        value = body[pos + 4:pos + 4 + length]
+        value = body[pos + 4 : pos + 4 + length]
         if item == 0x21 and value[2] == 0:
             accepted.add(value[0])
         elif item == 0x50:
@@ -512,8 +586,10 @@ class Sender:
             return Outcome("no-context", detail=f"{case.sop_class} in {case.transfer_syntax} not accepted")
         data = case.dataset
         frames = [pdata(cx, case.command, command=True)]
-        frames += [pdata(cx, data[i:i + self.fragment], command=False, last=i + self.fragment >= len(data))
-                   for i in range(0, len(data), self.fragment)]
+        frames += [
+            pdata(cx, data[i : i + self.fragment], command=False, last=i + self.fragment >= len(data))
+            for i in range(0, len(data), self.fragment)
+        ]
         if case.packed:
             frames = packed(frames, self.fragment + 6)
         outcome = None
@@ -579,15 +655,20 @@ class Run:
         def named(expect):
             return " or ".join(f"status 0x{e:04X}" if isinstance(e, int) else e for e in expect)
 
-        return [f"{case.kind} [{case.detail}]: {outcome}, expected {named(case.expect)}"
-                for case, outcome in self.outcomes if not case.allows(outcome)]
+        return [
+            f"{case.kind} [{case.detail}]: {outcome}, expected {named(case.expect)}"
+            for case, outcome in self.outcomes
+            if not case.allows(outcome)
+        ]
 
     def summary(self) -> str:
         kinds = Counter(case.kind for case, _ in self.outcomes)
         answers = Counter(str(outcome) if outcome.kind == "status" else outcome.kind for _, outcome in self.outcomes)
-        return (f"{len(self.outcomes)} C-STOREs in {self.seconds:.1f} s over {self.associations} associations "
-                f"(seed {SEED}); kinds {dict(sorted(kinds.items()))}; answers {dict(sorted(answers.items()))}; "
-                f"{len(self.acknowledged)} stored")
+        return (
+            f"{len(self.outcomes)} C-STOREs in {self.seconds:.1f} s over {self.associations} associations "
+            f"(seed {SEED}); kinds {dict(sorted(kinds.items()))}; answers {dict(sorted(answers.items()))}; "
+            f"{len(self.acknowledged)} stored"
+        )
 
 
 def send_all(node, cases: list[Case]) -> Run:
@@ -620,11 +701,12 @@ def assert_node_healthy(node, run: Run) -> None:
     assert not failures, f"{len(failures)} unexpected answer(s):\n" + "\n".join(failures[:30])
     assert node.proc.poll() is None, f"the node exited ({node.proc.returncode}):\n{node.log_text()[-3000:]}"
     assert run.released, "the last association was not released (no A-RELEASE-RP)"
-    echo = dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", node.ae_title, "-to", "5", "127.0.0.1", str(node.port),
-                 timeout=30)
+    echo = dcmtk(
+        "echoscu", "-aet", "ECHOSCU", "-aec", node.ae_title, "-to", "5", "127.0.0.1", str(node.port), timeout=30
+    )
     assert echo.returncode == 0, f"C-ECHO after the corpus failed: {echo.stdout}{echo.stderr}"
     log = node.log_text()
-    assert "Traceback" not in log, log[log.index("Traceback") - 500:][:4000]
+    assert "Traceback" not in log, log[log.index("Traceback") - 500 :][:4000]
     rows = {row["sop_uid"]: row for row in node.rows("SELECT sop_uid, pool, path FROM instances")}
     assert sorted(set(run.acknowledged) - set(rows)) == [], "acknowledged but not in the index"
     assert sorted(set(rows) - set(run.acknowledged)) == [], "in the index but never acknowledged"
@@ -658,7 +740,7 @@ def test_bad_uids_deep_sequences_deflate_bombs_and_oversize_datasets_get_their_a
     assert_node_healthy(node, run)
 
 
-# --- node bugs this corpus found (fixed): a PDU of several PDVs, a PDV without its header, a dataset in another encoding ---
+# --- node bugs this corpus found (fixed): several PDVs in a PDU, a PDV without its header, a dataset in another VR ---
 
 
 def test_a_p_data_tf_holding_command_and_dataset_pdvs_is_answered(node):
@@ -668,9 +750,18 @@ def test_a_p_data_tf_holding_command_and_dataset_pdvs_is_answered(node):
     for name in ("CT_small.dcm", "MR_small_implicit.dcm"):
         base = bases[name]
         dataset, uid = renamed(base, uids)
-        cases.append(Case("packed", f"{name}: command and dataset PDVs in one PDU", base.sop_class,
-                          base.transfer_syntax, store_command(_uid(base.sop_class), uid, uids.message_id()),
-                          dataset, (status.SUCCESS,), packed=True))
+        cases.append(
+            Case(
+                "packed",
+                f"{name}: command and dataset PDVs in one PDU",
+                base.sop_class,
+                base.transfer_syntax,
+                store_command(_uid(base.sop_class), uid, uids.message_id()),
+                dataset,
+                (status.SUCCESS,),
+                packed=True,
+            )
+        )
     assert_node_healthy(node, send_all(node, cases))
 
 
@@ -692,7 +783,15 @@ def test_a_dataset_encoded_in_another_syntax_than_negotiated_is_refused(node):
     for name, syntax in (("MR_small.dcm", IMPLICIT_LE), ("MR_small_implicit.dcm", EXPLICIT_LE)):
         base = bases[name]
         dataset, uid = renamed(base, uids)
-        cases.append(Case("wrong-syntax", f"{name} sent on a {syntax} context", base.sop_class, syntax,
-                          store_command(_uid(base.sop_class), uid, uids.message_id()), dataset,
-                          (status.CANNOT_UNDERSTAND, status.DATASET_DOES_NOT_MATCH_SOP_CLASS)))
+        cases.append(
+            Case(
+                "wrong-syntax",
+                f"{name} sent on a {syntax} context",
+                base.sop_class,
+                syntax,
+                store_command(_uid(base.sop_class), uid, uids.message_id()),
+                dataset,
+                (status.CANNOT_UNDERSTAND, status.DATASET_DOES_NOT_MATCH_SOP_CLASS),
+            )
+        )
     assert_node_healthy(node, send_all(node, cases))

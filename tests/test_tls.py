@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pydicom import dcmread
-from pydicom.data import get_testdata_file
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
 
 from tests.conftest import dcmtk, make_node, pacsdeck, storescu
 
@@ -26,21 +26,30 @@ def _name(cn: str) -> x509.Name:
 
 
 def _certificate(key, cn: str, issuer_key, issuer_cn: str, ca: bool = False) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(issuer_cn))
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=7))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(issuer_cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
     if not ca:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
     return builder.sign(issuer_key, hashes.SHA256())
 
 
 def _write(folder: Path, stem: str, key, cert) -> None:
     key_path = folder / f"{stem}.key"
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     key_path.chmod(0o600)
     (folder / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
@@ -62,14 +71,19 @@ def pki(tmp_path_factory) -> Path:
 
 
 def tls_settings(pki: Path, mutual: bool = True) -> dict:
-    return {"certificate": str(pki / "node.pem"), "private_key": str(pki / "node.key"),
-            "ca_certificates": str(pki / "ca.pem"), "require_client_certificate": mutual}
+    return {
+        "certificate": str(pki / "node.pem"),
+        "private_key": str(pki / "node.key"),
+        "ca_certificates": str(pki / "ca.pem"),
+        "require_client_certificate": mutual,
+    }
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory, pki):
-    handle = make_node(tmp_path_factory.mktemp("tls") / "node", workers=1, tls=tls_settings(pki),
-                       limits={"request_timeout": 3})
+    handle = make_node(
+        tmp_path_factory.mktemp("tls") / "node", workers=1, tls=tls_settings(pki), limits={"request_timeout": 3}
+    )
     handle.start()
     yield handle
     handle.stop()
@@ -77,8 +91,19 @@ def node(tmp_path_factory, pki):
 
 def echo(node, *tls_args: str) -> tuple[bool, float]:
     started = time.monotonic()
-    result = dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", node.ae_title, "-to", "5", *tls_args, "127.0.0.1",
-                   str(node.port), timeout=30)
+    result = dcmtk(
+        "echoscu",
+        "-aet",
+        "ECHOSCU",
+        "-aec",
+        node.ae_title,
+        "-to",
+        "5",
+        *tls_args,
+        "127.0.0.1",
+        str(node.port),
+        timeout=30,
+    )
     return result.returncode == 0, time.monotonic() - started
 
 
@@ -98,8 +123,11 @@ def test_echo_and_store_over_mutual_tls(node, pki):
 
 @pytest.mark.parametrize("how", ["plain TCP", "TLS without a client certificate", "a certificate from another CA"])
 def test_peers_without_the_right_certificate_are_refused(node, pki, how):
-    args = {"plain TCP": (), "TLS without a client certificate": ("+tla", "+cf", str(pki / "ca.pem")),
-            "a certificate from another CA": client(pki, "stranger")}[how]
+    args = {
+        "plain TCP": (),
+        "TLS without a client certificate": ("+tla", "+cf", str(pki / "ca.pem")),
+        "a certificate from another CA": client(pki, "stranger"),
+    }[how]
     ok, took = echo(node, *args)
     assert not ok
     assert took < 5  # refused at the handshake, not left to time out
@@ -127,9 +155,13 @@ def test_a_private_key_others_can_read_is_refused_at_init(tmp_path, pki):
     key.chmod(0o644)
     root = tmp_path / "node"
     root.mkdir()
-    settings = {"ae_title": "PACSDECK", "port": 11112, "bind": "127.0.0.1",
-                "pools": [{"name": "primary", "path": "pools/primary", "tier": "primary"}],
-                "tls": {**tls_settings(pki), "private_key": str(key)}}
+    settings = {
+        "ae_title": "PACSDECK",
+        "port": 11112,
+        "bind": "127.0.0.1",
+        "pools": [{"name": "primary", "path": "pools/primary", "tier": "primary"}],
+        "tls": {**tls_settings(pki), "private_key": str(key)},
+    }
     (root / "node.yaml").write_text(yaml.safe_dump(settings))
     result = pacsdeck("node", "init", "--dir", str(root))
     assert result.returncode == 2
@@ -139,9 +171,13 @@ def test_a_private_key_others_can_read_is_refused_at_init(tmp_path, pki):
 def test_a_key_that_does_not_match_its_certificate_is_refused_at_init(tmp_path, pki):
     root = tmp_path / "node"
     root.mkdir()
-    settings = {"ae_title": "PACSDECK", "port": 11112, "bind": "127.0.0.1",
-                "pools": [{"name": "primary", "path": "pools/primary", "tier": "primary"}],
-                "tls": {**tls_settings(pki), "private_key": str(pki / "client.key")}}
+    settings = {
+        "ae_title": "PACSDECK",
+        "port": 11112,
+        "bind": "127.0.0.1",
+        "pools": [{"name": "primary", "path": "pools/primary", "tier": "primary"}],
+        "tls": {**tls_settings(pki), "private_key": str(pki / "client.key")},
+    }
     (root / "node.yaml").write_text(yaml.safe_dump(settings))
     result = pacsdeck("node", "init", "--dir", str(root))
     assert result.returncode == 2
@@ -152,33 +188,64 @@ def test_a_key_that_does_not_match_its_certificate_is_refused_at_init(tmp_path, 
 def test_c_move_and_echo_to_an_ae_registered_with_tls(node_factory, pki, tmp_path):
     """The node opens TLS associations to an AE registered with `tls: true`, presenting its own
     certificate (the destination requires one) and checking the destination's against its CA."""
-    destination = node_factory("destination", ae_title="DEST", workers=1, tls=tls_settings(pki),
-                               aets=[{"ae_title": "ARCHIVE", "host": "127.0.0.1"}]).start()
-    archive = node_factory("archive", ae_title="ARCHIVE", workers=1, tls={
-        "certificate": str(pki / "client.pem"), "private_key": str(pki / "client.key"),
-        "ca_certificates": str(pki / "ca.pem"), "listen": False}, aets=[
-        {"ae_title": "STORESCU", "host": "127.0.0.1"},
-        {"ae_title": "MOVESCU", "host": "127.0.0.1", "operations": ["find", "move"]},
-        {"ae_title": "DEST", "host": "127.0.0.1", "port": destination.port, "move_destination": True, "tls": True},
-        {"ae_title": "DESTPLAIN", "host": "127.0.0.1", "port": destination.port, "move_destination": True}]).start()
+    destination = node_factory(
+        "destination",
+        ae_title="DEST",
+        workers=1,
+        tls=tls_settings(pki),
+        aets=[{"ae_title": "ARCHIVE", "host": "127.0.0.1"}],
+    ).start()
+    archive = node_factory(
+        "archive",
+        ae_title="ARCHIVE",
+        workers=1,
+        tls={
+            "certificate": str(pki / "client.pem"),
+            "private_key": str(pki / "client.key"),
+            "ca_certificates": str(pki / "ca.pem"),
+            "listen": False,
+        },
+        aets=[
+            {"ae_title": "STORESCU", "host": "127.0.0.1"},
+            {"ae_title": "MOVESCU", "host": "127.0.0.1", "operations": ["find", "move"]},
+            {"ae_title": "DEST", "host": "127.0.0.1", "port": destination.port, "move_destination": True, "tls": True},
+            {"ae_title": "DESTPLAIN", "host": "127.0.0.1", "port": destination.port, "move_destination": True},
+        ],
+    ).start()
     ct = Path(get_testdata_file("CT_small.dcm"))
     outcome, proc = storescu(archive, [ct], "-xe")  # the archive listens in plain TCP
     assert set(outcome.values()) == {"Success"}, proc.stdout + proc.stderr
     study = str(dcmread(ct, stop_before_pixels=True).StudyInstanceUID)
 
     def move(dest: str):
-        return dcmtk("movescu", "-S", "-aet", "MOVESCU", "-aec", "ARCHIVE", "-aem", dest, "-k",
-                     "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(archive.port))
+        return dcmtk(
+            "movescu",
+            "-S",
+            "-aet",
+            "MOVESCU",
+            "-aec",
+            "ARCHIVE",
+            "-aem",
+            dest,
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={study}",
+            "127.0.0.1",
+            str(archive.port),
+        )
 
     assert move("DEST").returncode == 0
-    assert [r["sop_uid"] for r in destination.rows("SELECT sop_uid FROM instances")] == \
-        [str(dcmread(ct, stop_before_pixels=True).SOPInstanceUID)]
+    assert [r["sop_uid"] for r in destination.rows("SELECT sop_uid FROM instances")] == [
+        str(dcmread(ct, stop_before_pixels=True).SOPInstanceUID)
+    ]
     plain = move("DESTPLAIN")  # the same destination without TLS: refused at its handshake
     assert "0xa801" in (plain.stdout + plain.stderr).lower() or plain.returncode != 0
 
     def echo_from_archive(title: str) -> dict:
-        result = pacsdeck("agent", "call", "aets.echo", "--params", f'{{"ae_title": "{title}"}}', "--config",
-                          str(archive.config))
+        result = pacsdeck(
+            "agent", "call", "aets.echo", "--params", f'{{"ae_title": "{title}"}}', "--config", str(archive.config)
+        )
         return __import__("json").loads(result.stdout)
 
     assert echo_from_archive("DEST")["ok"] is True

@@ -6,7 +6,6 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pynetdicom import dimse
@@ -72,8 +71,9 @@ def test_c_store_request_is_pynetdicoms_command_set(originator):
         store.MoveOriginatorApplicationEntityTitle, store.MoveOriginatorMessageID = originator, 42
     store.DataSet = BytesIO(b"\x08\x00\x60\x00\x02\x00\x00\x00CT")  # present: Command Data Set Type says so
     expected = commands._encode_dataset(_message(store).command_set, True, True)
-    built = commands.c_store_request(65535, 1, store.AffectedSOPClassUID, store.AffectedSOPInstanceUID,
-                                   originator, 42 if originator else None)
+    built = commands.c_store_request(
+        65535, 1, store.AffectedSOPClassUID, store.AffectedSOPInstanceUID, originator, 42 if originator else None
+    )
     assert built == expected
 
 
@@ -126,8 +126,10 @@ def test_dataset_offset_matches_pydicom_reading_of_the_file_meta(tmp_path):
     from storage.dimse import part10
 
     ours = tmp_path / "ours.dcm"
-    ours.write_bytes(part10.file_meta("1.2.840.10008.5.1.4.1.1.2", "1.2.3.45", "1.2.840.10008.1.2.1", "CT1")
-                     + b"\x08\x00\x60\x00CS\x02\x00CT")
+    ours.write_bytes(
+        part10.file_meta("1.2.840.10008.5.1.4.1.1.2", "1.2.3.45", "1.2.840.10008.1.2.1", "CT1")
+        + b"\x08\x00\x60\x00CS\x02\x00CT"
+    )
     for path in (ours, Path(get_testdata_file("CT_small.dcm"))):
         assert part10.dataset_offset(path) == split_dataset(path)[1]
     bare = tmp_path / "bare.dcm"

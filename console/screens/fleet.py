@@ -52,8 +52,9 @@ class FleetScreen(Screen):
         return self.query_one(FleetTable)
 
     def redraw(self) -> None:
-        self.table.show(self.app.current_snapshots(), query=self.query_text, sort=self.sort_column,
-                        reverse=self.sort_reverse)
+        self.table.show(
+            self.app.current_snapshots(), query=self.query_text, sort=self.sort_column, reverse=self.sort_reverse
+        )
         label = next(c.label for c in COLUMNS if c.key == self.sort_column)
         arrow = "↑" if self.sort_reverse else "↓"
         shown, total = len(self.table.shown), len(self.app.fleet.nodes)

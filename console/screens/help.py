@@ -10,8 +10,14 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label
 
 # Keys shown by their name on a keyboard, not Textual's key names.
-_KEY_NAMES = {"slash": "/", "question_mark": "?", "escape": "Esc", "enter": "Enter", "ctrl+p": "Ctrl+P",
-              "ctrl+q": "Ctrl+Q"}
+_KEY_NAMES = {
+    "slash": "/",
+    "question_mark": "?",
+    "escape": "Esc",
+    "enter": "Enter",
+    "ctrl+p": "Ctrl+P",
+    "ctrl+q": "Ctrl+Q",
+}
 
 
 def key_label(key: str) -> str:
@@ -30,8 +36,11 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog help"):
-            yield Label("pacsdeck console — keys" + ("  (read-only: actions that change a node are hidden)"
-                                                     if self.readonly else ""), classes="question")
+            yield Label(
+                "pacsdeck console — keys"
+                + ("  (read-only: actions that change a node are hidden)" if self.readonly else ""),
+                classes="question",
+            )
             yield DataTable(id="keys", cursor_type="none", show_cursor=False, zebra_stripes=True)
             yield Label("Esc or ? closes this screen. Ctrl+P opens the command palette.")
 

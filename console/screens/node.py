@@ -110,9 +110,14 @@ class NodeScreen(Screen):
             return
         self._inflight = len(DETAILS)
         for method, params in DETAILS.items():
-            self.app.call_node(self.node_name, method, params,
-                               lambda result, error, m=method: self._got_detail(m, result, error),
-                               owner=self, read_only=True)
+            self.app.call_node(
+                self.node_name,
+                method,
+                params,
+                lambda result, error, m=method: self._got_detail(m, result, error),
+                owner=self,
+                read_only=True,
+            )
 
     def _got_detail(self, method: str, result, error) -> None:
         self._inflight = max(0, self._inflight - 1)
@@ -122,8 +127,7 @@ class NodeScreen(Screen):
         elif method == "queue.list":
             self._show_queue(result, error)
         elif method == "associations.recent":
-            fill_associations(self.query_one("#associations-table", DataTable),
-                              (result or {}).get("associations", []))
+            fill_associations(self.query_one("#associations-table", DataTable), (result or {}).get("associations", []))
 
     def _show_queue(self, result, error) -> None:
         note = self.query_one("#queue-note", Static)
@@ -131,15 +135,20 @@ class NodeScreen(Screen):
         if error is not None:
             kind = getattr(error, "kind", None)
             # A node from before the queue answers method-not-found: it has no queue, which is not an error.
-            note.update("this node has no queue (no queue.list)" if kind == "not_found"
-                        else f"queue.list failed: {error}")
+            note.update(
+                "this node has no queue (no queue.list)" if kind == "not_found" else f"queue.list failed: {error}"
+            )
             table.display = False
             return
         table.display = True
         counts = result.get("counts", {})
         oldest = result.get("oldest_pending_age_s")
-        note.update(Text("  ".join(f"{k} {v}" for k, v in counts.items())
-                         + (f"  oldest pending {fmt.age(oldest)}" if oldest is not None else "")))
+        note.update(
+            Text(
+                "  ".join(f"{k} {v}" for k, v in counts.items())
+                + (f"  oldest pending {fmt.age(oldest)}" if oldest is not None else "")
+            )
+        )
         fill_jobs(table, result.get("jobs", []))
 
     # --- actions ----------------------------------------------------------------------------------
@@ -199,8 +208,12 @@ class NodeScreen(Screen):
             if error is not None:
                 note.update(Text(f"migration plan: {error}"))
                 return
-            note.update(Text(f"plan: {result.get('studies', 0)} studies, {result.get('instances', 0)} instances, "
-                             f"{fmt.size(result.get('bytes'))}; {len(result.get('skipped', []))} skipped"))
+            note.update(
+                Text(
+                    f"plan: {result.get('studies', 0)} studies, {result.get('instances', 0)} instances, "
+                    f"{fmt.size(result.get('bytes'))}; {len(result.get('skipped', []))} skipped"
+                )
+            )
             fill_plan(self.query_one("#plan", DataTable), result)
 
         self.app.call_node(self.node_name, "pools.migrate", {"dry_run": True}, done, owner=self, read_only=True)
@@ -212,19 +225,26 @@ class NodeScreen(Screen):
             elif result.get("job_id") is None:
                 self.notify("migration: nothing to move")
             else:
-                self.notify(f"migration job {result['job_id']} {result.get('state')}: moved "
-                            f"{result.get('moved_instances', 0)} instances")
+                self.notify(
+                    f"migration job {result['job_id']} {result.get('state')}: moved "
+                    f"{result.get('moved_instances', 0)} instances"
+                )
             self.refresh_details()
 
         def confirmed(yes: bool | None) -> None:
             if yes:
                 self.app.call_node(self.node_name, "pools.migrate", {"dry_run": False}, done, owner=self)
 
-        self.app.push_screen(ConfirmScreen(f"Run the migration rules on {self.node_name} now?", "Run migration"),
-                             confirmed)
+        self.app.push_screen(
+            ConfirmScreen(f"Run the migration rules on {self.node_name} now?", "Run migration"), confirmed
+        )
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        actions = {"plan-migration": self.action_plan_migration, "run-migration": self.action_run_migration,
-                   "retry-job": self.action_retry_job, "cancel-job": self.action_cancel_job}
+        actions = {
+            "plan-migration": self.action_plan_migration,
+            "run-migration": self.action_run_migration,
+            "retry-job": self.action_retry_job,
+            "cancel-job": self.action_cancel_job,
+        }
         if event.button.id in actions:
             actions[event.button.id]()

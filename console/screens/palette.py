@@ -27,8 +27,13 @@ class FleetCommands(Provider):
         for col in COLUMNS:
             out.append((f"Sort by {col.label}", partial(self._sort, col.key), "on the fleet screen"))
         if not app.locked_readonly:
-            out.append(("Toggle read-only (hide actions that change a node)", app.action_toggle_readonly,
-                        "currently " + ("read-only" if app.readonly else "actions shown")))
+            out.append(
+                (
+                    "Toggle read-only (hide actions that change a node)",
+                    app.action_toggle_readonly,
+                    "currently " + ("read-only" if app.readonly else "actions shown"),
+                )
+            )
         out.append(("Help: keys", app.action_help, "every key binding"))
         return out
 

@@ -42,19 +42,30 @@ class TrustScreen(ModalScreen[bool]):
         with Vertical(classes="dialog" + (" changed" if o.changed else "")):
             if o.changed:
                 yield Label("HOST KEY CHANGED — refused", classes="warning")
-                yield Static(Text(
-                    f"The key {o.host}:{o.port} offers is not the one pinned for node {o.node}. Someone may be "
-                    "intercepting the connection, or the server was reinstalled. Check with the site before "
-                    "trusting anything. If the new key is genuine, replace the pinned one from a shell with "
-                    f"`pacsdeck fleet trust {o.node} --replace`."), id="key-warning")
+                yield Static(
+                    Text(
+                        f"The key {o.host}:{o.port} offers is not the one pinned for node {o.node}. Someone may be "
+                        "intercepting the connection, or the server was reinstalled. Check with the site before "
+                        "trusting anything. If the new key is genuine, replace the pinned one from a shell with "
+                        f"`pacsdeck fleet trust {o.node} --replace`."
+                    ),
+                    id="key-warning",
+                )
             else:
                 yield Label(f"Trust the SSH host key of {o.node}?", classes="question")
-                yield Static(Text("pacsdeck has never seen this host. Compare the fingerprint with the one the "
-                                  "server's administrator reads from `ssh-keygen -lf` on the host key."))
-            yield Static(Text(f"host         {o.host}\nport         {o.port}\nkey type     {o.key_type}\n"
-                              f"fingerprint  {o.fingerprint}"
-                              + (f"\npinned       {o.expected_fingerprint}" if o.changed else "")),
-                         id="key-facts")
+                yield Static(
+                    Text(
+                        "pacsdeck has never seen this host. Compare the fingerprint with the one the "
+                        "server's administrator reads from `ssh-keygen -lf` on the host key."
+                    )
+                )
+            yield Static(
+                Text(
+                    f"host         {o.host}\nport         {o.port}\nkey type     {o.key_type}\n"
+                    f"fingerprint  {o.fingerprint}" + (f"\npinned       {o.expected_fingerprint}" if o.changed else "")
+                ),
+                id="key-facts",
+            )
             with Horizontal(classes="buttons"):
                 if not o.changed:
                     yield Button("Trust", id="trust", variant="warning")

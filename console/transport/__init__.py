@@ -11,9 +11,20 @@ from .base import BACKOFF_INITIAL, BACKOFF_MAX, MAX_ANSWER_BYTES, Refused, Trans
 from .local import LocalTransport, local_command
 from .ssh import HostKeyChanged, HostKeyUnknown, SSHTransport
 
-__all__ = ["BACKOFF_INITIAL", "BACKOFF_MAX", "MAX_ANSWER_BYTES", "HostKeyChanged", "HostKeyUnknown",
-           "LocalTransport", "Refused", "SSHTransport", "Transport", "TransportError", "local_command",
-           "open_transport"]
+__all__ = [
+    "BACKOFF_INITIAL",
+    "BACKOFF_MAX",
+    "MAX_ANSWER_BYTES",
+    "HostKeyChanged",
+    "HostKeyUnknown",
+    "LocalTransport",
+    "Refused",
+    "SSHTransport",
+    "Transport",
+    "TransportError",
+    "local_command",
+    "open_transport",
+]
 
 
 def open_transport(entry: NodeEntry, known_hosts: KnownHosts, **kw) -> Transport:
@@ -21,4 +32,3 @@ def open_transport(entry: NodeEntry, known_hosts: KnownHosts, **kw) -> Transport
     if entry.transport == LOCAL:
         return LocalTransport(entry, **kw)
     return SSHTransport(entry, known_hosts, **kw)
-

@@ -175,8 +175,9 @@ class Transport:
             last = self._last_error
             if isinstance(last, Refused):
                 raise last  # the same refusal, with what the fix needs
-            raise TransportError(f"{last.reason if last else 'not connected'} "
-                                 f"(next attempt in {self._retry_at - now:.0f} s)")
+            raise TransportError(
+                f"{last.reason if last else 'not connected'} (next attempt in {self._retry_at - now:.0f} s)"
+            )
         try:
             self._answered = False
             self._open()

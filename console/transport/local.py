@@ -46,15 +46,23 @@ class LocalTransport(Transport):
         self._drop()
         try:
             # Its own session: Ctrl-C in the console's terminal is for the console, not its agents.
-            proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, start_new_session=True, close_fds=True)
+            proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+            )
         except OSError as err:
             raise TransportError(f"cannot start {self.argv[0]}: {why(err)}") from None
         lines: queue.Queue = queue.Queue()
-        threading.Thread(target=_pump, args=(proc.stdout, lines.put), daemon=True,
-                         name=f"agent-out-{self.entry.name}").start()
-        err_reader = threading.Thread(target=_pump, args=(proc.stderr, self._stderr_line), daemon=True,
-                                      name=f"agent-err-{self.entry.name}")
+        threading.Thread(
+            target=_pump, args=(proc.stdout, lines.put), daemon=True, name=f"agent-out-{self.entry.name}"
+        ).start()
+        err_reader = threading.Thread(
+            target=_pump, args=(proc.stderr, self._stderr_line), daemon=True, name=f"agent-err-{self.entry.name}"
+        )
         err_reader.start()
         self._proc, self._lines, self._err_reader = proc, lines, err_reader
 
@@ -89,8 +97,13 @@ class LocalTransport(Transport):
             else:
                 self._err_reader.join(timeout=1)  # its last words, before they are quoted
         last = next((line for line in reversed(self._stderr) if line.strip()), "")
-        how = f"the agent exited with code {code}" if code is not None and code >= 0 else \
-            f"the agent was killed by signal {-code}" if code is not None else "the agent closed its output"
+        how = (
+            f"the agent exited with code {code}"
+            if code is not None and code >= 0
+            else f"the agent was killed by signal {-code}"
+            if code is not None
+            else "the agent closed its output"
+        )
         return f"{how}{': ' + last[-200:] if last else ''}"
 
     def _drop(self) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import shlex
-import socket
 import time
 
 import paramiko
@@ -22,8 +21,10 @@ class HostKeyUnknown(Refused):
         self.host, self.port, self.key = host, port, key
         self.key_type = key.get_name()
         self.fingerprint = fingerprint(key)
-        super().__init__(f"unknown host key for {host_pattern(host, port)} ({self.key_type} {self.fingerprint}); "
-                         "nothing was sent; check the fingerprint and trust it (pacsdeck fleet trust)")
+        super().__init__(
+            f"unknown host key for {host_pattern(host, port)} ({self.key_type} {self.fingerprint}); "
+            "nothing was sent; check the fingerprint and trust it (pacsdeck fleet trust)"
+        )
 
 
 class HostKeyChanged(Refused):
@@ -34,10 +35,12 @@ class HostKeyChanged(Refused):
         self.key_type = key.get_name()
         self.fingerprint = fingerprint(key)
         self.expected_fingerprint = expected_fingerprint
-        super().__init__(f"HOST KEY CHANGED for {host_pattern(host, port)}: offered {self.key_type} "
-                         f"{self.fingerprint}, pinned {expected_fingerprint}; refused, nothing was sent. "
-                         "Someone may be intercepting the connection; if the server was reinstalled, verify the "
-                         "new fingerprint out of band and run pacsdeck fleet trust --replace")
+        super().__init__(
+            f"HOST KEY CHANGED for {host_pattern(host, port)}: offered {self.key_type} "
+            f"{self.fingerprint}, pinned {expected_fingerprint}; refused, nothing was sent. "
+            "Someone may be intercepting the connection; if the server was reinstalled, verify the "
+            "new fingerprint out of band and run pacsdeck fleet trust --replace"
+        )
 
 
 class _Refuse(paramiko.MissingHostKeyPolicy):
@@ -70,9 +73,14 @@ class SSHTransport(Transport):
 
     def _connected(self) -> bool:
         ch = self._channel
-        return ch is not None and not ch.closed and not ch.exit_status_ready() and \
-            self._client is not None and self._client.get_transport() is not None and \
-            self._client.get_transport().is_active()
+        return (
+            ch is not None
+            and not ch.closed
+            and not ch.exit_status_ready()
+            and self._client is not None
+            and self._client.get_transport() is not None
+            and self._client.get_transport().is_active()
+        )
 
     def _retry_now(self) -> bool:
         # The operator pinned (or replaced) the key since the refusal: no reason to wait.
@@ -112,39 +120,55 @@ class SSHTransport(Transport):
             client.get_host_keys().add(pattern, key_type, key)
         client.set_missing_host_key_policy(_Refuse(e.host, e.port))  # never AutoAdd
         t = self.connect_timeout
-        kw = dict(key_filename=str(e.key), allow_agent=False, look_for_keys=False) if e.key else \
-            dict(allow_agent=True, look_for_keys=True)
+        kw = (
+            dict(key_filename=str(e.key), allow_agent=False, look_for_keys=False)
+            if e.key
+            else dict(allow_agent=True, look_for_keys=True)
+        )
         try:
             sock = tcp.connect(e.host, e.port, t)  # paramiko's own lookup would have no timeout
         except tcp.LookupFailed as err:
             client.close()
             raise TransportError(str(err)) from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             client.close()
             raise TransportError(f"timed out connecting to {pattern} after {t:g} s") from None
         except OSError as err:
             client.close()
             raise TransportError(f"cannot connect to {pattern}: {_why(err)}") from None
         try:
-            client.connect(e.host, port=e.port, username=e.user or getpass.getuser(), timeout=t, banner_timeout=t,
-                           auth_timeout=t, channel_timeout=t, sock=sock, **kw)
+            client.connect(
+                e.host,
+                port=e.port,
+                username=e.user or getpass.getuser(),
+                timeout=t,
+                banner_timeout=t,
+                auth_timeout=t,
+                channel_timeout=t,
+                sock=sock,
+                **kw,
+            )
         except HostKeyUnknown:
             client.close()
             raise
         except paramiko.BadHostKeyException as err:
             client.close()
             expected = err.expected_key or next(iter(pinned.values()), None)
-            raise HostKeyChanged(e.host, e.port, err.key,
-                                 fingerprint(expected) if expected is not None else "?") from None
+            raise HostKeyChanged(
+                e.host, e.port, err.key, fingerprint(expected) if expected is not None else "?"
+            ) from None
         except paramiko.PasswordRequiredException:
             client.close()
-            raise TransportError(f"key file {e.key} is passphrase-protected: load it into ssh-agent and "
-                                 "leave `key:` unset for this node") from None
+            raise TransportError(
+                f"key file {e.key} is passphrase-protected: load it into ssh-agent and leave `key:` unset for this node"
+            ) from None
         except paramiko.AuthenticationException:
             client.close()
-            raise TransportError(f"authentication failed for {e.user or getpass.getuser()}@{e.host}"
-                                 f"{' with ' + str(e.key) if e.key else ''}: is the key in the node's "
-                                 "authorized_keys (users.add with ssh_keys)?") from None
+            raise TransportError(
+                f"authentication failed for {e.user or getpass.getuser()}@{e.host}"
+                f"{' with ' + str(e.key) if e.key else ''}: is the key in the node's "
+                "authorized_keys (users.add with ssh_keys)?"
+            ) from None
         except TimeoutError:
             client.close()
             raise TransportError(f"timed out connecting to {pattern} after {t:g} s") from None
@@ -154,8 +178,10 @@ class SSHTransport(Transport):
         except paramiko.SSHException as err:
             client.close()
             if "banner" in str(err) or "No existing session" in str(err):  # paramiko's words when no SSH came
-                raise TransportError(f"{pattern} accepts connections but does not answer as an SSH server "
-                                     f"(no SSH banner within {t:g} s): wrong port?") from None
+                raise TransportError(
+                    f"{pattern} accepts connections but does not answer as an SSH server "
+                    f"(no SSH banner within {t:g} s): wrong port?"
+                ) from None
             raise TransportError(f"cannot connect to {pattern}: {_why(err)}") from None
         except (OSError, EOFError, ValueError) as err:
             client.close()
@@ -203,11 +229,13 @@ class SSHTransport(Transport):
             self._drain_stderr()
             last = next((line for line in reversed(self._stderr) if line.strip()), "")
             if ch.exit_status_ready() and ch.exit_status != -1:  # -1: closed without an exit status
-                return f"the agent on {where} exited with code {ch.recv_exit_status()}" + \
-                    (f": {last[-200:]}" if last else "")
+                return f"the agent on {where} exited with code {ch.recv_exit_status()}" + (
+                    f": {last[-200:]}" if last else ""
+                )
             if client is not None and client.get_transport() is not None and client.get_transport().is_active():
-                return f"the agent on {where} ended without an exit status (killed?)" + \
-                    (f": {last[-200:]}" if last else "")
+                return f"the agent on {where} ended without an exit status (killed?)" + (
+                    f": {last[-200:]}" if last else ""
+                )
         return f"the connection to {where} was closed"
 
     def _drop_session(self) -> None:

@@ -29,7 +29,8 @@ class EventsPanel(DataTable):
     def show(self, events) -> None:
         """`events` oldest first, as the app keeps them."""
         self.clear()
-        for event in reversed(list(events)[-self.limit:]):
+        for event in reversed(list(events)[-self.limit :]):
             style = self.get_component_rich_style(f"events-panel--{event.severity}", partial=True)
-            self.add_row(Text(fmt.clock(event.at)), Text(event.severity, style=style), Text(event.node),
-                         Text(event.text))
+            self.add_row(
+                Text(fmt.clock(event.at)), Text(event.severity, style=style), Text(event.node), Text(event.text)
+            )

@@ -95,8 +95,7 @@ class FleetTable(DataTable):
             value = col.cell(snapshot)
             if col.key == "status" and f"fleet-table--{value}" in self.COMPONENT_CLASSES:
                 # The colour is a component class styled in app.tcss, not a colour chosen here.
-                cells.append(Text(value, style=self.get_component_rich_style(f"fleet-table--{value}",
-                                                                             partial=True)))
+                cells.append(Text(value, style=self.get_component_rich_style(f"fleet-table--{value}", partial=True)))
             else:
                 cells.append(Text(value))  # Text, not str: node data is never parsed as markup
         return tuple(cells)

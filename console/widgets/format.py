@@ -51,4 +51,4 @@ def text(value) -> str:
 
 
 def clip(value: str, width: int) -> str:
-    return value if len(value) <= width else value[:width - 1] + "…"
+    return value if len(value) <= width else value[: width - 1] + "…"

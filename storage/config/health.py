@@ -87,7 +87,9 @@ def parse_health(raw) -> HealthConfig:
         warn = _number(value.get("warn", default.warn), f"{where}.warn")
         crit = _number(value.get("crit", default.crit), f"{where}.crit")
         if default.lower_is_worse and not crit < warn:
-            raise ConfigError(f"{where}.crit: must be below warn (lower is worse here), got warn {warn:g} crit {crit:g}")
+            raise ConfigError(
+                f"{where}.crit: must be below warn (lower is worse here), got warn {warn:g} crit {crit:g}"
+            )
         if not default.lower_is_worse and not warn < crit:
             raise ConfigError(f"{where}.warn: must be below crit, got warn {warn:g} crit {crit:g}")
         thresholds[name] = Threshold(warn, crit, default.lower_is_worse)

@@ -25,8 +25,12 @@ class LimitsConfig:
     max_sequence_depth: int = 32  # nesting of sequences in a received dataset
 
 
-_INTEGERS = {"max_pending": (1, 10_000), "max_associations_per_ae": (0, 1000), "max_associations_per_host": (0, 1000),
-             "max_sequence_depth": (1, 1000)}
+_INTEGERS = {
+    "max_pending": (1, 10_000),
+    "max_associations_per_ae": (0, 1000),
+    "max_associations_per_host": (0, 1000),
+    "max_sequence_depth": (1, 1000),
+}
 _DURATIONS = {"request_timeout": (1, 600), "pdu_timeout": (1, 3600), "idle_timeout": (1, 86400)}
 
 

@@ -13,8 +13,19 @@ import yaml
 from .health import parse_health
 from .limits import parse_limits
 from .tls import parse_tls
-from .values import (OPERATIONS, ConfigError, parse_bool, parse_duration, parse_percent, parse_seconds, parse_size,
-                     validate_ae_title, validate_host, validate_operations, validate_port)
+from .values import (
+    OPERATIONS,
+    ConfigError,
+    parse_bool,
+    parse_duration,
+    parse_percent,
+    parse_seconds,
+    parse_size,
+    validate_ae_title,
+    validate_host,
+    validate_operations,
+    validate_port,
+)
 
 DEFAULT_PORT = 11112
 DEFAULT_AE_TITLE = "PACSDECK"
@@ -166,8 +177,10 @@ def parse_pool_limits(raw: dict, where: str) -> dict:
         else:
             out["reserve_bytes"] = parse_size(reserve, f"{where}.reserve")
             if out.get("capacity") is not None and out["reserve_bytes"] >= out["capacity"]:
-                raise ConfigError(f"{where}.reserve: {out['reserve_bytes']} bytes leaves nothing of the "
-                                  f"capacity ({out['capacity']} bytes)")
+                raise ConfigError(
+                    f"{where}.reserve: {out['reserve_bytes']} bytes leaves nothing of the "
+                    f"capacity ({out['capacity']} bytes)"
+                )
     high, low = raw.get("high_watermark"), raw.get("low_watermark")
     if high is not None:
         out["high_watermark"] = parse_percent(high, f"{where}.high_watermark")
@@ -177,8 +190,10 @@ def parse_pool_limits(raw: dict, where: str) -> dict:
         missing = "low_watermark" if low is None else "high_watermark"
         raise ConfigError(f"{where}.{missing}: required when the other watermark is set")
     if high is not None and not out["low_watermark"] < out["high_watermark"]:
-        raise ConfigError(f"{where}.low_watermark: must be below high_watermark "
-                          f"({out['low_watermark']:g} >= {out['high_watermark']:g})")
+        raise ConfigError(
+            f"{where}.low_watermark: must be below high_watermark "
+            f"({out['low_watermark']:g} >= {out['high_watermark']:g})"
+        )
     return out
 
 
@@ -209,8 +224,9 @@ def parse_migration(raw, pool_names: set[str]) -> MigrationConfig:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
         for key in ("from", "to"):
             if rule.get(key) not in pool_names:
-                raise ConfigError(f"{where}.{key}: not a pool name: {rule.get(key)!r}; pools: "
-                                  f"{', '.join(sorted(pool_names))}")
+                raise ConfigError(
+                    f"{where}.{key}: not a pool name: {rule.get(key)!r}; pools: {', '.join(sorted(pool_names))}"
+                )
         if rule["from"] == rule["to"]:
             raise ConfigError(f"{where}.to: must differ from `from` ({rule['to']!r})")
         days = rule.get("after_days")
@@ -229,8 +245,9 @@ def parse_queue(raw) -> QueueConfig:
     if raw is None:
         return QueueConfig()
     if not isinstance(raw, dict):
-        raise ConfigError("queue: must be a mapping with backoff_base, backoff_max, max_attempts, concurrency, "
-                          "associations, timeout")
+        raise ConfigError(
+            "queue: must be a mapping with backoff_base, backoff_max, max_attempts, concurrency, associations, timeout"
+        )
     unknown = set(raw) - set(QueueConfig.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"queue: unknown key(s) {', '.join(sorted(unknown))}")
@@ -249,8 +266,9 @@ def parse_queue(raw) -> QueueConfig:
             kw[key] = v
     cfg = QueueConfig(**kw)
     if cfg.backoff_max < cfg.backoff_base:
-        raise ConfigError(f"queue.backoff_max: must not be below backoff_base ({cfg.backoff_max:g} < "
-                          f"{cfg.backoff_base:g})")
+        raise ConfigError(
+            f"queue.backoff_max: must not be below backoff_base ({cfg.backoff_max:g} < {cfg.backoff_base:g})"
+        )
     return cfg
 
 
@@ -349,7 +367,6 @@ def parse_config(data, path: Path, create_dirs: bool = False) -> NodeConfig:
     if "metrics_port" in data:
         kw["metrics_port"] = validate_port(data["metrics_port"], "metrics_port", allow_zero=True)
     if "health" in data:
-
         kw["health"] = parse_health(data["health"])
 
     kw["limits"] = parse_limits(data.get("limits"))

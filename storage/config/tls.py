@@ -37,11 +37,14 @@ def _file(value, where: str, base: Path, secret: bool) -> Path:
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"{where}: {path} is not a regular file")
     if st.st_mode & 0o022:
-        raise ConfigError(f"{where}: {path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
-                          "chmod go-w it")
+        raise ConfigError(
+            f"{where}: {path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); chmod go-w it"
+        )
     if secret and st.st_mode & 0o077:
-        raise ConfigError(f"{where}: {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
-                          "a private key must be chmod 600")
+        raise ConfigError(
+            f"{where}: {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            "a private key must be chmod 600"
+        )
     if st.st_uid not in (0, os.geteuid()):
         raise ConfigError(f"{where}: {path} belongs to uid {st.st_uid}, neither root nor the node's user")
     return path
@@ -68,11 +71,17 @@ def parse_tls(raw, base: Path) -> TLSConfig | None:
         raise ConfigError(f"tls.listen: true or false, got {listen!r}")
     ca = _file(raw["ca_certificates"], "tls.ca_certificates", base, False) if raw.get("ca_certificates") else None
     if require and ca is None:
-        raise ConfigError("tls.ca_certificates: required with require_client_certificate (the CA that signs "
-                          "the clients' certificates)")
-    cfg = TLSConfig(certificate=_file(raw["certificate"], "tls.certificate", base, False),
-                    private_key=_file(raw["private_key"], "tls.private_key", base, True),
-                    ca_certificates=ca, require_client_certificate=require, listen=listen)
+        raise ConfigError(
+            "tls.ca_certificates: required with require_client_certificate (the CA that signs "
+            "the clients' certificates)"
+        )
+    cfg = TLSConfig(
+        certificate=_file(raw["certificate"], "tls.certificate", base, False),
+        private_key=_file(raw["private_key"], "tls.private_key", base, True),
+        ca_certificates=ca,
+        require_client_certificate=require,
+        listen=listen,
+    )
     server_context(cfg)  # a key that does not match its certificate fails here, at init, not at the first peer
     return cfg
 
@@ -87,8 +96,13 @@ def server_context(cfg: TLSConfig) -> ssl.SSLContext:
             context.load_verify_locations(cfg.ca_certificates)
     except (ssl.SSLError, OSError) as err:
         raise ConfigError(f"tls: cannot use {cfg.certificate} and {cfg.private_key}: {err}") from None
-    context.verify_mode = ssl.CERT_REQUIRED if cfg.require_client_certificate else ssl.CERT_OPTIONAL \
-        if cfg.ca_certificates is not None else ssl.CERT_NONE
+    context.verify_mode = (
+        ssl.CERT_REQUIRED
+        if cfg.require_client_certificate
+        else ssl.CERT_OPTIONAL
+        if cfg.ca_certificates is not None
+        else ssl.CERT_NONE
+    )
     return context
 
 

@@ -40,7 +40,8 @@ def check_version(version: str) -> None:
             f"pynetdicom {version} is installed, but pacsdeck's adjustments to it (storage/dimse/) were "
             f"tested with {', '.join(TESTED_PYNETDICOM)} only; install that release "
             f"(pip install 'pynetdicom=={TESTED_PYNETDICOM[-1]}') or test the adjustments with {version} "
-            f"and add it to TESTED_PYNETDICOM")
+            f"and add it to TESTED_PYNETDICOM"
+        )
 
 
 def install() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from storage import metrics
@@ -76,13 +76,17 @@ class AssociationLog:
             return
         rec.result = "accepted"
         rec.rejected_contexts = [
-            {"abstract_syntax": str(cx.abstract_syntax), "transfer_syntaxes": [str(t) for t in cx.transfer_syntax],
-             "reason": _CX_RESULTS.get(cx.result, str(cx.result))}
+            {
+                "abstract_syntax": str(cx.abstract_syntax),
+                "transfer_syntaxes": [str(t) for t in cx.transfer_syntax],
+                "reason": _CX_RESULTS.get(cx.result, str(cx.result)),
+            }
             for cx in event.assoc.rejected_contexts
         ]
         if rec.rejected_contexts:
-            log.info("association from %s: %d presentation context(s) rejected", rec.calling_ae,
-                     len(rec.rejected_contexts))
+            log.info(
+                "association from %s: %d presentation context(s) rejected", rec.calling_ae, len(rec.rejected_contexts)
+            )
 
     def on_rejected(self, event) -> None:
         rec = self.record(event.assoc)
@@ -91,8 +95,13 @@ class AssociationLog:
         # The reason first: EVT_CONN_CLOSE may write the row (in the DUL thread) at any moment.
         rec.reason = self._rejection_reason(rec.calling_ae, rec.called_ae)
         rec.result = "rejected"
-        log.warning("association rejected: calling %r called %r from %s: %s", rec.calling_ae, rec.called_ae,
-                    rec.peer_host, rec.reason)
+        log.warning(
+            "association rejected: calling %r called %r from %s: %s",
+            rec.calling_ae,
+            rec.called_ae,
+            rec.peer_host,
+            rec.reason,
+        )
 
     def on_pdu_received(self, event) -> None:
         """Note a peer's A-RELEASE-RQ or A-ABORT as the DUL reads it, before the connection closes:
@@ -127,7 +136,7 @@ class AssociationLog:
         metrics.association_closed(rec.result)
         try:
             self._index.log_association(rec.__dict__)
-        except Exception:  # noqa: BLE001 - losing a log row must not disturb DICOM service
+        except Exception:  # losing a log row must not disturb DICOM service
             log.exception("cannot write the association log")
 
 

@@ -6,7 +6,7 @@ import logging
 import os
 import queue
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -41,5 +41,5 @@ class Lane:
             task, args = self._tasks.get()
             try:
                 task(*args)
-            except Exception:  # noqa: BLE001 - one failed task must not stop the ones behind it
+            except Exception:  # one failed task must not stop the ones behind it
                 log.exception("%s: a background task failed", self.name)

@@ -25,8 +25,7 @@ NO_DATASET = 0x0101
 DATASET = 0x0001
 
 # The elements this module reads, with their VRs (the rest are skipped).
-_READ = {0x0002: "UI", 0x0100: "US", 0x0110: "US", 0x0120: "US", 0x0800: "US", 0x0900: "US", 0x0902: "LO",
-         0x1000: "UI"}
+_READ = {0x0002: "UI", 0x0100: "US", 0x0110: "US", 0x0120: "US", 0x0800: "US", 0x0900: "US", 0x0902: "LO", 0x1000: "UI"}
 
 
 def _element(element: int, vr: str, value) -> bytes:
@@ -41,8 +40,14 @@ def _command_set(*elements: bytes) -> bytes:
     return _element(0x0000, "UL", len(body)) + body
 
 
-def c_store_request(msg_id: int, priority: int, sop_class: str, sop_uid: str,
-                    originator_aet: str | None = None, originator_id: int | None = None) -> bytes:
+def c_store_request(
+    msg_id: int,
+    priority: int,
+    sop_class: str,
+    sop_uid: str,
+    originator_aet: str | None = None,
+    originator_id: int | None = None,
+) -> bytes:
     """A C-STORE-RQ whose dataset follows."""
     return _command_set(
         _element(0x0002, "UI", sop_class),
@@ -56,20 +61,28 @@ def c_store_request(msg_id: int, priority: int, sop_class: str, sop_uid: str,
     )
 
 
-def retrieve_response(command_field: int, responding_to: int, sop_class: str, status: int,
-                      counts: tuple[int | None, int, int, int] | None, comment: str = "",
-                      identifier: bool = False) -> bytes:
+def retrieve_response(
+    command_field: int,
+    responding_to: int,
+    sop_class: str,
+    status: int,
+    counts: tuple[int | None, int, int, int] | None,
+    comment: str = "",
+    identifier: bool = False,
+) -> bytes:
     """A C-GET-RSP or C-MOVE-RSP. `counts` is (remaining, completed, failed, warning); remaining is
     None in a final response (PS3.4 C.4.2.3.1), and `counts` None leaves all four out (a refusal)."""
     numbers = b""
     if counts is not None:
         remaining, completed, failed, warning = counts
-        numbers = b"".join((
-            _element(0x1020, "US", remaining) if remaining is not None else b"",
-            _element(0x1021, "US", completed),
-            _element(0x1022, "US", failed),
-            _element(0x1023, "US", warning),
-        ))
+        numbers = b"".join(
+            (
+                _element(0x1020, "US", remaining) if remaining is not None else b"",
+                _element(0x1021, "US", completed),
+                _element(0x1022, "US", failed),
+                _element(0x1023, "US", warning),
+            )
+        )
     return _command_set(
         _element(0x0002, "UI", sop_class),
         _element(0x0100, "US", command_field),
@@ -116,7 +129,7 @@ def raw_elements(data) -> dict[int, bytes] | None:
     walked = _walk(data)
     if walked is None:
         return None
-    return {element: bytes(data[pos:pos + length]) for element, pos, length in walked}
+    return {element: bytes(data[pos : pos + length]) for element, pos, length in walked}
 
 
 def read(data) -> dict[int, int | str] | None:
@@ -133,7 +146,7 @@ def read(data) -> dict[int, int | str] | None:
                 return None
             found[element] = _NUMBERS[vr].unpack_from(data, pos)[0]
         elif vr is not None:
-            found[element] = bytes(data[pos:pos + length]).decode("ascii", "replace").rstrip("\0 ")
+            found[element] = bytes(data[pos : pos + length]).decode("ascii", "replace").rstrip("\0 ")
     return found
 
 

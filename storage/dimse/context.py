@@ -1,4 +1,4 @@
-"""What the DICOM services need of the node, as a Protocol: storage/node.py's Node provides it, nothing here imports it."""
+"""What the DICOM services need of the node, as a Protocol: storage/node.py's Node provides it, unimported."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""C-ECHO from the node's AE title to a peer, with a diagnosis a person can act on when it fails; and a plain C-STORE sender."""
+"""C-ECHO to a peer with a diagnosis a person can act on when it fails; and a plain C-STORE sender."""
 
 from __future__ import annotations
 
@@ -17,7 +17,14 @@ log = logging.getLogger(__name__)
 
 # Diagnosis kinds, in the order the checks run: each names the layer that failed.
 DNS, REFUSED, UNREACHABLE, TIMEOUT, REJECTED, ABORTED, FAILED = (
-    "dns", "refused", "unreachable", "timeout", "rejected", "aborted", "failed")
+    "dns",
+    "refused",
+    "unreachable",
+    "timeout",
+    "rejected",
+    "aborted",
+    "failed",
+)
 
 _HINTS = {
     (1, 3): "register our AE title {calling} (and this host) at the peer",
@@ -36,8 +43,18 @@ def echo(calling: str, called: str, host: str, port: int, timeout: float = 5.0, 
     """Resolve, connect, associate, C-ECHO, release; stop at the first layer that fails and say which."""
     install()  # the agent's aets.echo and diagnose.run speak DICOM through the same door as the node
     started = time.perf_counter()
-    out = {"ok": False, "calling_ae": calling, "called_ae": called, "host": host, "port": port, "address": None,
-           "status": None, "rtt_ms": None, "total_ms": None, "diagnosis": None}
+    out = {
+        "ok": False,
+        "calling_ae": calling,
+        "called_ae": called,
+        "host": host,
+        "port": port,
+        "address": None,
+        "status": None,
+        "rtt_ms": None,
+        "total_ms": None,
+        "diagnosis": None,
+    }
 
     def fail(kind: str, message: str, **detail) -> dict:
         out["total_ms"] = _ms(time.perf_counter() - started)
@@ -57,9 +74,12 @@ def echo(calling: str, called: str, host: str, port: int, timeout: float = 5.0, 
         with socket.create_connection((address, port), timeout=timeout):
             pass
     except ConnectionRefusedError:
-        return fail(REFUSED, f"{host}:{port} refused the connection: nothing listens there "
-                             "(wrong port, or the peer's DICOM service is down)")
-    except socket.timeout:
+        return fail(
+            REFUSED,
+            f"{host}:{port} refused the connection: nothing listens there "
+            "(wrong port, or the peer's DICOM service is down)",
+        )
+    except TimeoutError:
         return fail(TIMEOUT, f"no TCP answer from {host}:{port} within {timeout:g} s (firewall, or host down)")
     except OSError as err:
         if err.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
@@ -76,8 +96,13 @@ def echo(calling: str, called: str, host: str, port: int, timeout: float = 5.0, 
             rejections.append(event.pdu.to_primitive())
 
     assoc_started = time.perf_counter()
-    assoc = ae.associate(address, port, ae_title=called, evt_handlers=[(evt.EVT_PDU_RECV, on_pdu)],
-                         tls_args=(tls, None) if tls is not None else None)
+    assoc = ae.associate(
+        address,
+        port,
+        ae_title=called,
+        evt_handlers=[(evt.EVT_PDU_RECV, on_pdu)],
+        tls_args=(tls, None) if tls is not None else None,
+    )
     try:
         if assoc.is_established:
             sent = time.perf_counter()
@@ -99,13 +124,20 @@ def echo(calling: str, called: str, host: str, port: int, timeout: float = 5.0, 
             return _rejected(fail, rejections[0] if rejections else assoc.acceptor.primitive, calling, called)
         primitive = assoc.acceptor.primitive
         if primitive is not None and primitive.result == 0x00:
-            return fail(REJECTED, f"{called} accepted the association but not the Verification SOP Class",
-                        reason="Verification presentation context rejected")
+            return fail(
+                REJECTED,
+                f"{called} accepted the association but not the Verification SOP Class",
+                reason="Verification presentation context rejected",
+            )
         if time.perf_counter() - assoc_started >= timeout * 0.9:
-            return fail(TIMEOUT, f"{host}:{port} accepted TCP but did not answer the association request "
-                                 f"within {timeout:g} s (is it a DICOM port?)")
-        return fail(ABORTED, f"{host}:{port} dropped the association request (not DICOM, TLS expected, "
-                             "or the peer aborted)")
+            return fail(
+                TIMEOUT,
+                f"{host}:{port} accepted TCP but did not answer the association request "
+                f"within {timeout:g} s (is it a DICOM port?)",
+            )
+        return fail(
+            ABORTED, f"{host}:{port} dropped the association request (not DICOM, TLS expected, or the peer aborted)"
+        )
     finally:
         if assoc.is_established:
             assoc.release()
@@ -117,8 +149,14 @@ def _rejected(fail, primitive, calling: str, called: str) -> dict:
     reason = primitive.reason_str
     hint = _HINTS.get((source, diagnostic), "").format(calling=calling, called=called)
     message = f"association rejected ({primitive.result_str}, {primitive.source_str}): {reason}"
-    return fail(REJECTED, f"{message}; {hint}" if hint else message, result=result, source=source,
-                diagnostic=diagnostic, reason=reason)
+    return fail(
+        REJECTED,
+        f"{message}; {hint}" if hint else message,
+        result=result,
+        source=source,
+        diagnostic=diagnostic,
+        reason=reason,
+    )
 
 
 def send_datasets(calling: str, called: str, host: str, port: int, datasets, contexts, timeout: float = 30.0) -> int:

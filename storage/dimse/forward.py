@@ -28,6 +28,7 @@ from pynetdicom import AE
 
 from storage.index import jobs
 from storage.index.queue import requeue_running
+
 from .retrieve import MAX_CONTEXTS, StoredSender, open_store_association
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class AssociationFailed(Exception):
 
 
 class Forwarder:
-    def __init__(self, node: "NodeContext"):
+    def __init__(self, node: NodeContext):
         self.node = node
         self.config = node.config.queue
         self._stop = threading.Event()
@@ -91,7 +92,7 @@ class Forwarder:
                     seen = version
                     next_due = self._dispatch(conn, now)
                 self._wake.wait(POLL_SECONDS)
-        except Exception:  # noqa: BLE001 - say so loudly; the node keeps storing, the jobs wait
+        except Exception:  # say so loudly; the node keeps storing, the jobs wait
             log.exception("queue: the forwarder stopped")
         finally:
             index.close()
@@ -99,9 +100,12 @@ class Forwarder:
     def _dispatch(self, conn, now: float) -> float:
         """Start a thread for each destination with due jobs (up to the concurrency); return when
         the next waiting job falls due."""
-        rows = conn.execute("SELECT destination, min(coalesce(next_attempt_at, 0)),"
-                            " sum(coalesce(next_attempt_at, 0) <= ?) FROM jobs WHERE kind = 'forward'"
-                            " AND state = 'pending' GROUP BY destination", (now,)).fetchall()
+        rows = conn.execute(
+            "SELECT destination, min(coalesce(next_attempt_at, 0)),"
+            " sum(coalesce(next_attempt_at, 0) <= ?) FROM jobs WHERE kind = 'forward'"
+            " AND state = 'pending' GROUP BY destination",
+            (now,),
+        ).fetchall()
         next_due = now + 60
         with self._lock:
             for destination, first_due, due in rows:
@@ -115,8 +119,9 @@ class Forwarder:
                         break
                     if (destination, slot) in self._busy:
                         continue
-                    thread = threading.Thread(target=self._serve, args=(destination, slot), daemon=True,
-                                              name=f"forward-{destination}-{slot}")
+                    thread = threading.Thread(
+                        target=self._serve, args=(destination, slot), daemon=True, name=f"forward-{destination}-{slot}"
+                    )
                     self._busy[(destination, slot)] = thread
                     serving += 1
                     thread.start()
@@ -133,7 +138,7 @@ class Forwarder:
                     break
                 if not self._run_job(link, job):
                     break  # the destination failed us: the next attempt waits for its backoff
-        except Exception:  # noqa: BLE001 - a bug must not kill the dispatcher; the job is retried
+        except Exception:  # a bug must not kill the dispatcher; the job is retried
             log.exception("queue: forwarding to %s failed", destination)
         finally:
             link.close()
@@ -157,16 +162,20 @@ class Forwarder:
     def _claim(self, destination: str):
         now = time.time()
         with self._transaction() as conn:
-            row = conn.execute("SELECT * FROM jobs WHERE kind = 'forward' AND destination = ? AND state = 'pending'"
-                               " AND coalesce(next_attempt_at, 0) <= ? ORDER BY next_attempt_at, id LIMIT 1",
-                               (destination, now)).fetchone()
+            row = conn.execute(
+                "SELECT * FROM jobs WHERE kind = 'forward' AND destination = ? AND state = 'pending'"
+                " AND coalesce(next_attempt_at, 0) <= ? ORDER BY next_attempt_at, id LIMIT 1",
+                (destination, now),
+            ).fetchone()
             if row is None:
                 return None
-            conn.execute("UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ? WHERE id = ?",
-                         (now, row["id"]))
+            conn.execute(
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                (now, row["id"]),
+            )
         return {**dict(row), "attempts": row["attempts"] + 1}
 
-    def _run_job(self, link: "_Link", job: dict) -> bool:
+    def _run_job(self, link: _Link, job: dict) -> bool:
         """One attempt at one job; False when the destination failed (stop serving it for now)."""
         job_id = job["id"]
         conn = self.node.index.connection()
@@ -186,8 +195,11 @@ class Forwarder:
         try:
             while True:
                 items = conn.execute(
-                    "SELECT i.*, ji.sop_uid AS item_uid FROM job_items ji LEFT JOIN instances i ON i.sop_uid = ji.sop_uid"
-                    " WHERE ji.job_id = ? AND ji.state = 'pending' LIMIT ?", (job_id, FETCH)).fetchall()
+                    "SELECT i.*, ji.sop_uid AS item_uid FROM job_items ji"
+                    " LEFT JOIN instances i ON i.sop_uid = ji.sop_uid"
+                    " WHERE ji.job_id = ? AND ji.state = 'pending' LIMIT ?",
+                    (job_id, FETCH),
+                ).fetchall()
                 if not items:
                     outcome = self._finish(job, failed_this_attempt)
                     if outcome == "more":
@@ -236,13 +248,20 @@ class Forwarder:
         now = time.time()
         with self._transaction() as conn:
             if acks:
-                conn.executemany("UPDATE job_items SET state = 'done', error = NULL WHERE job_id = ? AND sop_uid = ?",
-                                 [(job_id, uid) for uid, _ in acks])
+                conn.executemany(
+                    "UPDATE job_items SET state = 'done', error = NULL WHERE job_id = ? AND sop_uid = ?",
+                    [(job_id, uid) for uid, _ in acks],
+                )
             if failures:
-                conn.executemany("UPDATE job_items SET state = 'failed', error = ? WHERE job_id = ? AND sop_uid = ?",
-                                 [(error, job_id, uid) for uid, error in failures.items()])
-            conn.execute("UPDATE jobs SET instances_done = instances_done + ?, bytes_done = bytes_done + ?,"
-                         " updated_at = ? WHERE id = ?", (len(acks), sum(size for _, size in acks), now, job_id))
+                conn.executemany(
+                    "UPDATE job_items SET state = 'failed', error = ? WHERE job_id = ? AND sop_uid = ?",
+                    [(error, job_id, uid) for uid, error in failures.items()],
+                )
+            conn.execute(
+                "UPDATE jobs SET instances_done = instances_done + ?, bytes_done = bytes_done + ?,"
+                " updated_at = ? WHERE id = ?",
+                (len(acks), sum(size for _, size in acks), now, job_id),
+            )
 
     def _finish(self, job: dict, failed: dict[str, str]) -> str:
         """End the attempt: done, or failed instances retried later; "more" if instances were
@@ -253,20 +272,23 @@ class Forwarder:
             row = conn.execute("SELECT state, attempts, max_attempts FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None or row["state"] != jobs.RUNNING:
                 return "stopped"  # cancelled meanwhile
-            if conn.execute("SELECT 1 FROM job_items WHERE job_id = ? AND state = 'pending' LIMIT 1",
-                            (job_id,)).fetchone():
+            if conn.execute(
+                "SELECT 1 FROM job_items WHERE job_id = ? AND state = 'pending' LIMIT 1", (job_id,)
+            ).fetchone():
                 return "more"
             if not failed:
-                conn.execute("UPDATE jobs SET state = 'done', next_attempt_at = NULL, updated_at = ? WHERE id = ?",
-                             (now, job_id))
+                conn.execute(
+                    "UPDATE jobs SET state = 'done', next_attempt_at = NULL, updated_at = ? WHERE id = ?", (now, job_id)
+                )
                 log.info("queue: job %d (%s to %s) done", job_id, job["study_uid"], job["destination"])
                 return "done"
             first_uid, first_error = next(iter(failed.items()))
-            error = (f"{len(failed)} instance(s) not stored by {job['destination']}; "
-                     f"{first_uid}: {first_error}")
+            error = f"{len(failed)} instance(s) not stored by {job['destination']}; {first_uid}: {first_error}"
             self._schedule(conn, [(job_id, row["attempts"], row["max_attempts"])], error, now)
-            conn.execute("UPDATE job_items SET state = 'pending' WHERE job_id = ? AND state = 'failed'"
-                         " AND ? < ?", (job_id, row["attempts"], row["max_attempts"]))
+            conn.execute(
+                "UPDATE job_items SET state = 'pending' WHERE job_id = ? AND state = 'failed' AND ? < ?",
+                (job_id, row["attempts"], row["max_attempts"]),
+            )
         return "failed"
 
     def _interrupted(self, job: dict) -> None:
@@ -276,8 +298,11 @@ class Forwarder:
             log.info("queue: job %d cancelled", job["id"])
             return
         with self._transaction() as conn:
-            conn.execute("UPDATE jobs SET state = 'pending', attempts = max(attempts - 1, 0), next_attempt_at = ?,"
-                         " updated_at = ? WHERE id = ? AND state = 'running'", (time.time(), time.time(), job["id"]))
+            conn.execute(
+                "UPDATE jobs SET state = 'pending', attempts = max(attempts - 1, 0), next_attempt_at = ?,"
+                " updated_at = ? WHERE id = ? AND state = 'running'",
+                (time.time(), time.time(), job["id"]),
+            )
 
     def _attempt_failed(self, job: dict, error: str, whole_destination: bool) -> None:
         """The attempt failed for this job and, if no association could be opened at all, for every
@@ -285,27 +310,48 @@ class Forwarder:
         now = time.time()
         with self._transaction() as conn:
             conn.execute("UPDATE job_items SET state = 'pending' WHERE job_id = ? AND state = 'failed'", (job["id"],))
-            rows = [tuple(r) for r in conn.execute(
-                "SELECT id, attempts, max_attempts FROM jobs WHERE id = ? AND state = 'running'", (job["id"],))]
+            rows = [
+                tuple(r)
+                for r in conn.execute(
+                    "SELECT id, attempts, max_attempts FROM jobs WHERE id = ? AND state = 'running'", (job["id"],)
+                )
+            ]
             if whole_destination:  # the due jobs not yet claimed (never one another thread is sending)
-                rows += [(r[0], r[1] + 1, r[2]) for r in conn.execute(
-                    "SELECT id, attempts, max_attempts FROM jobs WHERE kind = 'forward' AND destination = ?"
-                    " AND state = 'pending' AND coalesce(next_attempt_at, 0) <= ?", (job["destination"], now))]
+                rows += [
+                    (r[0], r[1] + 1, r[2])
+                    for r in conn.execute(
+                        "SELECT id, attempts, max_attempts FROM jobs WHERE kind = 'forward' AND destination = ?"
+                        " AND state = 'pending' AND coalesce(next_attempt_at, 0) <= ?",
+                        (job["destination"], now),
+                    )
+                ]
                 conn.executemany("UPDATE jobs SET attempts = ? WHERE id = ?", [(a, i) for i, a, _ in rows])
             self._schedule(conn, rows, error, now)
-        log.warning("queue: forward to %s failed (job %d, attempt %d of %d): %s", job["destination"], job["id"],
-                    job["attempts"], job["max_attempts"], error)
+        log.warning(
+            "queue: forward to %s failed (job %d, attempt %d of %d): %s",
+            job["destination"],
+            job["id"],
+            job["attempts"],
+            job["max_attempts"],
+            error,
+        )
 
     def _schedule(self, conn, rows: list[tuple[int, int, int]], error: str, now: float) -> None:
         """Failed attempts: back to pending after the backoff, or failed once attempts are used up."""
         for job_id, attempts, max_attempts in rows:
             if attempts >= max_attempts:
-                conn.execute("UPDATE jobs SET state = 'failed', next_attempt_at = NULL, last_error = ?, updated_at = ?"
-                             " WHERE id = ?", (error, now, job_id))
+                conn.execute(
+                    "UPDATE jobs SET state = 'failed', next_attempt_at = NULL, last_error = ?, updated_at = ?"
+                    " WHERE id = ?",
+                    (error, now, job_id),
+                )
             else:
                 delay = jobs.backoff(attempts, self.config.backoff_base, self.config.backoff_max)
-                conn.execute("UPDATE jobs SET state = 'pending', next_attempt_at = ?, last_error = ?, updated_at = ?"
-                             " WHERE id = ?", (now + delay, error, now, job_id))
+                conn.execute(
+                    "UPDATE jobs SET state = 'pending', next_attempt_at = ?, last_error = ?, updated_at = ?"
+                    " WHERE id = ?",
+                    (now + delay, error, now, job_id),
+                )
 
 
 class _Link:
@@ -332,8 +378,10 @@ class _Link:
         self.was_up = False
         aet = self.node.index.aet(self.destination)
         if aet is None or not aet["host"] or not aet["port"]:
-            raise AssociationFailed(f"{self.destination} is not registered with a host and port any more; "
-                                    "register it again with aets.add / aets.update")
+            raise AssociationFailed(
+                f"{self.destination} is not registered with a host and port any more; "
+                "register it again with aets.add / aets.update"
+            )
         pairs = needed | self._due_pairs()
         wanted = [{"sop_class_uid": c, "transfer_syntax": s} for c, s in sorted(pairs)]
         # The stored pairs first (each brings its lossless alternatives); at most 128 contexts.
@@ -343,24 +391,30 @@ class _Link:
         self.ae.acse_timeout = self.ae.dimse_timeout = self.ae.network_timeout = cfg.timeout
         self.ae.connection_timeout = cfg.timeout
         self.sender = StoredSender(self.node)
-        assoc, reason = open_store_association(self.ae, self.node, aet, wanted[:MAX_CONTEXTS // 2], self.sender,
-                                               cfg.timeout)
+        assoc, reason = open_store_association(
+            self.ae, self.node, aet, wanted[: MAX_CONTEXTS // 2], self.sender, cfg.timeout
+        )
         if reason is not None:
             self.sender.unbind()
             self.ae.shutdown()
             self.ae = None
             raise AssociationFailed(reason)
         self.assoc = assoc
-        self.proposed = {(r["sop_class_uid"], r["transfer_syntax"]) for r in wanted[:MAX_CONTEXTS // 2]}
+        self.proposed = {(r["sop_class_uid"], r["transfer_syntax"]) for r in wanted[: MAX_CONTEXTS // 2]}
         self.was_up = True
 
     def _due_pairs(self) -> set[tuple[str, str]]:
         """What the destination's other open jobs will need, so one association serves them all."""
-        rows = self.node.index.connection().execute(
-            "SELECT DISTINCT i.sop_class_uid, i.transfer_syntax FROM jobs j JOIN job_items ji ON ji.job_id = j.id"
-            " JOIN instances i ON i.sop_uid = ji.sop_uid WHERE j.kind = 'forward' AND j.destination = ?"
-            " AND j.state IN ('pending', 'running') AND ji.state = 'pending' LIMIT 64",
-            (self.destination,)).fetchall()
+        rows = (
+            self.node.index.connection()
+            .execute(
+                "SELECT DISTINCT i.sop_class_uid, i.transfer_syntax FROM jobs j JOIN job_items ji ON ji.job_id = j.id"
+                " JOIN instances i ON i.sop_uid = ji.sop_uid WHERE j.kind = 'forward' AND j.destination = ?"
+                " AND j.state IN ('pending', 'running') AND ji.state = 'pending' LIMIT 64",
+                (self.destination,),
+            )
+            .fetchall()
+        )
         return {(r[0], r[1]) for r in rows}
 
     def send(self, row) -> str | None:
@@ -372,14 +426,16 @@ class _Link:
         self.msg_id = self.msg_id % 65535 + 1
         try:
             status = self.assoc.send_c_store(self.sender.instance(row), msg_id=self.msg_id)
-        except Exception as err:  # noqa: BLE001 - pynetdicom and our sender raise many types
+        except Exception as err:  # pynetdicom and our sender raise many types
             if not self.assoc.is_established:
                 raise AssociationFailed(f"association with {self.destination} lost: {err}") from err
             return str(err)
         code = getattr(status, "Status", None)
         if code is None:
-            raise AssociationFailed(f"{self.destination} gave no C-STORE response within "
-                                    f"{self.forwarder.config.timeout:g} s or aborted the association")
+            raise AssociationFailed(
+                f"{self.destination} gave no C-STORE response within "
+                f"{self.forwarder.config.timeout:g} s or aborted the association"
+            )
         if code == 0 or code & 0xF000 == 0xB000:  # success, or a warning: stored
             return None
         comment = getattr(status, "ErrorComment", None)

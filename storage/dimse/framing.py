@@ -36,7 +36,7 @@ def _frame(out: bytearray, context_id: int, control: int, data, fragment: int, l
     view = memoryview(data)
     starts = range(0, len(view), fragment) if len(view) else (0,)
     for start in starts:
-        chunk = view[start:start + fragment]
+        chunk = view[start : start + fragment]
         end = last and start + fragment >= len(view)
         out += _PDV_HEADER.pack(0x04, 0, len(chunk) + 6, len(chunk) + 2, context_id, control | (0x02 if end else 0))
         out += chunk
@@ -66,7 +66,7 @@ class FramedStore:
     def __init__(self, context_id: int, command: bytes, path, offset: int, max_pdu_length: int):
         self.context_id = context_id
         self.path = path
-        self._f = open(path, "rb", buffering=0)
+        self._f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by batches() or close()
         try:
             self._size = os.fstat(self._f.fileno()).st_size - offset
             self._f.seek(offset)
@@ -84,14 +84,14 @@ class FramedStore:
         nbytes = min(self._per_batch * self._fragment, self._size - self._done)
         count = max(1, -(-nbytes // self._fragment))
         buf = bytearray(len(head) + nbytes + _PDV_HEADER.size * count)
-        buf[:len(head)] = head
+        buf[: len(head)] = head
         view, pos = memoryview(buf), len(head)
         for i in range(count):
             length = min(self._fragment, nbytes - i * self._fragment)
             last = self._done + i * self._fragment + length >= self._size
             _PDV_HEADER.pack_into(buf, pos, 0x04, 0, length + 6, length + 2, self.context_id, 0x02 if last else 0x00)
             pos += _PDV_HEADER.size
-            _read_exactly(self._f, view[pos:pos + length], self.path)
+            _read_exactly(self._f, view[pos : pos + length], self.path)
             pos += length
         view.release()
         self._done += nbytes

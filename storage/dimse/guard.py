@@ -31,9 +31,11 @@ import ssl
 import struct
 import threading
 import time
+
 from storage import metrics
-from . import tls
 from storage.config.limits import LimitsConfig
+
+from . import tls
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +123,15 @@ def pdu_limit(assoc, pdu_type: int, state: str) -> int:
 def check_length(assoc, pdu_type: int, length: int, state: str) -> None:
     limit = pdu_limit(assoc, pdu_type, state)
     if length > limit:
-        raise Refused("pdu-too-long", f"PDU type 0x{pdu_type:02X} declares {length} bytes, at most {limit} allowed",
-                      INVALID_PARAMETER)
+        raise Refused(
+            "pdu-too-long",
+            f"PDU type 0x{pdu_type:02X} declares {length} bytes, at most {limit} allowed",
+            INVALID_PARAMETER,
+        )
     if pdu_type in _FIXED_LENGTH and length != limit:
-        raise Refused("bad-pdu-length", f"PDU type 0x{pdu_type:02X} declares {length} bytes, not {limit}",
-                      INVALID_PARAMETER)
+        raise Refused(
+            "bad-pdu-length", f"PDU type 0x{pdu_type:02X} declares {length} bytes, not {limit}", INVALID_PARAMETER
+        )
 
 
 class _Stalled(Exception):
@@ -188,7 +194,7 @@ def _recv_tls(sock: ssl.SSLSocket, view: memoryview, deadline: float) -> int:
     sock.settimeout(remaining)
     try:
         return sock.recv_into(view, len(view))
-    except (socket.timeout, ssl.SSLWantReadError):
+    except (TimeoutError, ssl.SSLWantReadError):
         raise _Stalled(0, len(view)) from None
     finally:
         sock.settimeout(previous)
@@ -213,7 +219,7 @@ def abort_and_close(dul, err: Refused) -> None:
         conn.close()  # puts Evt17: the state machine ends the association and frees its place
 
 
-def read_pdu(dul, limits: LimitsConfig, opened_at: float, gate: "Gate | None") -> None:
+def read_pdu(dul, limits: LimitsConfig, opened_at: float, gate: Gate | None) -> None:
     """DULServiceProvider._read_pdu_data with limits: one whole PDU, checked before it is read."""
     conn = dul.socket
     sock = getattr(conn, "socket", None)
@@ -261,8 +267,14 @@ def read_pdu(dul, limits: LimitsConfig, opened_at: float, gate: "Gate | None") -
     try:
         pdu, event = dul._decode_pdu(header)
     except Exception as err:  # noqa: BLE001 - pynetdicom raises many types for bad PDU items
-        abort_and_close(dul, Refused("undecodable-pdu", f"PDU type 0x{pdu_type:02X} does not decode: "
-                                     f"{type(err).__name__}: {str(err)[:200]}", INVALID_PARAMETER))
+        abort_and_close(
+            dul,
+            Refused(
+                "undecodable-pdu",
+                f"PDU type 0x{pdu_type:02X} does not decode: {type(err).__name__}: {str(err)[:200]}",
+                INVALID_PARAMETER,
+            ),
+        )
         return
     dul.event_queue.put(event)
     dul._recv_pdu.put(pdu)
@@ -308,8 +320,12 @@ class Gate:
                 for key in _idle_first(self._pending, excess):
                     evicted.append(self._pending.pop(key))
         for old in evicted:
-            rejected("pending-limit", f"{old.host}", f"closed after {time.monotonic() - old.opened_at:.1f} s without "
-                     f"an association request: {self.limits.max_pending} connections were waiting")
+            rejected(
+                "pending-limit",
+                f"{old.host}",
+                f"closed after {time.monotonic() - old.opened_at:.1f} s without "
+                f"an association request: {self.limits.max_pending} connections were waiting",
+            )
             _shutdown(old.assoc)
         return conn.opened_at
 
@@ -328,14 +344,22 @@ class Gate:
             reason = None
             if len(live) >= self.max_associations:
                 reason = f"{len(live)} associations open (max_associations)"
-            elif self.limits.max_associations_per_ae and \
-                    sum(c.calling == calling for c in live) >= self.limits.max_associations_per_ae:
-                reason = f"{calling} has {self.limits.max_associations_per_ae} associations open " \
-                         "(limits.max_associations_per_ae)"
-            elif self.limits.max_associations_per_host and \
-                    sum(c.host == host for c in live) >= self.limits.max_associations_per_host:
-                reason = f"{host} has {self.limits.max_associations_per_host} associations open " \
-                         "(limits.max_associations_per_host)"
+            elif (
+                self.limits.max_associations_per_ae
+                and sum(c.calling == calling for c in live) >= self.limits.max_associations_per_ae
+            ):
+                reason = (
+                    f"{calling} has {self.limits.max_associations_per_ae} associations open "
+                    "(limits.max_associations_per_ae)"
+                )
+            elif (
+                self.limits.max_associations_per_host
+                and sum(c.host == host for c in live) >= self.limits.max_associations_per_host
+            ):
+                reason = (
+                    f"{host} has {self.limits.max_associations_per_host} associations open "
+                    "(limits.max_associations_per_host)"
+                )
             if reason is None:
                 conn.calling, conn.host, conn.admitted = calling, host, True
                 self._admitted[id(assoc)] = conn
@@ -365,7 +389,7 @@ class Gate:
                     q.not_empty.notify()
 
 
-def _idle_first(pending: "collections.OrderedDict[int, _Connection]", count: int) -> list[int]:
+def _idle_first(pending: collections.OrderedDict[int, _Connection], count: int) -> list[int]:
     """The keys of the `count` oldest pending connections with no bytes waiting; the oldest of the
     others if there are not enough of those."""
     socks = {}

@@ -234,7 +234,9 @@ def store_response(held: _Claim, timeout: float | None) -> StoreStatus | None:
     _, primitive = dimse.msg_queue.get(False)
     if isinstance(primitive, C_STORE) and primitive.Status is not None:
         return StoreStatus(primitive.Status, primitive.ErrorComment)
-    return StoreStatus(None, f"the peer sent {getattr(primitive, 'msg_type', 'a message')} instead of a C-STORE response")
+    return StoreStatus(
+        None, f"the peer sent {getattr(primitive, 'msg_type', 'a message')} instead of a C-STORE response"
+    )
 
 
 def poll(held: _Claim) -> None:

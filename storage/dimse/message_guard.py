@@ -20,9 +20,10 @@ import struct
 
 from pynetdicom.pdu_primitives import P_DATA
 
-from . import commands, guard
 from storage import status
 from storage.uids import InvalidUID, check_raw_uid
+
+from . import commands, guard
 
 MAX_COMMAND = 64 * 1024  # a command set is a few hundred bytes; C-FIND identifiers travel as datasets
 _PDV_PDU = struct.Struct(">BBLLBB")  # PDU type, reserved, PDU length, PDV length, context ID, control
@@ -44,8 +45,9 @@ def check_command(raw: bytes) -> tuple[int | None, str | None, bool]:
     guard.Refused for a command set the association cannot survive."""
     fields = commands.raw_elements(raw)
     if fields is None:
-        raise guard.Refused("bad-command", "the command set is not well-formed (implicit VR group 0000)",
-                            guard.INVALID_PARAMETER)
+        raise guard.Refused(
+            "bad-command", "the command set is not well-formed (implicit VR group 0000)", guard.INVALID_PARAMETER
+        )
     numbers = {}
     for element, name in ((0x0100, "CommandField"), (0x0110, "MessageID"), (0x0800, "CommandDataSetType")):
         value = fields.get(element)
@@ -91,8 +93,9 @@ def _one(provider, primitive, pdv, original) -> bool:
             raise guard.Refused("bad-pdv", "a PDV without its message control header", guard.INVALID_PARAMETER)
         if refusal is not None:
             if control & 0x01:
-                raise guard.Refused("bad-command", "a command began before the refused request's dataset ended",
-                                    guard.UNEXPECTED_PDU)
+                raise guard.Refused(
+                    "bad-command", "a command began before the refused request's dataset ended", guard.UNEXPECTED_PDU
+                )
             if control & 0x02:
                 provider._pacsdeck_refusal = None
                 _answer(provider, refusal)
@@ -118,8 +121,11 @@ def _one(provider, primitive, pdv, original) -> bool:
             limit = guard.limits_of(provider.assoc).max_instance_size
             dataset = message.data_set
             if dataset is not None and dataset.tell() + len(data) - 1 > limit:
-                raise guard.Refused("instance-too-large", f"a dataset over limits.max_instance_size ({limit} bytes)",
-                                    guard.REASON_NOT_SPECIFIED)
+                raise guard.Refused(
+                    "instance-too-large",
+                    f"a dataset over limits.max_instance_size ({limit} bytes)",
+                    guard.REASON_NOT_SPECIFIED,
+                )
     except guard.Refused as err:
         provider.message = None
         provider._pacsdeck_refusal = None
@@ -131,7 +137,6 @@ def _one(provider, primitive, pdv, original) -> bool:
 
 def _answer(provider, refusal: _Refusal) -> None:
     """Send the C-STORE-RSP of a refused request, straight to the socket (the DUL's own thread)."""
-    command = commands.store_response(refusal.message_id or 0, status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                                      refusal.comment)
+    command = commands.store_response(refusal.message_id or 0, status.DATASET_DOES_NOT_MATCH_SOP_CLASS, refusal.comment)
     frame = _PDV_PDU.pack(0x04, 0, len(command) + 6, len(command) + 2, refusal.context_id, 0x03) + command
     provider.dul.socket.send(frame)

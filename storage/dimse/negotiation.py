@@ -58,9 +58,11 @@ def negotiate_storage_unrestricted(rq_contexts, ac_contexts, roles=None):
     Remembered for a request decoded once (_RememberedRQ: the same context list object): its
     outcome depends only on the request, our contexts and the roles, and pynetdicom only reads the
     resulting contexts and role items (~1 ms of CPU for a viewer's 120 contexts)."""
-    key = (id(rq_contexts),
-           tuple((cx.abstract_syntax, tuple(cx.transfer_syntax), cx.scu_role, cx.scp_role) for cx in ac_contexts),
-           tuple((roles or {}).items()))
+    key = (
+        id(rq_contexts),
+        tuple((cx.abstract_syntax, tuple(cx.transfer_syntax), cx.scu_role, cx.scp_role) for cx in ac_contexts),
+        tuple((roles or {}).items()),
+    )
     hit = _negotiated.get(key)
     if hit is not None and hit[0] is rq_contexts:
         return list(hit[1]), list(hit[2])
@@ -84,8 +86,8 @@ def _negotiate_storage_unrestricted(rq_contexts, ac_contexts, roles=None):
     return sorted(result_a + result_b, key=lambda cx: cx.context_id), roles_a + roles_b
 
 
-
 # --- A-ASSOCIATE-RQ decoding, A-ASSOCIATE-AC encoding --------------------------------------------
+
 
 class _RememberedRQ(pynetdicom.pdu.A_ASSOCIATE_RQ):
     """A-ASSOCIATE-RQ decoded once per distinct request.
@@ -135,7 +137,7 @@ class _RememberedAC(pynetdicom.pdu.A_ASSOCIATE_AC):
     def from_primitive(self, primitive) -> None:
         key, parts = _ac_key(primitive)
         hit = self._memo.get(key) if key is not None else None
-        if hit is not None and len(hit[2]) == len(parts) and all(a is b for a, b in zip(hit[2], parts)):
+        if hit is not None and len(hit[2]) == len(parts) and all(a is b for a, b in zip(hit[2], parts, strict=False)):
             self.__dict__.update(hit[0])
             self._encoded = hit[1]
             return
@@ -175,8 +177,15 @@ def _ac_key(primitive) -> tuple[tuple | None, tuple]:
             parts.append(item)
         else:
             return None, ()
-    key = (primitive.called_ae_title, primitive.calling_ae_title, primitive.result, primitive.result_source,
-           str(primitive.application_context_name), tuple(map(id, parts)), tuple(values))
+    key = (
+        primitive.called_ae_title,
+        primitive.calling_ae_title,
+        primitive.result,
+        primitive.result_source,
+        str(primitive.application_context_name),
+        tuple(map(id, parts)),
+        tuple(values),
+    )
     return key, tuple(parts)
 
 
@@ -186,8 +195,8 @@ class _RememberedList(list):
     remembered = True
 
 
-
 # --- per connection --------------------------------------------------------------------------------
+
 
 def _copy_contexts(value, memo=None):
     """transport.py's deepcopy, which it uses only to give each accepted association its own copy
@@ -225,6 +234,10 @@ def install() -> None:
     # The same for its conversion of each of those UIDs into a pydicom UID, which also runs pydicom's
     # conformance regex (is_valid): 1,500 regex matches per getscu association, half its decoding time.
     # A pure function of its arguments; only a "non-conformant UID" warning is now logged once per value.
-    for module in (pynetdicom.pdu_items, pynetdicom.pdu_primitives, pynetdicom.presentation,
-                   pynetdicom.dimse_primitives):
+    for module in (
+        pynetdicom.pdu_items,
+        pynetdicom.pdu_primitives,
+        pynetdicom.presentation,
+        pynetdicom.dimse_primitives,
+    ):
         module.set_uid = _set_uid

@@ -16,9 +16,10 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from storage.index import query
-from . import retrieve, suboperations
 from storage import status
+from storage.index import query
+
+from . import retrieve, suboperations
 
 if TYPE_CHECKING:
     from .context import NodeContext
@@ -26,8 +27,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FIND_CONTEXTS = (PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind)
-RETRIEVE_CONTEXTS = (PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove,
-                     PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet)
+RETRIEVE_CONTEXTS = (
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelGet,
+)
 _MODEL = {
     PatientRootQueryRetrieveInformationModelFind: query.PATIENT_ROOT,
     PatientRootQueryRetrieveInformationModelMove: query.PATIENT_ROOT,
@@ -59,24 +64,24 @@ def _calling(assoc) -> str:
     return assoc.requestor.ae_title.strip()
 
 
-def _request(event, node: "NodeContext", operation: str) -> tuple[str, Dataset]:
+def _request(event, node: NodeContext, operation: str) -> tuple[str, Dataset]:
     """(model, identifier) of a permitted C-FIND; Refused otherwise."""
     return _permitted(node, event.assoc, event.request, operation, lambda: event.identifier)
 
 
-def _permitted(node: "NodeContext", assoc, request, operation: str, identifier) -> tuple[str, Dataset]:
+def _permitted(node: NodeContext, assoc, request, operation: str, identifier) -> tuple[str, Dataset]:
     """(model, decoded identifier) of a request the calling AE may make; Refused otherwise."""
     calling = _calling(assoc)
     if not node.associations.may(assoc, calling, operation):
         raise Refused(status.NOT_AUTHORIZED, f"{calling} may not {operation} here")
     try:
         decoded = identifier()
-    except Exception as err:  # noqa: BLE001 - pydicom raises many types for bad input
+    except Exception as err:  # pydicom raises many types for bad input
         raise Refused(status.CANNOT_UNDERSTAND, f"cannot decode the identifier: {err}") from err
     return _MODEL[str(request.AffectedSOPClassUID)], decoded
 
 
-def handle_find(event, node: "NodeContext"):
+def handle_find(event, node: NodeContext):
     try:
         model, identifier = _request(event, node, "find")
         q = query.parse_identifier(identifier, model)
@@ -98,22 +103,26 @@ def handle_find(event, node: "NodeContext"):
             yield status.CANCEL, None
             return
         if limit is not None and n == limit:
-            log.warning("C-FIND from %s: more than query_limit=%d matches; answered the first %d",
-                        _calling(event.assoc), limit, limit)
+            log.warning(
+                "C-FIND from %s: more than query_limit=%d matches; answered the first %d",
+                _calling(event.assoc),
+                limit,
+                limit,
+            )
             yield _status(status.CANCEL, f"more than {limit} matches; narrow the query"), None
             return
         yield pending, query.response(row, q, ae_title=node.config.ae_title)
     yield status.SUCCESS, None
 
 
-def _retrieve_rows(node: "NodeContext", model: str, identifier: Dataset) -> list:
+def _retrieve_rows(node: NodeContext, model: str, identifier: Dataset) -> list:
     try:
         return query.retrieve_rows(node.index.connection(), identifier, model)
     except query.QueryError as err:
         raise Refused(status.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(err)) from err
 
 
-def _retrieve_request(service, req, context, node: "NodeContext", operation: str) -> list:
+def _retrieve_request(service, req, context, node: NodeContext, operation: str) -> list:
     """The rows a permitted C-GET / C-MOVE asks for; Refused otherwise."""
     syntax = context.transfer_syntax[0]
 
@@ -123,13 +132,15 @@ def _retrieve_request(service, req, context, node: "NodeContext", operation: str
     model, ds = _permitted(node, service.assoc, req, operation, identifier)
     rows = _retrieve_rows(node, model, ds)
     if len(rows) > suboperations.MAX_SUB_OPERATIONS:
-        raise Refused(suboperations.TOO_MANY[f"C-{operation.upper()}"],
-                      f"{len(rows)} instances match; at most {suboperations.MAX_SUB_OPERATIONS} per request")
+        raise Refused(
+            suboperations.TOO_MANY[f"C-{operation.upper()}"],
+            f"{len(rows)} instances match; at most {suboperations.MAX_SUB_OPERATIONS} per request",
+        )
     return rows
 
 
 @suboperations.serves_whole_operation
-def handle_get(service, req, context, node: "NodeContext") -> None:
+def handle_get(service, req, context, node: NodeContext) -> None:
     """C-GET: the matching instances as C-STOREs on the requestor's own association."""
     respond = suboperations.Responder(service, req, context, "C-GET")
     try:
@@ -148,7 +159,7 @@ def handle_get(service, req, context, node: "NodeContext") -> None:
 
 
 @suboperations.serves_whole_operation
-def handle_move(service, req, context, node: "NodeContext") -> None:
+def handle_move(service, req, context, node: NodeContext) -> None:
     """C-MOVE: the matching instances as C-STOREs on a new association to a registered destination."""
     respond = suboperations.Responder(service, req, context, "C-MOVE")
     destination = str(req.MoveDestination or "").strip()
@@ -165,8 +176,9 @@ def handle_move(service, req, context, node: "NodeContext") -> None:
         return
     what = f"C-MOVE from {_calling(service.assoc)} to {destination}"
     sender = retrieve.StoredSender(node, originator_aet=service.assoc.requestor.ae_title)
-    store, why_not = retrieve.open_store_association(service.ae, node, aet, rows, sender,
-                                                     service.ae.connection_timeout or 5)
+    store, why_not = retrieve.open_store_association(
+        service.ae, node, aet, rows, sender, service.ae.connection_timeout or 5
+    )
     try:
         if why_not is not None:  # the log says why in full; the ErrorComment (64 characters) begins it
             respond.refuse(status.MOVE_DESTINATION_UNKNOWN, f"cannot associate with {destination}: {why_not}")

@@ -11,7 +11,6 @@ import pynetdicom._config
 # and every P-DATA PDU of every C-STORE paid its share. We log at WARNING; the text was never shown.
 
 
-
 class _ReportedByTheCaller(logging.Filter):
     """pynetdicom logs two ERROR lines for every connection it cannot open ("Association request
     failed: unable to connect to remote", "TCP Initialisation Error: [Errno 111] ..."), at every
@@ -25,8 +24,6 @@ class _ReportedByTheCaller(logging.Filter):
         if record.levelno >= logging.ERROR and str(record.msg).startswith(self._MESSAGES):
             return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         return True
-
-
 
 
 class _OneLine(logging.Filter):
@@ -45,9 +42,6 @@ class _OneLine(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         return True
-
-
-
 
 
 def install() -> None:

@@ -215,7 +215,6 @@ def _request_promptly(self) -> None:
     _request(self)
 
 
-
 _kill = pynetdicom.association.Association.kill
 
 
@@ -235,8 +234,6 @@ def _kill_promptly(self) -> None:
         wake()
 
 
-
-
 _run_dul = pynetdicom.dul.DULServiceProvider.run_reactor
 
 
@@ -249,7 +246,6 @@ def _run_dul_and_tell(self) -> None:
         wake = getattr(self.assoc, "_pacsdeck_wake", None)
         if wake is not None:
             wake()
-
 
 
 _run_reactor = pynetdicom.association.Association.run_reactor
@@ -266,8 +262,6 @@ def _run_reactor_and_free(self) -> None:
             gate.closed(self)
 
 
-
-
 _do_action = pynetdicom.fsm.StateMachine.do_action
 
 
@@ -280,7 +274,6 @@ def _do_action_unless_ending(self, event: str) -> None:
         log.info("association already ended (%s): %s dropped", self.current_state, event)
         return
     _do_action(self, event)
-
 
 
 # After the node sends an A-ABORT (AA-1, AA-8) or an A-ASSOCIATE-RJ (AE-8) it waits in Sta13 for the
@@ -296,8 +289,8 @@ def _closing_soon(action):
         dul.artim_timer.timeout = min(_AFTER_REFUSAL, dul.artim_timer.timeout or _AFTER_REFUSAL)
         dul.artim_timer.start()
         return next_state
-    return act
 
+    return act
 
 
 def _socket_ready(self) -> bool:
@@ -317,15 +310,12 @@ def _socket_ready(self) -> bool:
         return False
 
 
-
 _receive_primitive = pynetdicom.dimse.DIMSEServiceProvider.receive_primitive
 
 
 def _receive_checked(self, primitive) -> None:
     """DIMSEServiceProvider.receive_primitive behind message_guard's checks (command sets, sizes)."""
     message_guard.receive_primitive(self, primitive, _receive_primitive)
-
-
 
 
 def on_connection_open(event) -> None:

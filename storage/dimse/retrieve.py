@@ -115,7 +115,7 @@ class StoredSender:
     an unusual File Meta layout).
     """
 
-    def __init__(self, node: "NodeContext", originator_aet: str | None = None):
+    def __init__(self, node: NodeContext, originator_aet: str | None = None):
         self.node = node
         # PS3.7 9.1.1.1: the AE that asked for the C-MOVE (pynetdicom 3.0.4 puts the node's own title).
         self.originator_aet = originator_aet
@@ -190,8 +190,13 @@ class StoredSender:
         pool = next((p for p in self.node.pools if p.name == row["pool"]), None)
         return StoredInstance(row, pool.file(row["path"]) if pool is not None else None)
 
-    def send(self, row: sqlite3.Row, msg_id: int, originator_id: int | None = None,
-             upcoming: tuple[sqlite3.Row, int] | None = None):
+    def send(
+        self,
+        row: sqlite3.Row,
+        msg_id: int,
+        originator_id: int | None = None,
+        upcoming: tuple[sqlite3.Row, int] | None = None,
+    ):
         """One sub-operation of our own retrieve loop (suboperations.py): the row's stored instance
         to the bound association. Returns the response (its .Status is None when none came).
 
@@ -207,8 +212,11 @@ class StoredSender:
         row, msg_id, originator_id = upcoming
         try:
             item = self.instance(row)
-            message = None if item.stored_path is None else self._message(item, item.stored_path, msg_id, 2,
-                                                                          self.originator_aet, originator_id)
+            message = (
+                None
+                if item.stored_path is None
+                else self._message(item, item.stored_path, msg_id, 2, self.originator_aet, originator_id)
+            )
         except Exception:  # noqa: BLE001 - made at its turn instead, where the failure is reported
             return
         if message is not None:
@@ -257,15 +265,24 @@ class StoredSender:
             return self._send_file(item, path, *args, **kwargs)
         except ValueError as err:  # no accepted presentation context for the stored syntax
             if not lossless_alternatives(item.stored_syntax):
-                raise ValueError(f"{item.SOPInstanceUID} is stored as {item.stored_syntax.name}, which the peer did "
-                                 f"not accept, and it has no lossless conversion here") from err
+                raise ValueError(
+                    f"{item.SOPInstanceUID} is stored as {item.stored_syntax.name}, which the peer did "
+                    f"not accept, and it has no lossless conversion here"
+                ) from err
             # Decoded and re-encoded by pynetdicom into an uncompressed syntax the peer accepted.
             # pynetdicom waits for the response on its queue: the DUL thread must read it.
             inline.release(self._assoc)
             return self._original(dcmread(path), *args, **kwargs)
 
-    def _send_file(self, item: StoredInstance, path: Path, msg_id: int = 1, priority: int = 2,
-                   originator_aet: str | None = None, originator_id: int | None = None):
+    def _send_file(
+        self,
+        item: StoredInstance,
+        path: Path,
+        msg_id: int = 1,
+        priority: int = 2,
+        originator_aet: str | None = None,
+        originator_id: int | None = None,
+    ):
         """The stored bytes as they are, by framing.send_stored_file; pynetdicom's own send_c_store(path)
         for a file with an unusual File Meta layout. ValueError when no context takes the syntax."""
         message = self._message(item, path, msg_id, priority, originator_aet, originator_id)
@@ -274,8 +291,15 @@ class StoredSender:
             return self._original(path, msg_id, priority, originator_aet, originator_id)
         return framing.send_stored_file(self._assoc, message, self._prepare_upcoming)
 
-    def _message(self, item: StoredInstance, path: Path, msg_id: int, priority: int,
-                 originator_aet: str | None, originator_id: int | None) -> framing.FramedStore | None:
+    def _message(
+        self,
+        item: StoredInstance,
+        path: Path,
+        msg_id: int,
+        priority: int,
+        originator_aet: str | None,
+        originator_id: int | None,
+    ) -> framing.FramedStore | None:
         """The C-STORE-RQ for the stored bytes, first batch read; None for a file whose File Meta
         layout we do not read ourselves. ValueError when no context takes the stored syntax."""
         offset = part10.dataset_offset(path)
@@ -284,12 +308,14 @@ class StoredSender:
         key = (str(item.SOPClassUID), str(item.stored_syntax))
         context_id = self._contexts.get(key)
         if context_id is None:
-            context = self._assoc._get_valid_context(item.SOPClassUID, item.stored_syntax, "scu",
-                                                     allow_conversion=False)
+            context = self._assoc._get_valid_context(
+                item.SOPClassUID, item.stored_syntax, "scu", allow_conversion=False
+            )
             context_id = self._contexts[key] = context.context_id
         originator = (self.originator_aet or originator_aet) if originator_aet else None
-        command = commands.c_store_request(msg_id, priority, key[0], str(item.SOPInstanceUID), originator,
-                                           originator_id)
+        command = commands.c_store_request(
+            msg_id, priority, key[0], str(item.SOPInstanceUID), originator, originator_id
+        )
         return framing.FramedStore(context_id, command, path, offset, self._assoc.dimse.maximum_pdu_size)
 
     def touch(self) -> None:
@@ -299,13 +325,14 @@ class StoredSender:
         now = time.time()
         try:
             with self.node.index.transaction() as conn:
-                conn.executemany("UPDATE instances SET last_access = ? WHERE sop_uid = ?",
-                                 [(now, uid) for uid in self.sent])
+                conn.executemany(
+                    "UPDATE instances SET last_access = ? WHERE sop_uid = ?", [(now, uid) for uid in self.sent]
+                )
         except sqlite3.Error as err:  # a missed last-access must not turn a good retrieve into a failure
             log.warning("cannot update last_access of %d instances: %s", len(self.sent), err)
 
 
-def move_destination(node: "NodeContext", title: str) -> dict | None:
+def move_destination(node: NodeContext, title: str) -> dict | None:
     """The registered AE a C-MOVE may send to, or None (unknown, not a move destination, no address)."""
     aet = node.index.aet(title.strip())
     if aet is None or not aet["move_destination"] or not aet["host"] or not aet["port"]:
@@ -313,8 +340,7 @@ def move_destination(node: "NodeContext", title: str) -> dict | None:
     return aet
 
 
-def open_store_association(ae, node: "NodeContext", aet: dict, rows: list, sender: StoredSender,
-                           timeout: float) -> tuple:
+def open_store_association(ae, node: NodeContext, aet: dict, rows: list, sender: StoredSender, timeout: float) -> tuple:
     """An association from `ae` to the registered destination `aet`, proposing what `rows` need
     (dicts or rows with sop_class_uid and transfer_syntax): (association, None) once established,
     else (association, why not) — rejected with the peer's reason, refused, or silent."""
@@ -326,9 +352,15 @@ def open_store_association(ae, node: "NodeContext", aet: dict, rows: list, sende
 
     host, port = aet["host"], aet["port"]
     tls_args = (client_context(node.config.tls), None) if aet.get("tls") else None
-    assoc = ae.associate(host, port, ae_title=aet["ae_title"], contexts=store_contexts(rows),
-                         max_pdu=node.config.max_pdu, tls_args=tls_args,
-                         evt_handlers=[(evt.EVT_CONN_OPEN, sender.on_store_connection), (evt.EVT_PDU_RECV, on_pdu)])
+    assoc = ae.associate(
+        host,
+        port,
+        ae_title=aet["ae_title"],
+        contexts=store_contexts(rows),
+        max_pdu=node.config.max_pdu,
+        tls_args=tls_args,
+        evt_handlers=[(evt.EVT_CONN_OPEN, sender.on_store_connection), (evt.EVT_PDU_RECV, on_pdu)],
+    )
     if assoc.is_established:
         return assoc, None
     return assoc, why_not(assoc, rejections, host, port, timeout)

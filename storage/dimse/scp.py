@@ -13,12 +13,12 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import AssociationServer
 
+from storage import status
+from storage.config.limits import LimitsConfig
 from storage.config.tls import server_context
+from storage.pools.ingest import NotStorable
 
 from . import guard, observe, qr_scp, reactors, tls
-from storage import status
-from storage.pools.ingest import NotStorable
-from storage.config.limits import LimitsConfig
 from .part10 import file_meta
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ class NodeAE(AE):
     """An AE whose accepted calling AE titles come from the index at each association request,
     so AEs added or removed through the agent apply without a restart."""
 
-    def __init__(self, node: "NodeContext"):
+    def __init__(self, node: NodeContext):
         self._node = node
         super().__init__(ae_title=node.config.ae_title)
 
@@ -94,6 +94,7 @@ class NodeServer(AssociationServer):
     def server_close(self) -> None:
         if self.listening_socket is None:
             super().server_close()  # an inherited socket stays open for the other workers
+
     def shutdown(self) -> None:
         # pynetdicom's shutdown also unregisters from ae._servers, where only start_server() puts a
         # server; we build ours with make_server() to choose the class.
@@ -102,11 +103,11 @@ class NodeServer(AssociationServer):
         self.ae.gate.close_all()
 
 
-def handle_echo(event, node: "NodeContext") -> int:
+def handle_echo(event, node: NodeContext) -> int:
     return status.SUCCESS
 
 
-def handle_store(event, node: "NodeContext"):
+def handle_store(event, node: NodeContext):
     req = event.request
     calling = event.assoc.requestor.ae_title.strip()
     rec = node.associations.record(event.assoc)
@@ -118,8 +119,7 @@ def handle_store(event, node: "NodeContext"):
             raise NotStorable(status.NOT_AUTHORIZED, f"{calling} may not store here")
         transfer_syntax = str(event.context.transfer_syntax)
         try:
-            header = file_meta(str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID), transfer_syntax,
-                               calling)
+            header = file_meta(str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID), transfer_syntax, calling)
         except (UnicodeEncodeError, TypeError) as err:  # a command UID that is not even ASCII
             raise NotStorable(status.CANNOT_UNDERSTAND, f"bad command: {err}") from err
         node.ingestor.store(
@@ -138,7 +138,7 @@ def handle_store(event, node: "NodeContext"):
         rsp.Status = err.status
         rsp.ErrorComment = err.reason[:64]
         return rsp
-    except Exception:  # noqa: BLE001 - never let a bug kill the association; nothing was acknowledged
+    except Exception:  # never let a bug kill the association; nothing was acknowledged
         log.exception("C-STORE from %s failed", calling)
         if rec is not None:
             rec.failures += 1
@@ -148,7 +148,7 @@ def handle_store(event, node: "NodeContext"):
     return status.SUCCESS
 
 
-def on_connection_open(event, node: "NodeContext") -> None:
+def on_connection_open(event, node: NodeContext) -> None:
     """Count the new connection as waiting for its A-ASSOCIATE-RQ (the oldest such may be closed)."""
     event.assoc.ae.gate.opened(event.assoc, event.address[0])
 
@@ -157,7 +157,7 @@ def on_connection_closed(event) -> None:
     event.assoc.ae.gate.closed(event.assoc)
 
 
-def handle_requested(event, node: "NodeContext") -> None:
+def handle_requested(event, node: NodeContext) -> None:
     """Admit the association or answer A-ASSOCIATE-RJ "local limit exceeded" (transient), counted
     and logged with the limit that was reached."""
     assoc = event.assoc
@@ -174,7 +174,7 @@ def handle_requested(event, node: "NodeContext") -> None:
     assoc.kill()
 
 
-def build_ae(node: "NodeContext") -> NodeAE:
+def build_ae(node: NodeContext) -> NodeAE:
     cfg = node.config
     limits = cfg.limits or LimitsConfig()
     ae = NodeAE(node)
@@ -199,12 +199,15 @@ class PortInUse(OSError):
     """The DICOM port is taken (another node or program listens there)."""
 
 
-def _port_in_use(node: "NodeContext", err: OSError) -> PortInUse:
-    return PortInUse(err.errno, f"cannot listen on {node.config.bind}:{node.config.port}: {err.strerror} "
-                                f"(another node or program uses that port; change `port` in {node.config.path})")
+def _port_in_use(node: NodeContext, err: OSError) -> PortInUse:
+    return PortInUse(
+        err.errno,
+        f"cannot listen on {node.config.bind}:{node.config.port}: {err.strerror} "
+        f"(another node or program uses that port; change `port` in {node.config.path})",
+    )
 
 
-def listen(node: "NodeContext") -> socket.socket:
+def listen(node: NodeContext) -> socket.socket:
     """The supervisor's listening socket, bound once and shared by the forked workers."""
     try:
         sock = socket.create_server((node.config.bind, node.config.port), backlog=NodeServer.request_queue_size)
@@ -214,10 +217,11 @@ def listen(node: "NodeContext") -> socket.socket:
     return sock
 
 
-def start_scp(node: "NodeContext", listening: socket.socket | None = None) -> NodeServer:
+def start_scp(node: NodeContext, listening: socket.socket | None = None) -> NodeServer:
     ae = build_ae(node)
-    server_class = NodeServer if listening is None else type(
-        "WorkerNodeServer", (NodeServer,), {"listening_socket": listening})
+    server_class = (
+        NodeServer if listening is None else type("WorkerNodeServer", (NodeServer,), {"listening_socket": listening})
+    )
     log_ = node.associations
     handlers = [
         (evt.EVT_CONN_OPEN, reactors.on_connection_open),
@@ -239,8 +243,7 @@ def start_scp(node: "NodeContext", listening: socket.socket | None = None) -> No
         *observe.scp_handlers(),  # empty unless node.yaml sets metrics_port
     ]
     try:
-        server = ae.make_server((node.config.bind, node.config.port), evt_handlers=handlers,
-                                server_class=server_class)
+        server = ae.make_server((node.config.bind, node.config.port), evt_handlers=handlers, server_class=server_class)
     except OSError as err:
         raise _port_in_use(node, err) from None
     if node.config.tls is not None and node.config.tls.listen:

@@ -14,17 +14,19 @@ pynetdicom's loop as before.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.dsutils import encode
 from pynetdicom.service_class import QueryRetrieveServiceClass
 
-from . import background, commands, framing, inline
 from storage import metrics, status
 from storage.pools import migration
+
+from . import background, commands, framing, inline
 
 if TYPE_CHECKING:
     from .retrieve import StoredSender
@@ -111,14 +113,15 @@ class Responder:
         if failed_uids is not None:  # PS3.4 C.4.2.3.1: Failed SOP Instance UID List with these statuses
             ds = Dataset()
             ds.FailedSOPInstanceUIDList = failed_uids
-            identifier = encode(ds, self.syntax.is_implicit_VR, self.syntax.is_little_endian,
-                                self.syntax.is_deflated)
-        command = commands.retrieve_response(self.command_field, self.msg_id, self.sop_class, code, counts,
-                                             comment, identifier=failed_uids is not None)
+            identifier = encode(ds, self.syntax.is_implicit_VR, self.syntax.is_little_endian, self.syntax.is_deflated)
+        command = commands.retrieve_response(
+            self.command_field, self.msg_id, self.sop_class, code, counts, comment, identifier=failed_uids is not None
+        )
         if self.assoc.is_established:
             try:
-                self.assoc.dul.send_pdu(framing.framed(self.context_id, command, identifier,
-                                                      self.assoc.dimse.maximum_pdu_size))
+                self.assoc.dul.send_pdu(
+                    framing.framed(self.context_id, command, identifier, self.assoc.dimse.maximum_pdu_size)
+                )
             except inline.LinkLost as err:
                 log.warning("%s: cannot answer the requestor: %s", self.operation, err)
                 self.requestor_lost = True
@@ -127,8 +130,9 @@ class Responder:
             metrics.response_sent(self.operation, code)
 
     def refuse(self, code: int, reason: str) -> None:
-        log.warning("%s from %s refused 0x%04X: %s", self.operation, self.assoc.requestor.ae_title.strip(), code,
-                    reason)
+        log.warning(
+            "%s from %s refused 0x%04X: %s", self.operation, self.assoc.requestor.ae_title.strip(), code, reason
+        )
         self.send(code, None, reason)
 
 
@@ -152,8 +156,14 @@ class Outcome:
         return (self.remaining if with_remaining else None, self.completed, self.failed, self.warning)
 
 
-def run(sender: "StoredSender", rows: list, msg_id: int, is_cancelled: Callable[[], bool],
-        pending: Callable[[Outcome], None], originator_id: int | None = None) -> Outcome:
+def run(
+    sender: StoredSender,
+    rows: list,
+    msg_id: int,
+    is_cancelled: Callable[[], bool],
+    pending: Callable[[Outcome], None],
+    originator_id: int | None = None,
+) -> Outcome:
     """Send each row's stored instance on the sender's association, reporting after each one."""
     outcome = Outcome(len(rows))
     for n, row in enumerate(rows):
@@ -178,7 +188,7 @@ def run(sender: "StoredSender", rows: list, msg_id: int, is_cancelled: Callable[
             outcome.failed += 1
             outcome.failed_uids.append(uid)
         if outcome.link_lost:  # nothing more can go out on it: the rest failed too
-            rest = rows[n + 1:]
+            rest = rows[n + 1 :]
             outcome.failed += len(rest)
             outcome.failed_uids += [r["sop_uid"] for r in rest]
             return outcome
@@ -186,7 +196,7 @@ def run(sender: "StoredSender", rows: list, msg_id: int, is_cancelled: Callable[
     return outcome
 
 
-def serve(service, respond: Responder, sender: "StoredSender", rows: list, what: str, store=None) -> None:
+def serve(service, respond: Responder, sender: StoredSender, rows: list, what: str, store=None) -> None:
     """A C-GET's or C-MOVE's sub-operations and answers, on associations this thread holds.
 
     `store` is a C-MOVE's association to its destination (None for a C-GET, which sends on the
@@ -194,14 +204,19 @@ def serve(service, respond: Responder, sender: "StoredSender", rows: list, what:
     answers "unable to process" rather than aborting the requestor's association."""
     try:
         respond.hold()
-        outcome = run(sender, rows, respond.msg_id, lambda: respond.cancelled(service),
-                      lambda o: respond.send(status.PENDING, o.counts()),
-                      originator_id=respond.msg_id if store is not None else None)
+        outcome = run(
+            sender,
+            rows,
+            respond.msg_id,
+            lambda: respond.cancelled(service),
+            lambda o: respond.send(status.PENDING, o.counts()),
+            originator_id=respond.msg_id if store is not None else None,
+        )
         if store is not None:
             sender.release_in_background(store)
         if store is not None or not outcome.link_lost:  # a lost C-GET association takes no answer
             finish(respond, outcome, what)
-    except Exception as err:  # noqa: BLE001 - a bug in our loop: say so to the requestor, keep the association
+    except Exception as err:  # a bug in our loop: say so to the requestor, keep the association
         log.exception("%s failed", what)
         respond.send(UNABLE_TO_PROCESS[respond.operation], None, str(err))
     finally:
@@ -220,9 +235,10 @@ def finish(responder: Responder, outcome: Outcome, what: str) -> None:
         responder.send(code, outcome.counts(with_remaining=False), failed_uids=outcome.failed_uids)
 
 
-def after_retrieve(sender: "StoredSender", rows: list, what: str) -> None:
+def after_retrieve(sender: StoredSender, rows: list, what: str) -> None:
     """Last-access times and recalls, on a background lane: the requestor's release (and its next
     request) need not wait for an index write."""
+
     def record() -> None:
         sender.touch()
         for study_uid in {row["study_uid"] for row in rows}:  # no-op unless migration.recall_on_access

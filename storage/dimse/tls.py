@@ -43,7 +43,7 @@ def handshake(sock: ssl.SSLSocket, deadline: float) -> None:
             raise HandshakeFailed("no time left for the TLS handshake")
         sock.settimeout(remaining)
         sock.do_handshake()
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         raise HandshakeFailed("the TLS handshake did not complete in time") from None
     except ssl.SSLError as err:
         reason = err.reason or str(err)

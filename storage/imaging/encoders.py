@@ -35,8 +35,15 @@ class Layout:
     exact: bool  # the image fills the box exactly (True for every terminal mode; the PNG only fits inside)
 
 
-def layout(mode: str, source: tuple[int, int], aspect: float, columns: int, max_rows: int | None = None,
-           cell: tuple[int, int] = DEFAULT_CELL, upscale: bool = True) -> Layout:
+def layout(
+    mode: str,
+    source: tuple[int, int],
+    aspect: float,
+    columns: int,
+    max_rows: int | None = None,
+    cell: tuple[int, int] = DEFAULT_CELL,
+    upscale: bool = True,
+) -> Layout:
     """Cells and pixels for `mode` so the image keeps its physical proportions.
 
     `source` is (columns, rows) of the frame, `aspect` the height/width of one pixel (PixelSpacing).
@@ -130,7 +137,7 @@ def kitty(pixels: np.ndarray, columns: int | None = None) -> str:
     # Unicode placeholders only kitty itself draws: unusable for the agent's result or a log. The
     # protocol's transmit-and-display form is a few lines.
     payload = base64.standard_b64encode(png(pixels, compress_level=1)).decode("ascii")
-    chunks = [payload[i:i + _KITTY_CHUNK] for i in range(0, len(payload), _KITTY_CHUNK)] or [""]
+    chunks = [payload[i : i + _KITTY_CHUNK] for i in range(0, len(payload), _KITTY_CHUNK)] or [""]
     out = []
     for i, chunk in enumerate(chunks):
         more = 1 if i < len(chunks) - 1 else 0
@@ -148,8 +155,16 @@ def halfcell(pixels: np.ndarray) -> str:
     if height % 2:  # two pixel rows per cell row
         pixels = np.concatenate([pixels, pixels[-1:]])
     buffer = io.StringIO()
-    console = Console(file=buffer, width=width, force_terminal=True, color_system="truecolor",
-                      legacy_windows=False, no_color=False, highlight=False, soft_wrap=False)
+    console = Console(
+        file=buffer,
+        width=width,
+        force_terminal=True,
+        color_system="truecolor",
+        legacy_windows=False,
+        no_color=False,
+        highlight=False,
+        soft_wrap=False,
+    )
     console.print(HalfcellImage(_pil(pixels), width=width, height=pixels.shape[0] // 2), end="")
     return buffer.getvalue()
 
@@ -245,8 +260,17 @@ def _isatty(stream) -> bool:
         return False
 
 
-def render_text(ds, mode: str, columns: int, *, max_rows: int | None = None, cell: tuple[int, int] = DEFAULT_CELL,
-                frame: int = 1, window=None, upscale: bool = True):
+def render_text(
+    ds,
+    mode: str,
+    columns: int,
+    *,
+    max_rows: int | None = None,
+    cell: tuple[int, int] = DEFAULT_CELL,
+    frame: int = 1,
+    window=None,
+    upscale: bool = True,
+):
     """Dataset -> (Preview, Layout, text): the pipeline and the encoder in the sizes the mode needs."""
     from .preview import display_aspect, render
 

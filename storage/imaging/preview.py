@@ -38,7 +38,7 @@ class Window:
     width: float
 
     @classmethod
-    def parse(cls, text: str) -> "Window":
+    def parse(cls, text: str) -> Window:
         """'C,W' as people type it: '40,400' or '-600,1500'."""
         parts = text.replace(" ", "").split(",")
         try:
@@ -48,7 +48,7 @@ class Window:
         return cls.checked(center, width)
 
     @classmethod
-    def checked(cls, center: float, width: float) -> "Window":
+    def checked(cls, center: float, width: float) -> Window:
         if not (np.isfinite(center) and np.isfinite(width)) or width < 1:
             raise PreviewError(f"window {center},{width}: the width must be a number >= 1", "bad_window")
         return cls(float(center), float(width))
@@ -101,20 +101,28 @@ def fit(source: tuple[int, int], aspect: float, box: tuple[int, int]) -> tuple[i
 def load_frame(ds: Dataset, frame: int = 1) -> np.ndarray:
     """The stored values of one frame (1-based), decoded by pydicom's pixel handlers; RGB for YBR."""
     if not any(k in ds for k in _PIXEL_KEYWORDS):
-        raise PreviewError("no pixel data: this instance is not an image (e.g. a structured report or "
-                           "presentation state)", "no_pixel_data")
+        raise PreviewError(
+            "no pixel data: this instance is not an image (e.g. a structured report or presentation state)",
+            "no_pixel_data",
+        )
     frames = frame_count(ds)
     if isinstance(frame, bool) or not isinstance(frame, int) or not 1 <= frame <= frames:
-        raise PreviewError(f"frame {frame}: this instance has {frames} frame{'s' * (frames > 1)} (1 to {frames})", "bad_frame")
+        raise PreviewError(
+            f"frame {frame}: this instance has {frames} frame{'s' * (frames > 1)} (1 to {frames})", "bad_frame"
+        )
     syntax = _transfer_syntax(ds)
     if syntax is not None and syntax.is_compressed:
         try:
             decoder = get_decoder(syntax)
         except NotImplementedError:
-            raise PreviewError(f"transfer syntax {syntax.name} ({syntax}): pydicom has no decoder for it", "unsupported") from None
+            raise PreviewError(
+                f"transfer syntax {syntax.name} ({syntax}): pydicom has no decoder for it", "unsupported"
+            ) from None
         if not decoder.is_available:
-            raise PreviewError(f"transfer syntax {syntax.name} ({syntax}) needs a decoder that is not installed; "
-                               f"{CODECS_HINT}", "codec_missing")
+            raise PreviewError(
+                f"transfer syntax {syntax.name} ({syntax}) needs a decoder that is not installed; {CODECS_HINT}",
+                "codec_missing",
+            )
     try:
         # One frame only: a 2,000-frame cine loop is not decoded to look at one picture.
         return pixel_array(ds, index=frame - 1 if frames > 1 else None)
@@ -151,8 +159,14 @@ def instance_path(node, sop_instance_uid: str):
     return pool.file(row["path"])
 
 
-def render(ds: Dataset, *, frame: int = 1, window: Window | None = None,
-           box: tuple[int, int] | None = None, exact: bool = False) -> Preview:
+def render(
+    ds: Dataset,
+    *,
+    frame: int = 1,
+    window: Window | None = None,
+    box: tuple[int, int] | None = None,
+    exact: bool = False,
+) -> Preview:
     """The whole pipeline. `box` is (width, height) in pixels; `exact` stretches to it (for cell grids)."""
     arr = load_frame(ds, frame)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
@@ -171,13 +185,22 @@ def render(ds: Dataset, *, frame: int = 1, window: Window | None = None,
     elif samples == 3:
         pixels, source = _colour(arr, ds), "none"
     else:
-        raise PreviewError(f"{samples} samples per pixel ({photometric}) is not an image this preview can show", "unsupported")
+        raise PreviewError(
+            f"{samples} samples per pixel ({photometric}) is not an image this preview can show", "unsupported"
+        )
     rows, cols = pixels.shape[:2]
     if box is not None:
         target = box if exact else fit((cols, rows), display_aspect(ds), box)
         pixels = resize(pixels, target)
-    return Preview(pixels=np.ascontiguousarray(pixels), frame=frame, frames=frame_count(ds), window=used,
-                   window_source=source, source_size=(cols, rows), inverted=inverted)
+    return Preview(
+        pixels=np.ascontiguousarray(pixels),
+        frame=frame,
+        frames=frame_count(ds),
+        window=used,
+        window_source=source,
+        source_size=(cols, rows),
+        inverted=inverted,
+    )
 
 
 def resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -189,8 +212,9 @@ def resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     image = Image.fromarray(pixels)
     shrinking = size[0] < image.width and size[1] < image.height
     # reducing_gap: a fast integer box reduction first, then an exact filter on the rest.
-    out = image.resize(size, Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC,
-                       reducing_gap=3.0 if shrinking else None)
+    out = image.resize(
+        size, Image.Resampling.BOX if shrinking else Image.Resampling.BICUBIC, reducing_gap=3.0 if shrinking else None
+    )
     return np.asarray(out)
 
 
@@ -211,7 +235,9 @@ def _grey(arr: np.ndarray, ds: Dataset, override: Window | None) -> tuple[np.nda
     return _grey_values(arr, ds, override, sample=lambda: _sample(arr))
 
 
-def _grey_values(values: np.ndarray, ds: Dataset, override: Window | None, sample) -> tuple[np.ndarray, Window | None, str]:
+def _grey_values(
+    values: np.ndarray, ds: Dataset, override: Window | None, sample
+) -> tuple[np.ndarray, Window | None, str]:
     modality = apply_modality_lut(values, ds)
     if override is not None:
         return _window(modality, override, ds), override, "override"

@@ -43,10 +43,11 @@ _HASH_BYTES = 32
 def hash_password(password: str) -> str:
     """`scrypt$n=..,r=..,p=..$salt$hash` (base64): the parameters travel with the hash so they can grow."""
     salt = secrets.token_bytes(_SALT_BYTES)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
-                            dklen=_HASH_BYTES)
-    return (f"scrypt$n={SCRYPT_N},r={SCRYPT_R},p={SCRYPT_P}$"
-            f"{base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}")
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=_HASH_BYTES)
+    return (
+        f"scrypt$n={SCRYPT_N},r={SCRYPT_R},p={SCRYPT_P}$"
+        f"{base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+    )
 
 
 def verify_password(password: str, stored: str | None) -> bool:
@@ -61,8 +62,9 @@ def verify_password(password: str, stored: str | None) -> bool:
         return False
     if scheme != "scrypt":
         return False
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=256 * 1024 * 1024,
-                            dklen=len(expected))
+    digest = hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=256 * 1024 * 1024, dklen=len(expected)
+    )
     return hmac.compare_digest(digest, expected)
 
 
@@ -90,16 +92,25 @@ class Accounts:
         return row[0] if row else None
 
     @staticmethod
-    def add_user(conn: sqlite3.Connection, name: str, role: str, password_hash: str | None,
-                 ssh_keys: Iterable[str]) -> None:
+    def add_user(
+        conn: sqlite3.Connection, name: str, role: str, password_hash: str | None, ssh_keys: Iterable[str]
+    ) -> None:
         now = time.time()
-        conn.execute("INSERT INTO users (name, role, password_hash, ssh_keys, created_at, updated_at)"
-                     " VALUES (?, ?, ?, ?, ?, ?)", (name, role, password_hash, json.dumps(list(ssh_keys)), now, now))
+        conn.execute(
+            "INSERT INTO users (name, role, password_hash, ssh_keys, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (name, role, password_hash, json.dumps(list(ssh_keys)), now, now),
+        )
 
     @staticmethod
-    def update_user(conn: sqlite3.Connection, name: str, *, role: str | None = None,
-                    password_hash: str | None = None, clear_password: bool = False,
-                    ssh_keys: Iterable[str] | None = None) -> None:
+    def update_user(
+        conn: sqlite3.Connection,
+        name: str,
+        *,
+        role: str | None = None,
+        password_hash: str | None = None,
+        clear_password: bool = False,
+        ssh_keys: Iterable[str] | None = None,
+    ) -> None:
         sets, values = ["updated_at=?"], [time.time()]
         if role is not None:
             sets.append("role=?")
@@ -125,8 +136,10 @@ class Accounts:
     def append_audit(self, user: str, method: str, params: dict, result: str, message: str = "") -> None:
         """One row per audited call; `params` must already have its secrets redacted."""
         with self.index.transaction() as conn:
-            conn.execute("INSERT INTO audit (at, user, method, params, result, message) VALUES (?, ?, ?, ?, ?, ?)",
-                         (time.time(), user, method, json.dumps(params, sort_keys=True), result, message))
+            conn.execute(
+                "INSERT INTO audit (at, user, method, params, result, message) VALUES (?, ?, ?, ?, ?, ?)",
+                (time.time(), user, method, json.dumps(params, sort_keys=True), result, message),
+            )
 
     def recent_audit(self, limit: int = 100, user: str | None = None, method: str | None = None) -> list[dict]:
         where, values = [], []

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Generic, TypeVar
 
 from . import query as q
-from . import queue as jobqueue
 from . import routes as route_rules
-from .accounts import Accounts
 from .database import Index
 
 T = TypeVar("T")
@@ -96,9 +93,17 @@ class Aet(AetFields):
 
 
 def _aet(d: dict) -> Aet:
-    return Aet(ae_title=d["ae_title"], host=d["host"], port=d["port"], description=d["description"],
-               operations=tuple(d["operations"]), move_destination=d["move_destination"], tls=d["tls"],
-               created_at=d["created_at"], updated_at=d["updated_at"])
+    return Aet(
+        ae_title=d["ae_title"],
+        host=d["host"],
+        port=d["port"],
+        description=d["description"],
+        operations=tuple(d["operations"]),
+        move_destination=d["move_destination"],
+        tls=d["tls"],
+        created_at=d["created_at"],
+        updated_at=d["updated_at"],
+    )
 
 
 def aets(index: Index) -> list[Aet]:
@@ -161,8 +166,10 @@ class RouteRecord:
 
 
 def routes(index: Index) -> list[RouteRecord]:
-    return [RouteRecord(r["name"], r["match"], tuple(r["destinations"]), r["created_at"], r["updated_at"])
-            for r in route_rules.load(index.connection())]
+    return [
+        RouteRecord(r["name"], r["match"], tuple(r["destinations"]), r["created_at"], r["updated_at"])
+        for r in route_rules.load(index.connection())
+    ]
 
 
 def add_route(index: Index, name: str, match: dict, destinations: list[str]) -> RouteRecord:
@@ -245,8 +252,11 @@ class InstanceSummary:
 def find_studies(index: Index, f: StudyFilter, limit: int) -> Page[StudySummary]:
     """Studies matching every key of `f` (C-FIND style), newest first."""
     where, args = [], []
-    for column, value in (("s.patient_name", f.patient_name), ("s.patient_id", f.patient_id),
-                          ("s.accession_number", f.accession_number)):
+    for column, value in (
+        ("s.patient_name", f.patient_name),
+        ("s.patient_id", f.patient_id),
+        ("s.accession_number", f.accession_number),
+    ):
         if value is not None:
             clause, values = q.match_clause(column, value)
             where.append(clause)
@@ -259,13 +269,21 @@ def find_studies(index: Index, f: StudyFilter, limit: int) -> Page[StudySummary]
     for clause, values in ranges + kinds:
         where.append(clause)
         args += values
-    rows = index.connection().execute(
-        "SELECT s.study_uid, s.patient_name, s.patient_id, s.study_date, s.study_time, s.accession_number,"
-        f" s.study_id, s.study_description, {q.STUDY_MODALITIES}, {q.STUDY_SERIES}, {q.STUDY_INSTANCES},"
-        f" {q.STUDY_BYTES} FROM studies s" + (f" WHERE {' AND '.join(where)}" if where else "")
-        + " ORDER BY s.date_key DESC, s.time_key DESC, s.study_uid LIMIT ?", (*args, limit + 1)).fetchall()
-    return _page(rows, limit, lambda r: StudySummary(
-        *r[:8], tuple(sorted(m for m in (r[8] or "").split(",") if m)), *r[9:]))
+    rows = (
+        index.connection()
+        .execute(
+            "SELECT s.study_uid, s.patient_name, s.patient_id, s.study_date, s.study_time, s.accession_number,"
+            f" s.study_id, s.study_description, {q.STUDY_MODALITIES}, {q.STUDY_SERIES}, {q.STUDY_INSTANCES},"
+            f" {q.STUDY_BYTES} FROM studies s"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY s.date_key DESC, s.time_key DESC, s.study_uid LIMIT ?",
+            (*args, limit + 1),
+        )
+        .fetchall()
+    )
+    return _page(
+        rows, limit, lambda r: StudySummary(*r[:8], tuple(sorted(m for m in (r[8] or "").split(",") if m)), *r[9:])
+    )
 
 
 def series_of(index: Index, study_uid: str, limit: int) -> Page[SeriesSummary] | None:
@@ -276,7 +294,9 @@ def series_of(index: Index, study_uid: str, limit: int) -> Page[SeriesSummary] |
     rows = conn.execute(
         "SELECT x.series_uid, x.study_uid, x.modality, x.series_number, x.series_description, x.body_part,"
         f" {q.SERIES_INSTANCES}, {q.SERIES_BYTES} FROM series x WHERE x.study_uid = ?"
-        " ORDER BY CAST(x.series_number AS INTEGER), x.series_uid LIMIT ?", (study_uid, limit + 1)).fetchall()
+        " ORDER BY CAST(x.series_number AS INTEGER), x.series_uid LIMIT ?",
+        (study_uid, limit + 1),
+    ).fetchall()
     return _page(rows, limit, lambda r: SeriesSummary(*r))
 
 
@@ -288,5 +308,7 @@ def instances_of(index: Index, series_uid: str, limit: int) -> Page[InstanceSumm
     rows = conn.execute(
         "SELECT sop_uid, sop_class_uid, instance_number, transfer_syntax, pool, size, sha256, received_at,"
         " source_ae FROM instances WHERE series_uid = ? ORDER BY CAST(instance_number AS INTEGER), sop_uid"
-        " LIMIT ?", (series_uid, limit + 1)).fetchall()
+        " LIMIT ?",
+        (series_uid, limit + 1),
+    ).fetchall()
     return _page(rows, limit, lambda r: InstanceSummary(*r))

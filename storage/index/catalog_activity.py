@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
-from typing import Generic, TypeVar
+from dataclasses import dataclass, fields
 
-from . import query as q
 from . import queue as jobqueue
-from . import routes as route_rules
-from .accounts import Accounts
 from .database import Index
-
-
 
 # --- the association log -------------------------------------------------------------------------------
 
@@ -35,8 +28,10 @@ class AssociationEntry:
     bytes: int
 
 
-_ASSOCIATION = ("id, started_at, ended_at, calling_ae, called_ae, peer_host, peer_port, result, reason,"
-                " rejected_contexts, instances, failures, bytes")
+_ASSOCIATION = (
+    "id, started_at, ended_at, calling_ae, called_ae, peer_host, peer_port, result, reason,"
+    " rejected_contexts, instances, failures, bytes"
+)
 
 
 def _contexts(text: str) -> tuple[dict, ...]:
@@ -51,26 +46,40 @@ def _association(r) -> AssociationEntry:
     return AssociationEntry(*r[:9], _contexts(r[9]), *r[10:])
 
 
-def associations(index: Index, limit: int, calling_ae: str | None = None,
-                 result: str | None = None) -> list[AssociationEntry]:
+def associations(
+    index: Index, limit: int, calling_ae: str | None = None, result: str | None = None
+) -> list[AssociationEntry]:
     """The latest associations, newest first."""
     where, args = [], []
     for column, value in (("calling_ae", calling_ae), ("result", result)):
         if value is not None:
             where.append(f"{column} = ?")
             args.append(value)
-    rows = index.connection().execute(
-        f"SELECT {_ASSOCIATION} FROM associations" + (f" WHERE {' AND '.join(where)}" if where else "")
-        + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+    rows = (
+        index.connection()
+        .execute(
+            f"SELECT {_ASSOCIATION} FROM associations"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY id DESC LIMIT ?",
+            (*args, limit),
+        )
+        .fetchall()
+    )
     return [_association(r) for r in rows]
 
 
 def rejections(index: Index, since: float) -> list[AssociationEntry]:
     """Since `since`, oldest first: rejected associations, and accepted ones that stored nothing
     because contexts were refused."""
-    rows = index.connection().execute(
-        f"SELECT {_ASSOCIATION} FROM associations WHERE started_at >= ? AND (result = 'rejected'"
-        " OR (rejected_contexts != '[]' AND instances = 0)) ORDER BY started_at", (since,)).fetchall()
+    rows = (
+        index.connection()
+        .execute(
+            f"SELECT {_ASSOCIATION} FROM associations WHERE started_at >= ? AND (result = 'rejected'"
+            " OR (rejected_contexts != '[]' AND instances = 0)) ORDER BY started_at",
+            (since,),
+        )
+        .fetchall()
+    )
     return [_association(r) for r in rows]
 
 
@@ -91,9 +100,15 @@ class Backlog:
 
 
 def ingest_by_pool(index: Index, since: float) -> dict[str, PoolIngest]:
-    rows = index.connection().execute(
-        "SELECT pool, coalesce(sum(CASE WHEN received_at >= ? THEN size ELSE 0 END), 0), min(received_at)"
-        " FROM instances GROUP BY pool", (since,)).fetchall()
+    rows = (
+        index.connection()
+        .execute(
+            "SELECT pool, coalesce(sum(CASE WHEN received_at >= ? THEN size ELSE 0 END), 0), min(received_at)"
+            " FROM instances GROUP BY pool",
+            (since,),
+        )
+        .fetchall()
+    )
     return {r[0]: PoolIngest(r[1], r[2]) for r in rows}
 
 
@@ -103,8 +118,11 @@ def quick_check(index: Index) -> list[str]:
 
 
 def last_backup_at(index: Index) -> float | None:
-    return index.connection().execute(
-        "SELECT max(updated_at) FROM jobs WHERE kind = 'backup' AND state = 'done'").fetchone()[0]
+    return (
+        index.connection()
+        .execute("SELECT max(updated_at) FROM jobs WHERE kind = 'backup' AND state = 'done'")
+        .fetchone()[0]
+    )
 
 
 _NOT_PENDING = ("done", "cancelled", "failed", "interrupted")
@@ -113,10 +131,12 @@ _NOT_PENDING = ("done", "cancelled", "failed", "interrupted")
 def queue_backlog(index: Index, failed_since: float) -> Backlog:
     conn = index.connection()
     marks = ",".join("?" * len(_NOT_PENDING))
-    pending, oldest = conn.execute(f"SELECT count(*), min(created_at) FROM jobs WHERE state NOT IN ({marks})",
-                                   _NOT_PENDING).fetchone()
-    failed = conn.execute("SELECT count(*) FROM jobs WHERE state IN ('failed', 'interrupted') AND updated_at >= ?",
-                          (failed_since,)).fetchone()[0]
+    pending, oldest = conn.execute(
+        f"SELECT count(*), min(created_at) FROM jobs WHERE state NOT IN ({marks})", _NOT_PENDING
+    ).fetchone()
+    failed = conn.execute(
+        "SELECT count(*) FROM jobs WHERE state IN ('failed', 'interrupted') AND updated_at >= ?", (failed_since,)
+    ).fetchone()[0]
     return Backlog(pending, oldest, failed)
 
 
@@ -150,9 +170,11 @@ class JobList:
     oldest_pending_age_s: float | None
 
 
-def list_jobs(index: Index, *, state: str | None = None, kind: str | None = None,
-              destination: str | None = None, limit: int = 100) -> JobList:
+def list_jobs(
+    index: Index, *, state: str | None = None, kind: str | None = None, destination: str | None = None, limit: int = 100
+) -> JobList:
     found = jobqueue.list_jobs(index.connection(), state=state, kind=kind, destination=destination, limit=limit)
     names = [x.name for x in fields(Job)]
-    return JobList([Job(**{n: r[n] for n in names}) for r in found["jobs"]], found["counts"],
-                   found["oldest_pending_age_s"])
+    return JobList(
+        [Job(**{n: r[n] for n in names}) for r in found["jobs"]], found["counts"], found["oldest_pending_age_s"]
+    )

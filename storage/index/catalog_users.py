@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
-from typing import Generic, TypeVar
+from dataclasses import dataclass, fields
 
-from . import query as q
-from . import queue as jobqueue
-from . import routes as route_rules
 from .accounts import Accounts
-from .database import Index
-
-from .catalog import InUse, LastAdmin, Missing, Exists, Then
-
+from .catalog import Exists, LastAdmin, Missing, Then
 
 # --- users and the audit log -----------------------------------------------------------------------------
 
@@ -30,8 +21,7 @@ class User:
 
 
 def _user(d: dict) -> User:
-    return User(d["name"], d["role"], bool(d["password_hash"]), tuple(d["ssh_keys"]), d["created_at"],
-                d["updated_at"])
+    return User(d["name"], d["role"], bool(d["password_hash"]), tuple(d["ssh_keys"]), d["created_at"], d["updated_at"])
 
 
 def users(accounts: Accounts) -> list[User]:
@@ -43,8 +33,9 @@ def _admin_left_after(accounts: Accounts, conn, current: dict, new_role: str | N
     return current["role"] != "admin" or new_role == "admin" or accounts.admin_count(conn) > 1
 
 
-def add_user(accounts: Accounts, name: str, role: str, password_hash: str | None, ssh_keys: list[str],
-             then: Then = None) -> User:
+def add_user(
+    accounts: Accounts, name: str, role: str, password_hash: str | None, ssh_keys: list[str], then: Then = None
+) -> User:
     """Exists if the name is taken."""
     with accounts.index.transaction() as conn:
         if accounts.user(name, conn) is not None:
@@ -55,8 +46,16 @@ def add_user(accounts: Accounts, name: str, role: str, password_hash: str | None
     return _user(accounts.user(name))
 
 
-def update_user(accounts: Accounts, name: str, *, role: str | None = None, password_hash: str | None = None,
-                clear_password: bool = False, ssh_keys: list[str] | None = None, then: Then = None) -> User:
+def update_user(
+    accounts: Accounts,
+    name: str,
+    *,
+    role: str | None = None,
+    password_hash: str | None = None,
+    clear_password: bool = False,
+    ssh_keys: list[str] | None = None,
+    then: Then = None,
+) -> User:
     """Missing if there is no such user; LastAdmin if it would demote the last admin."""
     with accounts.index.transaction() as conn:
         current = accounts.user(name, conn)
@@ -64,8 +63,9 @@ def update_user(accounts: Accounts, name: str, *, role: str | None = None, passw
             raise Missing(name)
         if role is not None and not _admin_left_after(accounts, conn, current, role):
             raise LastAdmin(name)
-        accounts.update_user(conn, name, role=role, password_hash=password_hash, clear_password=clear_password,
-                             ssh_keys=ssh_keys)
+        accounts.update_user(
+            conn, name, role=role, password_hash=password_hash, clear_password=clear_password, ssh_keys=ssh_keys
+        )
         if then is not None:
             then()
     return _user(accounts.user(name))
@@ -95,7 +95,8 @@ class AuditEntry:
     message: str
 
 
-def recent_audit(accounts: Accounts, limit: int, user: str | None = None,
-                 method: str | None = None) -> list[AuditEntry]:
+def recent_audit(
+    accounts: Accounts, limit: int, user: str | None = None, method: str | None = None
+) -> list[AuditEntry]:
     names = [x.name for x in fields(AuditEntry)]
     return [AuditEntry(**{n: r[n] for n in names}) for r in accounts.recent_audit(limit, user=user, method=method)]

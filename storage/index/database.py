@@ -194,7 +194,7 @@ CREATE INDEX IF NOT EXISTS jobs_due ON jobs(next_attempt_at) WHERE state = 'pend
 _UPGRADES = {
     # pool_usage was just created empty: count what the instances table already holds.
     2: "DELETE FROM pool_usage; INSERT INTO pool_usage (pool, instances, bytes) "
-       "SELECT pool, count(*), coalesce(sum(size), 0) FROM instances GROUP BY pool",
+    "SELECT pool, count(*), coalesce(sum(size), 0) FROM instances GROUP BY pool",
     3: lambda conn: _upgrade_jobs(conn),
     4: lambda conn: _add_columns(conn, "aets", (("tls", "INTEGER NOT NULL DEFAULT 0"),)),
     5: lambda conn: _upgrade_patients(conn),
@@ -206,23 +206,42 @@ def _upgrade_patients(conn: sqlite3.Connection) -> None:
     the last instance's: right for a patient with one study, wrong for every other study of the
     same ID (and of the empty ID). Each study takes it now, and every study is queued to be re-read
     from one of its files at the next start; dates and times get their keys."""
-    _add_columns(conn, "studies", (("patient_name", "TEXT NOT NULL DEFAULT ''"), ("birth_date", "TEXT NOT NULL DEFAULT ''"),
-                                   ("sex", "TEXT NOT NULL DEFAULT ''"), ("issuer", "TEXT NOT NULL DEFAULT ''"),
-                                   ("date_key", "TEXT"), ("time_key", "INTEGER"), ("birth_date_key", "TEXT")))
+    _add_columns(
+        conn,
+        "studies",
+        (
+            ("patient_name", "TEXT NOT NULL DEFAULT ''"),
+            ("birth_date", "TEXT NOT NULL DEFAULT ''"),
+            ("sex", "TEXT NOT NULL DEFAULT ''"),
+            ("issuer", "TEXT NOT NULL DEFAULT ''"),
+            ("date_key", "TEXT"),
+            ("time_key", "INTEGER"),
+            ("birth_date_key", "TEXT"),
+        ),
+    )
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "patients" in tables:
-        conn.execute("UPDATE studies SET (patient_name, birth_date, sex) = (SELECT p.patient_name, p.birth_date, p.sex"
-                     " FROM patients p WHERE p.patient_id = studies.patient_id)"
-                     " WHERE EXISTS (SELECT 1 FROM patients p WHERE p.patient_id = studies.patient_id)")
+        conn.execute(
+            "UPDATE studies SET (patient_name, birth_date, sex) = (SELECT p.patient_name, p.birth_date, p.sex"
+            " FROM patients p WHERE p.patient_id = studies.patient_id)"
+            " WHERE EXISTS (SELECT 1 FROM patients p WHERE p.patient_id = studies.patient_id)"
+        )
         conn.execute("DROP TABLE patients")
     rows = conn.execute("SELECT study_uid, study_date, study_time, birth_date FROM studies").fetchall()
-    conn.executemany("UPDATE studies SET date_key = ?, time_key = ?, birth_date_key = ? WHERE study_uid = ?",
-                     [(dicomtime.da_key(r[1]), dicomtime.tm_key(r[2]), dicomtime.da_key(r[3]), r[0]) for r in rows])
+    conn.executemany(
+        "UPDATE studies SET date_key = ?, time_key = ?, birth_date_key = ? WHERE study_uid = ?",
+        [(dicomtime.da_key(r[1]), dicomtime.tm_key(r[2]), dicomtime.da_key(r[3]), r[0]) for r in rows],
+    )
     conn.execute("INSERT OR IGNORE INTO study_reread (study_uid) SELECT study_uid FROM studies")
 
+
 _JOB_COLUMNS_V3 = (
-    ("attempts", "INTEGER NOT NULL DEFAULT 0"), ("max_attempts", "INTEGER NOT NULL DEFAULT 1"),
-    ("next_attempt_at", "REAL"), ("last_error", "TEXT"), ("destination", "TEXT"), ("study_uid", "TEXT"),
+    ("attempts", "INTEGER NOT NULL DEFAULT 0"),
+    ("max_attempts", "INTEGER NOT NULL DEFAULT 1"),
+    ("next_attempt_at", "REAL"),
+    ("last_error", "TEXT"),
+    ("destination", "TEXT"),
+    ("study_uid", "TEXT"),
 )
 
 
@@ -243,19 +262,39 @@ def _upgrade_jobs(conn: sqlite3.Connection) -> None:
         if name not in have:
             conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
     conn.execute("UPDATE jobs SET attempts = 1 WHERE attempts = 0")
-    conn.execute("UPDATE jobs SET state = 'failed', last_error = 'interrupted: the process running it stopped'"
-                 " WHERE state IN ('interrupted', 'running')")
+    conn.execute(
+        "UPDATE jobs SET state = 'failed', last_error = 'interrupted: the process running it stopped'"
+        " WHERE state IN ('interrupted', 'running')"
+    )
 
 
 # Columns of an instance row as ingest and reindex produce it, in insert order.
 INSTANCE_COLUMNS = (
-    "sop_uid", "series_uid", "study_uid", "sop_class_uid", "instance_number", "transfer_syntax",
-    "pool", "path", "size", "sha256", "received_at", "last_access", "source_ae",
+    "sop_uid",
+    "series_uid",
+    "study_uid",
+    "sop_class_uid",
+    "instance_number",
+    "transfer_syntax",
+    "pool",
+    "path",
+    "size",
+    "sha256",
+    "received_at",
+    "last_access",
+    "source_ae",
 )
 PATIENT_COLUMNS = ("patient_id", "patient_name", "birth_date", "sex", "issuer")  # the last may be left out
 STUDY_COLUMNS = (
-    "study_uid", "patient_id", "study_date", "study_time", "accession_number", "study_id",
-    "study_description", "referring_physician", "specific_charset",
+    "study_uid",
+    "patient_id",
+    "study_date",
+    "study_time",
+    "accession_number",
+    "study_id",
+    "study_description",
+    "referring_physician",
+    "specific_charset",
 )
 SERIES_COLUMNS = ("series_uid", "study_uid", "modality", "series_number", "series_description", "body_part")
 
@@ -293,9 +332,17 @@ def study_row(rec: InstanceRecord) -> tuple:
     """The studies row an instance writes (_STUDY_ROW order)."""
     patient = tuple(rec.patient) + ("",) * (len(PATIENT_COLUMNS) - len(rec.patient))
     _, name, birth_date, sex, issuer = patient
-    study = dict(zip(STUDY_COLUMNS, rec.study))
-    return (*rec.study, name, birth_date, sex, issuer, dicomtime.da_key(study["study_date"]),
-            dicomtime.tm_key(study["study_time"]), dicomtime.da_key(birth_date))
+    study = dict(zip(STUDY_COLUMNS, rec.study, strict=False))
+    return (
+        *rec.study,
+        name,
+        birth_date,
+        sex,
+        issuer,
+        dicomtime.da_key(study["study_date"]),
+        dicomtime.tm_key(study["study_time"]),
+        dicomtime.da_key(birth_date),
+    )
 
 
 class _IdleConnections:
@@ -453,16 +500,34 @@ class Index:
         row = self.connection().execute("SELECT * FROM aets WHERE ae_title=?", (ae_title,)).fetchone()
         return _aet_dict(row) if row else None
 
-    def put_aet(self, conn: sqlite3.Connection, ae_title: str, host: str | None, port: int | None,
-                description: str, operations: Iterable[str], move_destination: bool, tls: bool = False) -> None:
+    def put_aet(
+        self,
+        conn: sqlite3.Connection,
+        ae_title: str,
+        host: str | None,
+        port: int | None,
+        description: str,
+        operations: Iterable[str],
+        move_destination: bool,
+        tls: bool = False,
+    ) -> None:
         now = time.time()
         conn.execute(
             "INSERT INTO aets (ae_title, host, port, description, operations, move_destination, tls, created_at,"
             " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(ae_title) DO UPDATE SET host=excluded.host,"
             " port=excluded.port, description=excluded.description, operations=excluded.operations,"
             " move_destination=excluded.move_destination, tls=excluded.tls, updated_at=excluded.updated_at",
-            (ae_title, host, port, description, json.dumps(list(operations)), int(move_destination), int(tls), now,
-             now),
+            (
+                ae_title,
+                host,
+                port,
+                description,
+                json.dumps(list(operations)),
+                int(move_destination),
+                int(tls),
+                now,
+                now,
+            ),
         )
 
     def remove_aet(self, conn: sqlite3.Connection, ae_title: str) -> bool:
@@ -471,13 +536,26 @@ class Index:
     # --- association log -----------------------------------------------------------------------
 
     def log_association(self, entry: dict) -> None:
-        cols = ("started_at", "ended_at", "calling_ae", "called_ae", "peer_host", "peer_port", "result",
-                "reason", "rejected_contexts", "instances", "failures", "bytes")
+        cols = (
+            "started_at",
+            "ended_at",
+            "calling_ae",
+            "called_ae",
+            "peer_host",
+            "peer_port",
+            "result",
+            "reason",
+            "rejected_contexts",
+            "instances",
+            "failures",
+            "bytes",
+        )
         values = [entry.get(c) for c in cols]
         values[cols.index("rejected_contexts")] = json.dumps(entry.get("rejected_contexts") or [])
         with self.transaction() as conn:
-            conn.execute(f"INSERT INTO associations ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
-                         values)
+            conn.execute(
+                f"INSERT INTO associations ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})", values
+            )
 
 
 def _aet_dict(row: sqlite3.Row) -> dict:

@@ -18,52 +18,58 @@ FINISHED = (DONE, FAILED, CANCELLED)
 MAX_ERRORS = 100  # kept per job; the count in instances_failed is always complete
 
 
-def create(index: "Index", kind: str, reason: str, params: dict, instances_total: int = 0,
-           bytes_total: int = 0) -> int:
+def create(index: Index, kind: str, reason: str, params: dict, instances_total: int = 0, bytes_total: int = 0) -> int:
     """A job run at once by the caller (migrate, verify): running, its one attempt started."""
     now = time.time()
     with index.transaction() as conn:
         cur = conn.execute(
             "INSERT INTO jobs (kind, state, reason, params, instances_total, bytes_total, created_at, updated_at,"
             " attempts, max_attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, 1)",
-            (kind, RUNNING, reason, json.dumps(params, sort_keys=True), instances_total, bytes_total, now, now))
+            (kind, RUNNING, reason, json.dumps(params, sort_keys=True), instances_total, bytes_total, now, now),
+        )
         return cur.lastrowid
 
 
-def progress(conn: sqlite3.Connection, job_id: int, *, done: int = 0, failed: int = 0, nbytes: int = 0,
-             errors: list[str] = ()) -> None:
+def progress(
+    conn: sqlite3.Connection, job_id: int, *, done: int = 0, failed: int = 0, nbytes: int = 0, errors: list[str] = ()
+) -> None:
     """Add to a job's counts inside the caller's transaction (the one that committed the work)."""
     row = conn.execute("SELECT errors FROM jobs WHERE id=?", (job_id,)).fetchone()
     kept = json.loads(row[0]) if row else []
     kept = (kept + list(errors))[:MAX_ERRORS]
-    conn.execute("UPDATE jobs SET instances_done = instances_done + ?, instances_failed = instances_failed + ?,"
-                 " bytes_done = bytes_done + ?, errors = ?, updated_at = ? WHERE id = ?",
-                 (done, failed, nbytes, json.dumps(kept), time.time(), job_id))
+    conn.execute(
+        "UPDATE jobs SET instances_done = instances_done + ?, instances_failed = instances_failed + ?,"
+        " bytes_done = bytes_done + ?, errors = ?, updated_at = ? WHERE id = ?",
+        (done, failed, nbytes, json.dumps(kept), time.time(), job_id),
+    )
 
 
-def finish(index: "Index", job_id: int, state: str, error: str | None = None) -> None:
+def finish(index: Index, job_id: int, state: str, error: str | None = None) -> None:
     with index.transaction() as conn:
-        conn.execute("UPDATE jobs SET state=?, last_error=coalesce(?, last_error), updated_at=? WHERE id=?",
-                     (state, error, time.time(), job_id))
+        conn.execute(
+            "UPDATE jobs SET state=?, last_error=coalesce(?, last_error), updated_at=? WHERE id=?",
+            (state, error, time.time(), job_id),
+        )
 
 
-def interrupt_stale(index: "Index", kind: str) -> int:
+def interrupt_stale(index: Index, kind: str) -> int:
     """Jobs left `running` by a process that died; call only while holding that kind's lock.
 
     They failed their one attempt. Migrations are re-planned from the rules (or the next request)
     by their next run, so nothing resumes them."""
     with index.transaction() as conn:
-        return conn.execute("UPDATE jobs SET state=?, last_error=?, updated_at=? WHERE kind=? AND state=?",
-                            (FAILED, "interrupted: the process running it stopped", time.time(), kind,
-                             RUNNING)).rowcount
+        return conn.execute(
+            "UPDATE jobs SET state=?, last_error=?, updated_at=? WHERE kind=? AND state=?",
+            (FAILED, "interrupted: the process running it stopped", time.time(), kind, RUNNING),
+        ).rowcount
 
 
-def get(index: "Index", job_id: int) -> dict | None:
+def get(index: Index, job_id: int) -> dict | None:
     row = index.connection().execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
     return _as_dict(row) if row else None
 
 
-def recent(index: "Index", kind: str | None = None, limit: int = 50) -> list[dict]:
+def recent(index: Index, kind: str | None = None, limit: int = 50) -> list[dict]:
     sql, args = "SELECT * FROM jobs", []
     if kind is not None:
         sql += " WHERE kind=?"

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pydicom.charset import convert_encodings
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 
@@ -49,44 +49,59 @@ STUDY_BYTES = "(SELECT coalesce(sum(n.size), 0) FROM instances n WHERE n.study_u
 SERIES_INSTANCES = "(SELECT count(*) FROM instances n WHERE n.series_uid = x.series_uid)"
 SERIES_BYTES = "(SELECT coalesce(sum(n.size), 0) FROM instances n WHERE n.series_uid = x.series_uid)"
 
-ATTRS = {a.keyword: a for a in (
-    Attr("PatientName", _P, "p.patient_name"),
-    Attr("PatientID", _P, "p.patient_id"),
-    Attr("IssuerOfPatientID", _P, "p.issuer"),
-    Attr("PatientBirthDate", _P, "p.birth_date", "date", key="p.birth_date_key"),
-    Attr("PatientSex", _P, "p.sex"),
-    # An empty PatientID joins no two studies: its studies count only themselves.
-    Attr("NumberOfPatientRelatedStudies", _P,
-         "(CASE WHEN p.patient_id = '' THEN 1 ELSE (SELECT count(*) FROM studies m"
-         " WHERE m.patient_id = p.patient_id AND m.issuer = p.issuer) END)", "count"),
-    Attr("NumberOfPatientRelatedSeries", _P,
-         "(CASE WHEN p.patient_id = '' THEN (SELECT count(*) FROM series m WHERE m.study_uid = {own_study})"
-         " ELSE (SELECT count(*) FROM series m JOIN studies t ON t.study_uid = m.study_uid"
-         " WHERE t.patient_id = p.patient_id AND t.issuer = p.issuer) END)", "count"),
-    Attr("NumberOfPatientRelatedInstances", _P,
-         "(CASE WHEN p.patient_id = '' THEN (SELECT count(*) FROM instances n WHERE n.study_uid = {own_study})"
-         " ELSE (SELECT count(*) FROM instances n JOIN studies t ON t.study_uid = n.study_uid"
-         " WHERE t.patient_id = p.patient_id AND t.issuer = p.issuer) END)", "count"),
-    Attr("StudyInstanceUID", _S, "s.study_uid", "uid"),
-    Attr("StudyDate", _S, "s.study_date", "date", key="s.date_key"),
-    Attr("StudyTime", _S, "s.study_time", "time", key="s.time_key"),
-    Attr("AccessionNumber", _S, "s.accession_number"),
-    Attr("StudyID", _S, "s.study_id"),
-    Attr("StudyDescription", _S, "s.study_description"),
-    Attr("ReferringPhysicianName", _S, "s.referring_physician"),
-    Attr("ModalitiesInStudy", _S, STUDY_MODALITIES, "modalities"),
-    Attr("NumberOfStudyRelatedSeries", _S, STUDY_SERIES, "count"),
-    Attr("NumberOfStudyRelatedInstances", _S, STUDY_INSTANCES, "count"),
-    Attr("SeriesInstanceUID", _X, "x.series_uid", "uid"),
-    Attr("Modality", _X, "x.modality"),
-    Attr("SeriesNumber", _X, "x.series_number"),
-    Attr("SeriesDescription", _X, "x.series_description"),
-    Attr("BodyPartExamined", _X, "x.body_part"),
-    Attr("NumberOfSeriesRelatedInstances", _X, SERIES_INSTANCES, "count"),
-    Attr("SOPInstanceUID", _I, "i.sop_uid", "uid"),
-    Attr("SOPClassUID", _I, "i.sop_class_uid", "uid"),
-    Attr("InstanceNumber", _I, "i.instance_number"),
-)}
+ATTRS = {
+    a.keyword: a
+    for a in (
+        Attr("PatientName", _P, "p.patient_name"),
+        Attr("PatientID", _P, "p.patient_id"),
+        Attr("IssuerOfPatientID", _P, "p.issuer"),
+        Attr("PatientBirthDate", _P, "p.birth_date", "date", key="p.birth_date_key"),
+        Attr("PatientSex", _P, "p.sex"),
+        # An empty PatientID joins no two studies: its studies count only themselves.
+        Attr(
+            "NumberOfPatientRelatedStudies",
+            _P,
+            "(CASE WHEN p.patient_id = '' THEN 1 ELSE (SELECT count(*) FROM studies m"
+            " WHERE m.patient_id = p.patient_id AND m.issuer = p.issuer) END)",
+            "count",
+        ),
+        Attr(
+            "NumberOfPatientRelatedSeries",
+            _P,
+            "(CASE WHEN p.patient_id = '' THEN (SELECT count(*) FROM series m WHERE m.study_uid = {own_study})"
+            " ELSE (SELECT count(*) FROM series m JOIN studies t ON t.study_uid = m.study_uid"
+            " WHERE t.patient_id = p.patient_id AND t.issuer = p.issuer) END)",
+            "count",
+        ),
+        Attr(
+            "NumberOfPatientRelatedInstances",
+            _P,
+            "(CASE WHEN p.patient_id = '' THEN (SELECT count(*) FROM instances n WHERE n.study_uid = {own_study})"
+            " ELSE (SELECT count(*) FROM instances n JOIN studies t ON t.study_uid = n.study_uid"
+            " WHERE t.patient_id = p.patient_id AND t.issuer = p.issuer) END)",
+            "count",
+        ),
+        Attr("StudyInstanceUID", _S, "s.study_uid", "uid"),
+        Attr("StudyDate", _S, "s.study_date", "date", key="s.date_key"),
+        Attr("StudyTime", _S, "s.study_time", "time", key="s.time_key"),
+        Attr("AccessionNumber", _S, "s.accession_number"),
+        Attr("StudyID", _S, "s.study_id"),
+        Attr("StudyDescription", _S, "s.study_description"),
+        Attr("ReferringPhysicianName", _S, "s.referring_physician"),
+        Attr("ModalitiesInStudy", _S, STUDY_MODALITIES, "modalities"),
+        Attr("NumberOfStudyRelatedSeries", _S, STUDY_SERIES, "count"),
+        Attr("NumberOfStudyRelatedInstances", _S, STUDY_INSTANCES, "count"),
+        Attr("SeriesInstanceUID", _X, "x.series_uid", "uid"),
+        Attr("Modality", _X, "x.modality"),
+        Attr("SeriesNumber", _X, "x.series_number"),
+        Attr("SeriesDescription", _X, "x.series_description"),
+        Attr("BodyPartExamined", _X, "x.body_part"),
+        Attr("NumberOfSeriesRelatedInstances", _X, SERIES_INSTANCES, "count"),
+        Attr("SOPInstanceUID", _I, "i.sop_uid", "uid"),
+        Attr("SOPClassUID", _I, "i.sop_class_uid", "uid"),
+        Attr("InstanceNumber", _I, "i.instance_number"),
+    )
+}
 
 # The tables a query at each level reads; upper levels are joined so their keys can match too.
 # Below the PATIENT level a study answers with its own patient attributes: the patient columns
@@ -97,9 +112,12 @@ _FROM = {
     _X: "series x JOIN studies s ON s.study_uid = x.study_uid",
     _I: "instances i JOIN series x ON x.series_uid = i.series_uid JOIN studies s ON s.study_uid = i.study_uid",
 }
-_ORDER = {_P: "p.patient_id, p.issuer", _S: "s.date_key DESC, s.time_key DESC, s.study_uid",
-          _X: "x.study_uid, CAST(x.series_number AS INTEGER), x.series_uid",
-          _I: "i.series_uid, CAST(i.instance_number AS INTEGER), i.sop_uid"}
+_ORDER = {
+    _P: "p.patient_id, p.issuer",
+    _S: "s.date_key DESC, s.time_key DESC, s.study_uid",
+    _X: "x.study_uid, CAST(x.series_number AS INTEGER), x.series_uid",
+    _I: "i.series_uid, CAST(i.instance_number AS INTEGER), i.sop_uid",
+}
 _UNIQUE_KEY = {_P: "PatientID", _S: "StudyInstanceUID", _X: "SeriesInstanceUID", _I: "SOPInstanceUID"}
 # Returned when asked for, though not in the index: their values are facts about this node.
 _NODE_KEYS = ("RetrieveAETitle", "InstanceAvailability")
@@ -206,8 +224,9 @@ def _attr_clause(attr: Attr, level: str, values: list[str]) -> tuple[str, list]:
     if clause and attr.level == _P and level == _P and attr.keyword not in ("PatientID", "IssuerOfPatientID"):
         # A patient matches when any of its studies does: a corrected name still finds the earlier studies.
         inner = clause.replace("p.", "t.")
-        clause = (f"EXISTS (SELECT 1 FROM studies t WHERE t.patient_id = p.patient_id AND t.issuer = p.issuer"
-                  f" AND {inner})")
+        clause = (
+            f"EXISTS (SELECT 1 FROM studies t WHERE t.patient_id = p.patient_id AND t.issuer = p.issuer AND {inner})"
+        )
     return clause, args
 
 
@@ -267,7 +286,7 @@ def parse_identifier(identifier: Dataset, model: str, *, unique_keys_only: bool 
             continue
         try:
             values = _values(elem)
-        except Exception as err:  # noqa: BLE001 - a value pydicom cannot decode
+        except Exception as err:  # a value pydicom cannot decode
             raise QueryError(f"{elem.keyword}: cannot read the value: {err}") from err
         if values:
             clause, extra = _attr_clause(attr, level, values)
@@ -350,6 +369,8 @@ def retrieve_rows(conn: sqlite3.Connection, identifier: Dataset, model: str) -> 
     query = parse_identifier(identifier, model, unique_keys_only=True)
     if not query.where:
         raise QueryError(f"a {query.level} level retrieve needs {_UNIQUE_KEY[query.level]}")
-    sql = (f"SELECT i.sop_uid, i.sop_class_uid, i.transfer_syntax, i.pool, i.path, i.study_uid"
-           f" FROM {_FROM[_I]} WHERE {' AND '.join(query.where)} ORDER BY {_ORDER[_I]}")
+    sql = (
+        f"SELECT i.sop_uid, i.sop_class_uid, i.transfer_syntax, i.pool, i.path, i.study_uid"
+        f" FROM {_FROM[_I]} WHERE {' AND '.join(query.where)} ORDER BY {_ORDER[_I]}"
+    )
     return conn.execute(sql, query.args).fetchall()

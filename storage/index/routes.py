@@ -39,7 +39,7 @@ def check_name(value) -> str:
 def check_match(value) -> dict[str, str]:
     """{calling_ae or a DICOM keyword: pattern with * and ? wildcards}; {} matches every instance."""
     if not isinstance(value, dict):
-        raise RouteError("match", "a mapping of DICOM keyword (or calling_ae) to pattern, e.g. {\"Modality\": \"CT\"}")
+        raise RouteError("match", 'a mapping of DICOM keyword (or calling_ae) to pattern, e.g. {"Modality": "CT"}')
     if len(value) > MAX_KEYS:
         raise RouteError("match", f"at most {MAX_KEYS} keys")
     out = {}
@@ -48,8 +48,9 @@ def check_match(value) -> dict[str, str]:
         if key != CALLING_AE:
             tag = tag_for_keyword(key) if isinstance(key, str) else None
             if tag is None:
-                raise RouteError(where, "not a DICOM keyword (such as Modality, SOPClassUID, StationName) "
-                                        "nor calling_ae")
+                raise RouteError(
+                    where, "not a DICOM keyword (such as Modality, SOPClassUID, StationName) nor calling_ae"
+                )
             vr = dictionary_VR(tag)  # may be "OB or OW", "US or SS", ...
             if any(part in _UNMATCHABLE_VRS for part in vr.split(" or ")):
                 raise RouteError(where, f"{key} holds {vr} data, which cannot be matched")
@@ -105,16 +106,26 @@ def version(conn: sqlite3.Connection) -> int:
 
 def load(conn: sqlite3.Connection) -> list[dict]:
     rows = conn.execute("SELECT * FROM routes ORDER BY name").fetchall()
-    return [{"name": r["name"], "match": json.loads(r["match"]), "destinations": json.loads(r["destinations"]),
-             "created_at": r["created_at"], "updated_at": r["updated_at"]} for r in rows]
+    return [
+        {
+            "name": r["name"],
+            "match": json.loads(r["match"]),
+            "destinations": json.loads(r["destinations"]),
+            "created_at": r["created_at"],
+            "updated_at": r["updated_at"],
+        }
+        for r in rows
+    ]
 
 
 def put(conn: sqlite3.Connection, name: str, match: dict, destinations: list[str]) -> bool:
     """Insert a route; False if one has that name already."""
     now = time.time()
-    cur = conn.execute("INSERT INTO routes (name, match, destinations, created_at, updated_at) VALUES (?, ?, ?, ?, ?)"
-                       " ON CONFLICT(name) DO NOTHING",
-                       (name, json.dumps(match, sort_keys=True), json.dumps(destinations), now, now))
+    cur = conn.execute(
+        "INSERT INTO routes (name, match, destinations, created_at, updated_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT(name) DO NOTHING",
+        (name, json.dumps(match, sort_keys=True), json.dumps(destinations), now, now),
+    )
     return cur.rowcount > 0
 
 
@@ -140,8 +151,14 @@ class Router:
         current = version(conn)
         if current == self._version:
             return
-        self.routes = tuple(Route(r["name"], tuple((k, compile_pattern(p)) for k, p in sorted(r["match"].items())),
-                                  tuple(r["destinations"])) for r in load(conn))
+        self.routes = tuple(
+            Route(
+                r["name"],
+                tuple((k, compile_pattern(p)) for k, p in sorted(r["match"].items())),
+                tuple(r["destinations"]),
+            )
+            for r in load(conn)
+        )
         self._version = current
 
     def destinations(self, ds: Dataset | None, calling_ae: str) -> list[str]:

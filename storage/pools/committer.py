@@ -23,8 +23,9 @@ from pydicom.dataset import Dataset
 
 from storage.index import queue as job_queue
 from storage.index.database import Index, InstanceRecord
-from .pool import fsync_dir
 from storage.index.routes import Router
+
+from .pool import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,9 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
-    def commit(self, record: InstanceRecord, folder: Path, keep_existing: bool,
-               dataset: Dataset | None = None) -> Outcome:
+    def commit(
+        self, record: InstanceRecord, folder: Path, keep_existing: bool, dataset: Dataset | None = None
+    ) -> Outcome:
         """Block until the row is committed; raise what made it fail.
 
         Duplicates are settled here, inside the transaction, so two associations (or two worker

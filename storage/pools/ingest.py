@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
 import zlib
+from dataclasses import dataclass
 from io import BytesIO
 from typing import BinaryIO
 
@@ -14,15 +14,16 @@ from pydicom import dcmread
 from pydicom.datadict import DicomDictionary
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
-from pydicom.uid import UID
 from pydicom.multival import MultiValue
+from pydicom.uid import UID
 
 from storage import status
-from .committer import GroupCommitter
 from storage.index.database import Index, InstanceRecord
+from storage.uids import InvalidUID, check_raw_uid, check_uid, instance_path
+
+from .committer import GroupCommitter
 from .placement import Placement
 from .pool import Pool, StoreFailed
-from storage.uids import InvalidUID, check_raw_uid, check_uid, instance_path
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def _check_complete(ds: Dataset, end: int) -> None:
     pydicom accepts a value shorter than its declared length, and skipped (deferred) values are
     not read at all, so each element's declared extent is compared with the bytes there are.
     """
-    for tag in ds.keys():
+    for tag in ds:
         elem = ds.get_item(tag, keep_deferred=True)  # a deferred value stays unread
         length = getattr(elem, "length", None)
         if length is None or length == UNDEFINED_LENGTH:
@@ -85,7 +86,7 @@ def parse_part10(fp: BinaryIO, size: int) -> Dataset:
         ds = dcmread(fp, defer_size=_DEFER)
         _check_complete(ds, size)
         return ds
-    except Exception as err:  # noqa: BLE001 - pydicom raises many types for bad input
+    except Exception as err:  # pydicom raises many types for bad input
         raise NotStorable(status.CANNOT_UNDERSTAND, f"cannot parse dataset: {err}") from err
 
 
@@ -95,13 +96,15 @@ def inflate(data: bytes, limit: int) -> bytes:
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     out = inflater.decompress(data, limit + 1)
     if len(out) > limit:
-        raise NotStorable(status.OUT_OF_RESOURCES, f"the Deflated dataset inflates beyond {limit} bytes "
-                                                   "(limits.max_instance_size)")
+        raise NotStorable(
+            status.OUT_OF_RESOURCES, f"the Deflated dataset inflates beyond {limit} bytes (limits.max_instance_size)"
+        )
     return out
 
 
-def parse_received(stream: BinaryIO, transfer_syntax: str, max_size: int = 2**62,
-                   max_depth: int | None = None) -> Dataset:
+def parse_received(
+    stream: BinaryIO, transfer_syntax: str, max_size: int = 2**62, max_depth: int | None = None
+) -> Dataset:
     """Parse a dataset as it came off the wire (no File Meta) in its transfer syntax, without copying it."""
     try:
         syntax = UID(transfer_syntax)
@@ -115,15 +118,17 @@ def parse_received(stream: BinaryIO, transfer_syntax: str, max_size: int = 2**62
             # pydicom guesses the other VR encoding and reads on; the file would then carry a File
             # Meta naming the negotiated syntax that no reader could follow.
             found = "implicit" if ds.original_encoding[0] else "explicit"
-            raise NotStorable(status.CANNOT_UNDERSTAND, f"the dataset is encoded in {found} VR, not in the "
-                                                        f"negotiated transfer syntax {syntax}")
+            raise NotStorable(
+                status.CANNOT_UNDERSTAND,
+                f"the dataset is encoded in {found} VR, not in the negotiated transfer syntax {syntax}",
+            )
         _check_complete(ds, size)
         if max_depth is not None:
             check_sequence_depth(ds, max_depth, stream)
         return ds
     except NotStorable:
         raise
-    except Exception as err:  # noqa: BLE001 - unknown syntax, bad data: pydicom raises many types
+    except Exception as err:  # unknown syntax, bad data: pydicom raises many types
         raise NotStorable(status.CANNOT_UNDERSTAND, f"cannot parse dataset: {err}") from err
 
 
@@ -135,7 +140,7 @@ def check_sequence_depth(ds: Dataset, limit: int, source: BinaryIO) -> None:
     stack = [(ds, 1)]
     while stack:
         current, depth = stack.pop()
-        for tag in current.keys():
+        for tag in current:
             raw = current.get_item(tag, keep_deferred=True)
             vr = getattr(raw, "VR", None)
             if vr != "SQ" and not ((vr is None or vr == "UN") and tag in _SEQUENCE_TAGS):
@@ -145,13 +150,14 @@ def check_sequence_depth(ds: Dataset, limit: int, source: BinaryIO) -> None:
                 raw = raw._replace(value=source.read(raw.length))
                 ds._dict[tag] = raw
             if depth > limit:
-                raise NotStorable(status.CANNOT_UNDERSTAND, f"sequences nested deeper than {limit} "
-                                                            "(limits.max_sequence_depth)")
+                raise NotStorable(
+                    status.CANNOT_UNDERSTAND, f"sequences nested deeper than {limit} (limits.max_sequence_depth)"
+                )
             try:
                 items = current[tag].value
             except RecursionError:
                 raise NotStorable(status.CANNOT_UNDERSTAND, "sequences nested too deep to parse") from None
-            except Exception as err:  # noqa: BLE001 - pydicom raises many types for bad items
+            except Exception as err:  # pydicom raises many types for bad items
                 raise NotStorable(status.CANNOT_UNDERSTAND, f"cannot parse sequence {tag}: {err}") from err
             stack.extend((item, depth + 1) for item in items)
 
@@ -161,8 +167,12 @@ def check_sequence_depth(ds: Dataset, limit: int, source: BinaryIO) -> None:
 _SEQUENCE_TAGS = frozenset(tag for tag, entry in DicomDictionary.items() if entry[0] == "SQ")
 
 
-_UID_TAGS = (("SOPInstanceUID", 0x00080018), ("SOPClassUID", 0x00080016), ("StudyInstanceUID", 0x0020000D),
-             ("SeriesInstanceUID", 0x0020000E))
+_UID_TAGS = (
+    ("SOPInstanceUID", 0x00080018),
+    ("SOPClassUID", 0x00080016),
+    ("StudyInstanceUID", 0x0020000D),
+    ("SeriesInstanceUID", 0x0020000E),
+)
 
 
 def _strict_uid(ds: Dataset, keyword: str, tag: int) -> str:
@@ -191,22 +201,41 @@ def build_record(ds: Dataset, *, transfer_syntax: str, source_ae: str, strict: b
         series_uid = check_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID")
     except InvalidUID as err:
         raise NotStorable(status.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(err)) from err
-    except Exception as err:  # noqa: BLE001 - a value that cannot even be decoded
+    except Exception as err:  # a value that cannot even be decoded
         raise NotStorable(status.CANNOT_UNDERSTAND, f"cannot read UIDs: {err}") from err
     try:
         patient_id = _text(ds, "PatientID")
         patient = (patient_id, _text(ds, "PatientName"), _text(ds, "PatientBirthDate"), _text(ds, "PatientSex"))
-        study = (study_uid, patient_id, _text(ds, "StudyDate"), _text(ds, "StudyTime"),
-                 _text(ds, "AccessionNumber"), _text(ds, "StudyID"), _text(ds, "StudyDescription"),
-                 _text(ds, "ReferringPhysicianName"), _text(ds, "SpecificCharacterSet"))
-        series = (series_uid, study_uid, _text(ds, "Modality"), _text(ds, "SeriesNumber"),
-                  _text(ds, "SeriesDescription"), _text(ds, "BodyPartExamined"))
+        study = (
+            study_uid,
+            patient_id,
+            _text(ds, "StudyDate"),
+            _text(ds, "StudyTime"),
+            _text(ds, "AccessionNumber"),
+            _text(ds, "StudyID"),
+            _text(ds, "StudyDescription"),
+            _text(ds, "ReferringPhysicianName"),
+            _text(ds, "SpecificCharacterSet"),
+        )
+        series = (
+            series_uid,
+            study_uid,
+            _text(ds, "Modality"),
+            _text(ds, "SeriesNumber"),
+            _text(ds, "SeriesDescription"),
+            _text(ds, "BodyPartExamined"),
+        )
         instance_number = _text(ds, "InstanceNumber")
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise NotStorable(status.CANNOT_UNDERSTAND, f"cannot decode attributes: {err}") from err
     instance = {
-        "sop_uid": sop_uid, "series_uid": series_uid, "study_uid": study_uid, "sop_class_uid": sop_class,
-        "instance_number": instance_number, "transfer_syntax": transfer_syntax, "source_ae": source_ae,
+        "sop_uid": sop_uid,
+        "series_uid": series_uid,
+        "study_uid": study_uid,
+        "sop_class_uid": sop_class,
+        "instance_number": instance_number,
+        "transfer_syntax": transfer_syntax,
+        "source_ae": source_ae,
     }
     return InstanceRecord(patient=patient, study=study, series=series, instance=instance)
 
@@ -214,8 +243,16 @@ def build_record(ds: Dataset, *, transfer_syntax: str, source_ae: str, strict: b
 class Ingestor:
     """The one way instances enter the node: C-STORE today, recovery and reindex share its parts."""
 
-    def __init__(self, pools: list[Pool], index: Index, committer: GroupCommitter, duplicates: str,
-                 placement: Placement | None = None, max_instance_size: int = 2**62, max_sequence_depth: int = 32):
+    def __init__(
+        self,
+        pools: list[Pool],
+        index: Index,
+        committer: GroupCommitter,
+        duplicates: str,
+        placement: Placement | None = None,
+        max_instance_size: int = 2**62,
+        max_sequence_depth: int = 32,
+    ):
         self._max_size = max_instance_size
         self._max_depth = max_sequence_depth
         self._pools = pools
@@ -224,8 +261,16 @@ class Ingestor:
         self._committer = committer
         self._duplicates = duplicates
 
-    def store(self, header: bytes, stream: BytesIO, *, sop_class_uid: str, sop_instance_uid: str,
-              transfer_syntax: str, calling_ae: str) -> Stored:
+    def store(
+        self,
+        header: bytes,
+        stream: BytesIO,
+        *,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax: str,
+        calling_ae: str,
+    ) -> Stored:
         """Store one received dataset behind its Part 10 header; return once file and row are durable.
 
         `stream` is the dataset exactly as received (pynetdicom's buffer); it is parsed in place and
@@ -239,16 +284,19 @@ class Ingestor:
         dataset = parse_received(stream, transfer_syntax, self._max_size, self._max_depth)
         record = build_record(dataset, transfer_syntax=transfer_syntax, source_ae=calling_ae, strict=True)
         if record.sop_uid != cmd_sop:
-            raise NotStorable(status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                              "dataset SOPInstanceUID differs from the command's")
+            raise NotStorable(
+                status.DATASET_DOES_NOT_MATCH_SOP_CLASS, "dataset SOPInstanceUID differs from the command's"
+            )
         if record.instance["sop_class_uid"] != cmd_class:
             raise NotStorable(status.DATASET_DOES_NOT_MATCH_SOP_CLASS, "dataset SOPClassUID differs from the command's")
         with stream.getbuffer() as body:
-            return self._store(record, (header, body), keep=self._duplicates == "keep", calling_ae=calling_ae,
-                               dataset=dataset)
+            return self._store(
+                record, (header, body), keep=self._duplicates == "keep", calling_ae=calling_ae, dataset=dataset
+            )
 
-    def _store(self, record: InstanceRecord, parts: tuple, keep: bool, calling_ae: str,
-               dataset: Dataset | None = None) -> Stored:
+    def _store(
+        self, record: InstanceRecord, parts: tuple, keep: bool, calling_ae: str, dataset: Dataset | None = None
+    ) -> Stored:
         cmd_sop = record.sop_uid
         if keep:  # the common duplicate: skip the write (the commit below settles any race)
             existing = self._index.instance(cmd_sop)
@@ -261,12 +309,16 @@ class Ingestor:
         for part in parts:
             digest.update(part)
         record.instance.update(
-            pool=pool.name, path=rel, size=st.st_size, sha256=digest.hexdigest(),
-            received_at=st.st_mtime, last_access=st.st_mtime,
+            pool=pool.name,
+            path=rel,
+            size=st.st_size,
+            sha256=digest.hexdigest(),
+            received_at=st.st_mtime,
+            last_access=st.st_mtime,
         )
         try:
             outcome = self._committer.commit(record, pool.file(rel).parent, keep_existing=keep, dataset=dataset)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             row = self._index.instance(cmd_sop)
             if row is None or (row["pool"], row["path"]) != (pool.name, rel):
                 _remove(pool.file(rel))

@@ -5,24 +5,26 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import hashlib
-import secrets
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from storage.index import jobs
-from .pool import TEMP_SUFFIX, Pool, ensure_dir, fsync_dir
 from storage.uids import instance_path
+
+from .pool import TEMP_SUFFIX, Pool, ensure_dir, fsync_dir
 
 if TYPE_CHECKING:
     from storage.config.settings import NodeConfig
+
     from .context import PoolsContext
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ class MigrationBusy(RuntimeError):
 
 
 @contextmanager
-def migration_lock(config: "NodeConfig", wait: bool = False) -> Iterator[None]:
+def migration_lock(config: NodeConfig, wait: bool = False) -> Iterator[None]:
     """Exclusive right to move files between pools (an flock, so a dead holder releases it).
 
     Startup recovery takes it too: it must never mistake a running migration's fresh copies for
@@ -59,7 +61,7 @@ def migration_lock(config: "NodeConfig", wait: bool = False) -> Iterator[None]:
 
 
 @contextmanager
-def verification(node: "PoolsContext") -> Iterator[None]:
+def verification(node: PoolsContext) -> Iterator[None]:
     """Held (shared) while a verification runs, by whatever process runs it. Whoever gets it alone
     knows that no verification runs, so a verify job still `running` is one whose process died:
     it is marked failed, as migrations mark theirs."""
@@ -89,11 +91,12 @@ class Move:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def plan(node: "PoolsContext", *, study_uids: list[str] | None = None, target: str | None = None,
-         now: float | None = None) -> tuple[list[Move], list[dict]]:
+def plan(
+    node: PoolsContext, *, study_uids: list[str] | None = None, target: str | None = None, now: float | None = None
+) -> tuple[list[Move], list[dict]]:
     """What a migration would move, and what it would have to skip (with why). Changes nothing.
 
     With `study_uids` those studies go to `target` (default: the next tier with room). Without,
@@ -117,9 +120,16 @@ def plan(node: "PoolsContext", *, study_uids: list[str] | None = None, target: s
             except OSError:
                 room[move.target] = 0
         if room[move.target] < move.bytes:
-            skipped.append({"study_uid": move.study_uid, "source": move.source, "target": move.target,
-                            "bytes": move.bytes, "why": f"pool {move.target} has no room for it ({room[move.target]}"
-                                                        f" bytes left above its reserve)", "rule": move.reason})
+            skipped.append(
+                {
+                    "study_uid": move.study_uid,
+                    "source": move.source,
+                    "target": move.target,
+                    "bytes": move.bytes,
+                    "why": f"pool {move.target} has no room for it ({room[move.target]} bytes left above its reserve)",
+                    "rule": move.reason,
+                }
+            )
             return False
         room[move.target] -= move.bytes
         planned.add((move.study_uid, move.source))
@@ -128,8 +138,9 @@ def plan(node: "PoolsContext", *, study_uids: list[str] | None = None, target: s
 
     if study_uids is not None:
         for uid in study_uids:
-            rows = conn.execute("SELECT pool, count(*), sum(size) FROM instances WHERE study_uid=? GROUP BY pool",
-                                (uid,)).fetchall()
+            rows = conn.execute(
+                "SELECT pool, count(*), sum(size) FROM instances WHERE study_uid=? GROUP BY pool", (uid,)
+            ).fetchall()
             if not rows:
                 skipped.append({"study_uid": uid, "why": "no such study"})
             for pool_name, count, size in rows:
@@ -159,18 +170,27 @@ def plan(node: "PoolsContext", *, study_uids: list[str] | None = None, target: s
         if not space.logical:  # filesystem figures: moving to the same filesystem frees nothing
             targets = [t for t in targets if os.stat(t.root).st_dev != space.device]
         if not targets:
-            skipped.append({"source": pool.name, "why": f"above its high watermark ({space.used_percent:.1f}% >"
-                            f" {cfg.high_watermark:g}%) but no later tier has room on another filesystem"})
+            skipped.append(
+                {
+                    "source": pool.name,
+                    "why": f"above its high watermark ({space.used_percent:.1f}% >"
+                    f" {cfg.high_watermark:g}%) but no later tier has room on another filesystem",
+                }
+            )
             continue
         to_free = space.used - int(space.capacity * cfg.low_watermark / 100)
         freed = 0
         for uid, count, size, last in conn.execute(
-                "SELECT study_uid, count(*), sum(size), max(last_access) FROM instances WHERE pool=?"
-                " GROUP BY study_uid ORDER BY max(last_access), study_uid", (pool.name,)):
+            "SELECT study_uid, count(*), sum(size), max(last_access) FROM instances WHERE pool=?"
+            " GROUP BY study_uid ORDER BY max(last_access), study_uid",
+            (pool.name,),
+        ):
             if freed >= to_free:
                 break
-            reason = (f"watermark: {pool.name} at {space.used_percent:.1f}% (high {cfg.high_watermark:g}%,"
-                      f" low {cfg.low_watermark:g}%); least recently accessed, last {_iso(last)}")
+            reason = (
+                f"watermark: {pool.name} at {space.used_percent:.1f}% (high {cfg.high_watermark:g}%,"
+                f" low {cfg.low_watermark:g}%); least recently accessed, last {_iso(last)}"
+            )
             if not add(Move(uid, pool.name, targets[0].name, count, size, reason)):
                 break
             freed += size
@@ -179,20 +199,30 @@ def plan(node: "PoolsContext", *, study_uids: list[str] | None = None, target: s
         column = "last_access" if rule.since == "last_access" else "received_at"
         cutoff = now - rule.after_days * 86400
         for uid, count, size, last in conn.execute(
-                f"SELECT study_uid, count(*), sum(size), max({column}) FROM instances WHERE pool=?"
-                f" GROUP BY study_uid HAVING max({column}) <= ? ORDER BY max({column}), study_uid",
-                (rule.source, cutoff)):
+            f"SELECT study_uid, count(*), sum(size), max({column}) FROM instances WHERE pool=?"
+            f" GROUP BY study_uid HAVING max({column}) <= ? ORDER BY max({column}), study_uid",
+            (rule.source, cutoff),
+        ):
             what = "last accessed" if rule.since == "last_access" else "received"
-            reason = (f"age: {what} {(now - last) / 86400:.1f} days ago; migration.rules[{i}] moves"
-                      f" {rule.source} to {rule.target} after {rule.after_days:g} days")
+            reason = (
+                f"age: {what} {(now - last) / 86400:.1f} days ago; migration.rules[{i}] moves"
+                f" {rule.source} to {rule.target} after {rule.after_days:g} days"
+            )
             if not add(Move(uid, rule.source, rule.target, count, size, reason)):
                 break
     return moves, skipped
 
 
-def migrate(node: "PoolsContext", *, study_uids: list[str] | None = None, target: str | None = None,
-            dry_run: bool = True, stop: threading.Event | None = None, wait: bool = False,
-            touch: bool = False) -> dict:
+def migrate(
+    node: PoolsContext,
+    *,
+    study_uids: list[str] | None = None,
+    target: str | None = None,
+    dry_run: bool = True,
+    stop: threading.Event | None = None,
+    wait: bool = False,
+    touch: bool = False,
+) -> dict:
     """Plan (dry run) or run a migration; the result is a JSON-ready report.
 
     Raises ValueError for a bad request and MigrationBusy when another migration holds the lock
@@ -211,9 +241,14 @@ def migrate(node: "PoolsContext", *, study_uids: list[str] | None = None, target
         if not moves:
             return report
         reasons = sorted({m.reason.split(":")[0] for m in moves})
-        job_id = jobs.create(node.index, "migrate", ", ".join(reasons),
-                             {"study_uids": study_uids, "target": target},
-                             instances_total=report["instances"], bytes_total=report["bytes"])
+        job_id = jobs.create(
+            node.index,
+            "migrate",
+            ", ".join(reasons),
+            {"study_uids": study_uids, "target": target},
+            instances_total=report["instances"],
+            bytes_total=report["bytes"],
+        )
         mover = _Mover(node, job_id, touch)
         try:
             for move in moves:
@@ -225,21 +260,46 @@ def migrate(node: "PoolsContext", *, study_uids: list[str] | None = None, target
         interrupted = stop is not None and stop.is_set()
         # Stopped by a shutdown: cancelled, not failed; the next run re-plans what is left.
         state = jobs.CANCELLED if interrupted else (jobs.FAILED if mover.failed else jobs.DONE)
-        jobs.finish(node.index, job_id, state, "stopped: the node shut down; the next run re-plans what is left"
-                    if interrupted else (mover.errors[0] if mover.errors else None))
+        jobs.finish(
+            node.index,
+            job_id,
+            state,
+            "stopped: the node shut down; the next run re-plans what is left"
+            if interrupted
+            else (mover.errors[0] if mover.errors else None),
+        )
     seconds = time.monotonic() - started
-    report.update(job_id=job_id, state=state, moved_instances=mover.moved, moved_bytes=mover.moved_bytes,
-                  failed_instances=mover.failed, errors=mover.errors[:jobs.MAX_ERRORS], seconds=round(seconds, 3),
-                  mb_per_s=round(mover.moved_bytes / 1e6 / seconds, 1) if seconds > 0 else None)
-    log.info("migration job %d %s: %d instances, %d bytes moved, %d failed in %.1fs", job_id, state, mover.moved,
-             mover.moved_bytes, mover.failed, seconds)
+    report.update(
+        job_id=job_id,
+        state=state,
+        moved_instances=mover.moved,
+        moved_bytes=mover.moved_bytes,
+        failed_instances=mover.failed,
+        errors=mover.errors[: jobs.MAX_ERRORS],
+        seconds=round(seconds, 3),
+        mb_per_s=round(mover.moved_bytes / 1e6 / seconds, 1) if seconds > 0 else None,
+    )
+    log.info(
+        "migration job %d %s: %d instances, %d bytes moved, %d failed in %.1fs",
+        job_id,
+        state,
+        mover.moved,
+        mover.moved_bytes,
+        mover.failed,
+        seconds,
+    )
     return report
 
 
 def _report(moves: list[Move], skipped: list[dict], dry_run: bool) -> dict:
-    return {"dry_run": dry_run, "plan": [asdict(m) for m in moves], "skipped": skipped,
-            "studies": len({m.study_uid for m in moves}), "instances": sum(m.instances for m in moves),
-            "bytes": sum(m.bytes for m in moves)}
+    return {
+        "dry_run": dry_run,
+        "plan": [asdict(m) for m in moves],
+        "skipped": skipped,
+        "studies": len({m.study_uid for m in moves}),
+        "instances": sum(m.instances for m in moves),
+        "bytes": sum(m.bytes for m in moves),
+    }
 
 
 class _Mover:
@@ -251,13 +311,14 @@ class _Mover:
     fsynced and re-read with the right checksum, and the sources are the extras. No step deletes
     the copy the index points at."""
 
-    def __init__(self, node: "PoolsContext", job_id: int, touch: bool):
+    def __init__(self, node: PoolsContext, job_id: int, touch: bool):
         self.node = node
         self.job_id = job_id
         self.touch = touch
         # The group committers of the worker processes take turns through this lock; so do we.
-        self._lock_fd = os.open(node.config.index.with_suffix(".writelock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                                0o640)
+        self._lock_fd = os.open(
+            node.config.index.with_suffix(".writelock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640
+        )
         self._executor = ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="migrate")
         # Sources are deleted while the next batch copies: once committed they are extras, and
         # a crash before their deletion leaves them to recovery. One thread: unlinks in one
@@ -273,9 +334,15 @@ class _Mover:
 
     def move_study(self, move: Move, stop: threading.Event | None) -> None:
         src, dst = self.node.placement.pool(move.source), self.node.placement.pool(move.target)
-        rows = self.node.index.connection().execute(
-            "SELECT sop_uid, study_uid, path, size, sha256 FROM instances WHERE study_uid=? AND pool=? ORDER BY path",
-            (move.study_uid, move.source)).fetchall()
+        rows = (
+            self.node.index.connection()
+            .execute(
+                "SELECT sop_uid, study_uid, path, size, sha256 FROM instances"
+                " WHERE study_uid=? AND pool=? ORDER BY path",
+                (move.study_uid, move.source),
+            )
+            .fetchall()
+        )
         batch: list = []
         batch_bytes = 0
         for row in rows:
@@ -318,11 +385,19 @@ class _Mover:
                         # the row is theirs and our copy is an extra.
                         sql = "UPDATE instances SET pool=?, path=?" + (", last_access=?" if self.touch else "")
                         args = [dst.name, rel] + ([now] if self.touch else [])
-                        n = conn.execute(sql + " WHERE sop_uid=? AND pool=? AND path=? AND sha256=?",
-                                         (*args, row["sop_uid"], src.name, row["path"], row["sha256"])).rowcount
+                        n = conn.execute(
+                            sql + " WHERE sop_uid=? AND pool=? AND path=? AND sha256=?",
+                            (*args, row["sop_uid"], src.name, row["path"], row["sha256"]),
+                        ).rowcount
                         (committed if n == 1 else stale).append((row, rel))
-                    jobs.progress(conn, self.job_id, done=len(committed), failed=len(errors),
-                                  nbytes=sum(r["size"] for r, _ in committed), errors=errors)
+                    jobs.progress(
+                        conn,
+                        self.job_id,
+                        done=len(committed),
+                        failed=len(errors),
+                        nbytes=sum(r["size"] for r, _ in committed),
+                        errors=errors,
+                    )
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         except Exception as err:  # noqa: BLE001 - nothing committed: the copies are the extras
@@ -333,8 +408,9 @@ class _Mover:
             log.error("migration: commit failed, sources kept: %s", err)
             return
         # The index now points at the verified copies; the sources are extras from here on.
-        self._deleter.submit(_delete, [src.file(row["path"]) for row, _ in committed] +
-                             [dst.file(rel) for _, rel in stale])
+        self._deleter.submit(
+            _delete, [src.file(row["path"]) for row, _ in committed] + [dst.file(rel) for _, rel in stale]
+        )
         self.moved += len(committed)
         self.moved_bytes += sum(r["size"] for r, _ in committed)
         self.failed += len(errors)
@@ -352,8 +428,12 @@ def _stage(src: Pool, dst: Pool, row) -> tuple:
     except OSError as err:
         return row, None, None, f"cannot read the copy in pool {src.name}: {err.strerror}"
     if len(data) != row["size"] or hashlib.sha256(data).hexdigest() != row["sha256"]:
-        return row, None, None, (f"the copy in pool {src.name} does not match its checksum (corrupt);"
-                                 f" not migrated, left where it is")
+        return (
+            row,
+            None,
+            None,
+            (f"the copy in pool {src.name} does not match its checksum (corrupt); not migrated, left where it is"),
+        )
     rel = instance_path(row["study_uid"], row["sop_uid"])  # a new name: never an indexed file's
     final = dst.file(rel)
     tmp = final.parent / f".{secrets.token_hex(8)}{TEMP_SUFFIX}"
@@ -363,7 +443,7 @@ def _stage(src: Pool, dst: Pool, row) -> tuple:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
     except OSError as err:
@@ -434,7 +514,7 @@ def _unlink(path) -> None:
 # --- verify and recall ---------------------------------------------------------------------------
 
 
-def verify(node: "PoolsContext", sample: int | None = 100, pool: str | None = None) -> dict:
+def verify(node: PoolsContext, sample: int | None = 100, pool: str | None = None) -> dict:
     """Re-read `sample` random instances (None or 0: all) and compare size and SHA-256 with the index.
 
     Problems are reported (and kept in the job), never repaired silently: a corrupt copy stays
@@ -454,8 +534,14 @@ def verify(node: "PoolsContext", sample: int | None = 100, pool: str | None = No
         args.append(sample)
     with verification(node):
         rows = node.index.connection().execute(sql, args).fetchall()
-        job_id = jobs.create(node.index, "verify", "requested", {"sample": sample, "pool": pool},
-                             instances_total=len(rows), bytes_total=sum(r["size"] for r in rows))
+        job_id = jobs.create(
+            node.index,
+            "verify",
+            "requested",
+            {"sample": sample, "pool": pool},
+            instances_total=len(rows),
+            bytes_total=sum(r["size"] for r in rows),
+        )
         try:
             return _verify_rows(node, job_id, rows, started)
         except BaseException as err:  # the job must not stay `running`: say what stopped it
@@ -463,14 +549,19 @@ def verify(node: "PoolsContext", sample: int | None = 100, pool: str | None = No
             raise
 
 
-def _verify_rows(node: "PoolsContext", job_id: int, rows: list, started: float) -> dict:
+def _verify_rows(node: PoolsContext, job_id: int, rows: list, started: float) -> dict:
     """verify's work, once its job exists."""
 
     def check(row) -> dict | None:
         found = node.placement.pool(row["pool"])
         path = found.file(row["path"]) if found else None
-        problem = {"sop_uid": row["sop_uid"], "study_uid": row["study_uid"], "pool": row["pool"],
-                   "path": row["path"], "expected_sha256": row["sha256"]}
+        problem = {
+            "sop_uid": row["sop_uid"],
+            "study_uid": row["study_uid"],
+            "pool": row["pool"],
+            "path": row["path"],
+            "expected_sha256": row["sha256"],
+        }
         if path is None:
             return {**problem, "problem": "unknown_pool"}
         try:
@@ -481,8 +572,13 @@ def _verify_rows(node: "PoolsContext", job_id: int, rows: list, started: float) 
         except OSError as err:
             return {**problem, "problem": "unreadable", "detail": err.strerror}
         if size != row["size"] or digest != row["sha256"]:
-            return {**problem, "problem": "corrupt", "actual_sha256": digest, "size": size,
-                    "expected_size": row["size"]}
+            return {
+                **problem,
+                "problem": "corrupt",
+                "actual_sha256": digest,
+                "size": size,
+                "expected_size": row["size"],
+            }
         return None
 
     with ThreadPoolExecutor(COPY_THREADS) as pool_exec:
@@ -490,19 +586,33 @@ def _verify_rows(node: "PoolsContext", job_id: int, rows: list, started: float) 
     for p in problems:
         log.error("verify: instance %s in pool %s is %s (%s)", p["sop_uid"], p["pool"], p["problem"], p["path"])
     with node.index.transaction() as conn:
-        jobs.progress(conn, job_id, done=len(rows) - len(problems), failed=len(problems),
-                      nbytes=sum(r["size"] for r in rows),
-                      errors=[f"{p['sop_uid']} in {p['pool']}: {p['problem']}" for p in problems])
+        jobs.progress(
+            conn,
+            job_id,
+            done=len(rows) - len(problems),
+            failed=len(problems),
+            nbytes=sum(r["size"] for r in rows),
+            errors=[f"{p['sop_uid']} in {p['pool']}: {p['problem']}" for p in problems],
+        )
     jobs.finish(node.index, job_id, jobs.FAILED if problems else jobs.DONE)
-    return {"job_id": job_id, "checked": len(rows), "ok": len(rows) - len(problems), "problems": problems,
-            "bytes": sum(r["size"] for r in rows), "seconds": round(time.monotonic() - started, 3)}
+    return {
+        "job_id": job_id,
+        "checked": len(rows),
+        "ok": len(rows) - len(problems),
+        "problems": problems,
+        "bytes": sum(r["size"] for r in rows),
+        "seconds": round(time.monotonic() - started, 3),
+    }
 
 
-def recall_study(node: "PoolsContext", study_uid: str, wait: bool = False) -> dict:
+def recall_study(node: PoolsContext, study_uid: str, wait: bool = False) -> dict:
     """Copy a study's instances that live on later tiers back to the first tier with room."""
     placement = node.placement
-    size = node.index.connection().execute("SELECT coalesce(sum(size), 0) FROM instances WHERE study_uid=?",
-                                           (study_uid,)).fetchone()[0]
+    size = (
+        node.index.connection()
+        .execute("SELECT coalesce(sum(size), 0) FROM instances WHERE study_uid=?", (study_uid,))
+        .fetchone()[0]
+    )
     first = [p for p in placement.candidates(size)[0] if p.tier == placement.tiers[0]]
     if not first:
         return {"recalled": False, "why": f"the {placement.tiers[0]} tier has no room"}
@@ -510,7 +620,7 @@ def recall_study(node: "PoolsContext", study_uid: str, wait: bool = False) -> di
     return {"recalled": report.get("moved_instances", 0) > 0, **report}
 
 
-def recall_on_access(node: "PoolsContext", study_uid: str) -> threading.Thread | None:
+def recall_on_access(node: PoolsContext, study_uid: str) -> threading.Thread | None:
     """For retrieve (C-MOVE/C-GET): when `migration.recall_on_access` is on and the study has
     instances on a later tier, copy it back to the first tier in a background thread. Returns the
     thread, or None when there is nothing to do. Never blocks the retrieve; a busy migration lock
@@ -519,9 +629,13 @@ def recall_on_access(node: "PoolsContext", study_uid: str) -> threading.Thread |
         return None
     first_pools = [p.name for p in node.placement.pools if p.tier == node.placement.tiers[0]]
     marks = ", ".join("?" for _ in first_pools)
-    elsewhere = node.index.connection().execute(
-        f"SELECT 1 FROM instances WHERE study_uid=? AND pool NOT IN ({marks}) LIMIT 1",
-        (study_uid, *first_pools)).fetchone()
+    elsewhere = (
+        node.index.connection()
+        .execute(
+            f"SELECT 1 FROM instances WHERE study_uid=? AND pool NOT IN ({marks}) LIMIT 1", (study_uid, *first_pools)
+        )
+        .fetchone()
+    )
     if elsewhere is None:
         return None
 
@@ -531,7 +645,7 @@ def recall_on_access(node: "PoolsContext", study_uid: str) -> threading.Thread |
             log.info("recall of study %s: %s", study_uid, result.get("why") or f"{result.get('moved_instances')} moved")
         except MigrationBusy:
             log.info("recall of study %s skipped: a migration is running", study_uid)
-        except Exception:  # noqa: BLE001 - a background recall must never take the node down
+        except Exception:  # a background recall must never take the node down
             log.exception("recall of study %s failed", study_uid)
         finally:
             node.index.close()

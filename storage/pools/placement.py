@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from storage.config.settings import PoolConfig
+
 from .pool import Pool
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class Placement:
     """New instances go to the first pool of the first tier with room above its reserve, then to
     the next tier (overflow), else nowhere (the caller answers 0xA700)."""
 
-    def __init__(self, pool_configs: tuple[PoolConfig, ...], pools: list[Pool], index: "Index"):
+    def __init__(self, pool_configs: tuple[PoolConfig, ...], pools: list[Pool], index: Index):
         self.configs = {c.name: c for c in pool_configs}
         self.pools = pools
         self.index = index
@@ -89,9 +90,20 @@ class Placement:
         reserve = 0
         if cfg is not None:
             reserve = max(cfg.reserve_bytes, int(capacity * cfg.reserve_percent / 100))
-        return PoolSpace(name=pool.name, tier=pool.tier, instances=instances, indexed_bytes=indexed,
-                         capacity=capacity, used=used, free=free, reserve=reserve, disk_total=disk_total,
-                         disk_free=disk_free, logical=logical, device=os.stat(pool.root).st_dev)
+        return PoolSpace(
+            name=pool.name,
+            tier=pool.tier,
+            instances=instances,
+            indexed_bytes=indexed,
+            capacity=capacity,
+            used=used,
+            free=free,
+            reserve=reserve,
+            disk_total=disk_total,
+            disk_free=disk_free,
+            logical=logical,
+            device=os.stat(pool.root).st_dev,
+        )
 
     def candidates(self, size: int, tiers_after: str | None = None) -> tuple[list[Pool], list[str]]:
         """Pools that have room for `size` bytes, in placement order, and why the others do not.
@@ -124,8 +136,12 @@ class Placement:
                 return
             self._overflowing = overflowing
         if overflowing:
-            log.warning("overflow: the %s tier has no room; new instances go to pool %s (tier %s)",
-                        self.tiers[0], pool.name, pool.tier)
+            log.warning(
+                "overflow: the %s tier has no room; new instances go to pool %s (tier %s)",
+                self.tiers[0],
+                pool.name,
+                pool.tier,
+            )
         else:
             log.info("overflow over: new instances go to pool %s again", pool.name)
 
@@ -139,27 +155,42 @@ def pool_stats(placement: Placement) -> dict:
     pools, tiers = [], {}
     for pool in placement.in_tier_order():
         cfg = placement.configs.get(pool.name)
-        entry = {"name": pool.name, "tier": pool.tier, "path": str(pool.root),
-                 "high_watermark": cfg.high_watermark if cfg else None,
-                 "low_watermark": cfg.low_watermark if cfg else None}
+        entry = {
+            "name": pool.name,
+            "tier": pool.tier,
+            "path": str(pool.root),
+            "high_watermark": cfg.high_watermark if cfg else None,
+            "low_watermark": cfg.low_watermark if cfg else None,
+        }
         try:
             space = placement.space(pool, usage)
         except OSError as err:
-            entry.update(error=f"{pool.root}: {err.strerror}", instances=usage.get(pool.name, (0, 0))[0],
-                         accepting=False)
+            entry.update(
+                error=f"{pool.root}: {err.strerror}", instances=usage.get(pool.name, (0, 0))[0], accepting=False
+            )
             pools.append(entry)
             continue
         entry.update(
-            instances=space.instances, indexed_bytes=space.indexed_bytes, capacity=space.capacity,
-            capacity_is_logical=space.logical, used=space.used, free=space.free, reserve=space.reserve,
-            room=space.room, used_percent=round(space.used_percent, 2), disk_total=space.disk_total,
-            disk_free=space.disk_free, accepting=space.room >= typical,
-            above_high_watermark=bool(cfg and cfg.high_watermark is not None
-                                      and space.used_percent > cfg.high_watermark),
+            instances=space.instances,
+            indexed_bytes=space.indexed_bytes,
+            capacity=space.capacity,
+            capacity_is_logical=space.logical,
+            used=space.used,
+            free=space.free,
+            reserve=space.reserve,
+            room=space.room,
+            used_percent=round(space.used_percent, 2),
+            disk_total=space.disk_total,
+            disk_free=space.disk_free,
+            accepting=space.room >= typical,
+            above_high_watermark=bool(
+                cfg and cfg.high_watermark is not None and space.used_percent > cfg.high_watermark
+            ),
         )
         pools.append(entry)
-        tier = tiers.setdefault(pool.tier, {"tier": pool.tier, "pools": [], "instances": 0, "capacity": 0,
-                                            "used": 0, "free": 0, "room": 0})
+        tier = tiers.setdefault(
+            pool.tier, {"tier": pool.tier, "pools": [], "instances": 0, "capacity": 0, "used": 0, "free": 0, "room": 0}
+        )
         tier["pools"].append(pool.name)
         for key in ("instances", "capacity", "used", "free", "room"):
             tier[key] += entry[key]

@@ -29,7 +29,7 @@ class Pool:
     root: Path
 
     @classmethod
-    def from_config(cls, cfg: PoolConfig) -> "Pool":
+    def from_config(cls, cfg: PoolConfig) -> Pool:
         return cls(name=cfg.name, tier=cfg.tier, root=cfg.path)
 
     def file(self, rel: str) -> Path:
@@ -131,7 +131,7 @@ def _write_direct(path: Path, parts: tuple) -> os.stat_result:
     buf = _aligned_buffer(padded)
     offset = 0
     for part in parts:  # the one copy of the instance: into the aligned buffer
-        buf[offset:offset + len(part)] = part
+        buf[offset : offset + len(part)] = part
         offset += len(part)
     buf[size:padded] = bytes(padded - size)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_DIRECT, 0o640)
@@ -139,7 +139,7 @@ def _write_direct(path: Path, parts: tuple) -> os.stat_result:
         view = memoryview(buf)[:padded]
         try:
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
         finally:
             view.release()
         os.ftruncate(fd, size)
@@ -155,7 +155,7 @@ def _write_buffered(path: Path, parts: tuple) -> os.stat_result:
         for part in parts:
             view = memoryview(part)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
         os.fsync(fd)
         return os.fstat(fd)
     finally:

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 
 from storage.index.database import STUDY_COLUMNS, Index, InstanceRecord, study_row
+
 from .ingest import NotStorable, build_record, parse_part10
 from .pool import Pool
 
@@ -46,8 +47,14 @@ def record_from_file(pool: Pool, rel: str, checksum: bool = True) -> InstanceRec
     ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     source = str(meta.get("SourceApplicationEntityTitle", "")).strip() if meta is not None else ""
     rec = build_record(ds, transfer_syntax=ts, source_ae=source)
-    rec.instance.update(pool=pool.name, path=rel, size=st.st_size, sha256=digest.hexdigest(),
-                        received_at=st.st_mtime, last_access=st.st_mtime)
+    rec.instance.update(
+        pool=pool.name,
+        path=rel,
+        size=st.st_size,
+        sha256=digest.hexdigest(),
+        received_at=st.st_mtime,
+        last_access=st.st_mtime,
+    )
     return rec
 
 
@@ -82,8 +89,12 @@ def recover(pools: list[Pool], index: Index) -> RecoveryReport:
                     os.unlink(pool.file(rel))
                     report.leftovers_removed += 1
                 else:
-                    log.error("pool %s: %s is an un-indexed copy of %s whose indexed copy is missing or"
-                              " the wrong size; kept", pool.name, rel, rec.sop_uid)
+                    log.error(
+                        "pool %s: %s is an un-indexed copy of %s whose indexed copy is missing or the wrong size; kept",
+                        pool.name,
+                        rel,
+                        rec.sop_uid,
+                    )
                     report.unreadable.append(f"{pool.name}/{rel}")
             else:
                 orphans.append(rec)
@@ -118,8 +129,10 @@ def reread_studies(pools: list[Pool], index: Index, batch: int = 500) -> int:
             return done
         updates = []
         for study_uid in queued:
-            rows = conn.execute("SELECT pool, path FROM instances WHERE study_uid = ?"
-                                " ORDER BY received_at DESC, sop_uid DESC", (study_uid,)).fetchall()
+            rows = conn.execute(
+                "SELECT pool, path FROM instances WHERE study_uid = ? ORDER BY received_at DESC, sop_uid DESC",
+                (study_uid,),
+            ).fetchall()
             for row in rows:
                 pool = by_name.get(row[0])
                 if pool is None:
@@ -128,14 +141,18 @@ def reread_studies(pools: list[Pool], index: Index, batch: int = 500) -> int:
                     rec = record_from_file(pool, row[1], checksum=False)
                 except (NotStorable, OSError):
                     continue
-                updates.append((*study_row(rec)[len(STUDY_COLUMNS):], study_uid))
+                updates.append((*study_row(rec)[len(STUDY_COLUMNS) :], study_uid))
                 break
             else:
-                log.warning("study %s: no readable file to take its patient attributes from; kept as they were",
-                            study_uid)
+                log.warning(
+                    "study %s: no readable file to take its patient attributes from; kept as they were", study_uid
+                )
         with index.transaction() as tx:
-            tx.executemany("UPDATE studies SET patient_name = ?, birth_date = ?, sex = ?, issuer = ?, date_key = ?,"
-                           " time_key = ?, birth_date_key = ? WHERE study_uid = ?", updates)
+            tx.executemany(
+                "UPDATE studies SET patient_name = ?, birth_date = ?, sex = ?, issuer = ?, date_key = ?,"
+                " time_key = ?, birth_date_key = ? WHERE study_uid = ?",
+                updates,
+            )
             tx.executemany("DELETE FROM study_reread WHERE study_uid = ?", [(uid,) for uid in queued])
         done += len(updates)
 

@@ -25,7 +25,7 @@ class MigrationScheduler:
     `node migrate` from the command line, the agent, a recall): whoever holds it moves files,
     the others skip this round."""
 
-    def __init__(self, node: "PoolsContext"):
+    def __init__(self, node: PoolsContext):
         self.node = node
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="migration-scheduler", daemon=True)
@@ -59,9 +59,12 @@ class MigrationScheduler:
             usage = placement.usage()
             for pool in placement.pools:
                 cfg = placement.configs.get(pool.name)
-                if cfg is not None and cfg.high_watermark is not None:
-                    if placement.space(pool, usage).used_percent > cfg.high_watermark:
-                        return True
+                if (
+                    cfg is not None
+                    and cfg.high_watermark is not None
+                    and placement.space(pool, usage).used_percent > cfg.high_watermark
+                ):
+                    return True
         except Exception as err:  # noqa: BLE001 - a transient index or disk error: look again later
             log.warning("migration scheduler: cannot read pool usage: %s", err)
         return False
@@ -72,7 +75,7 @@ class MigrationScheduler:
         except MigrationBusy:
             log.info("migration (%s) skipped: another migration holds the lock", why)
             return
-        except Exception:  # noqa: BLE001 - the scheduler must outlive one failed run
+        except Exception:  # the scheduler must outlive one failed run
             log.exception("migration (%s) failed", why)
             return
         self.last_report = report
