@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from storage.pools.migration import MigrationBusy, migrate, verify
-from storage.pools.placement import pool_stats
+from storage.pools.migration import MigrationBusy, migrate
+from storage.pools.plan import MigrationReport, Move, Skipped
+from storage.pools.stats import PoolStats, StorageStats, TierStats, pool_stats
+from storage.pools.verify import Problem, VerifyReport, verify
 
 from . import validate as v
 from .protocol import CONFLICT, INVALID_PARAMS, NOT_FOUND, RPCError
@@ -19,7 +21,7 @@ def _pool_name(ctx, value, field: str) -> str:
 
 
 def list_pools(ctx, params: dict) -> dict:
-    return pool_stats(ctx.require_node().placement)
+    return _storage_wire(pool_stats(ctx.require_node().placement))
 
 
 def run_migration(ctx, params: dict) -> dict:
@@ -34,11 +36,12 @@ def run_migration(ctx, params: dict) -> dict:
     dry_run = v.boolean(params.get("dry_run", True), "dry_run")
     wait = v.boolean(params.get("wait", False), "wait")
     try:
-        return migrate(node, study_uids=studies, target=target, dry_run=dry_run, wait=wait)
+        report = migrate(node, study_uids=studies, target=target, dry_run=dry_run, wait=wait)
     except ValueError as err:
         raise RPCError(INVALID_PARAMS, str(err)) from None
     except MigrationBusy as err:
         raise RPCError(CONFLICT, f"{err}; try again when it has finished") from None
+    return _migration_wire(report)
 
 
 def run_verify(ctx, params: dict) -> dict:
@@ -47,10 +50,138 @@ def run_verify(ctx, params: dict) -> dict:
     if isinstance(sample, bool) or not isinstance(sample, int) or not 0 <= sample <= 1_000_000:
         raise v.invalid("sample", "an integer from 0 (every instance) to 1000000")
     pool = _pool_name(ctx, params["pool"], "pool") if params.get("pool") is not None else None
-    return verify(node, sample=sample, pool=pool)
+    return _verify_wire(verify(node, sample=sample, pool=pool))
 
 
-# The shapes storage/pools/placement.py (pool_stats) and storage/pools/migration.py (migrate, verify) build.
+# --- wire results, field by field: a storage rename never renames a key --------------------------
+
+
+def _pool_wire(p: PoolStats) -> dict:
+    out = {
+        "name": p.name,
+        "tier": p.tier,
+        "path": str(p.path),
+        "high_watermark": p.high_watermark,
+        "low_watermark": p.low_watermark,
+    }
+    s = p.space
+    if s is None:
+        out.update(error=p.error, instances=p.instances, accepting=p.accepting)
+        return out
+    out.update(
+        instances=p.instances,
+        indexed_bytes=s.indexed_bytes,
+        capacity=s.capacity,
+        capacity_is_logical=s.logical,
+        used=s.used,
+        free=s.free,
+        reserve=s.reserve,
+        room=s.room,
+        used_percent=round(s.used_percent, 2),
+        disk_total=s.disk_total,
+        disk_free=s.disk_free,
+        accepting=p.accepting,
+        above_high_watermark=p.above_high_watermark,
+    )
+    return out
+
+
+def _tier_wire(t: TierStats) -> dict:
+    return {
+        "tier": t.tier,
+        "pools": list(t.pools),
+        "instances": t.instances,
+        "capacity": t.capacity,
+        "used": t.used,
+        "free": t.free,
+        "room": t.room,
+    }
+
+
+def _storage_wire(stats: StorageStats) -> dict:
+    return {
+        "pools": [_pool_wire(p) for p in stats.pools],
+        "tiers": [_tier_wire(t) for t in stats.tiers],
+        "overflow": stats.overflow,
+    }
+
+
+def _move_wire(m: Move) -> dict:
+    return {
+        "study_uid": m.study_uid,
+        "source": m.source,
+        "target": m.target,
+        "instances": m.instances,
+        "bytes": m.bytes,
+        "reason": m.reason,
+    }
+
+
+def _skipped_wire(s: Skipped) -> dict:
+    """Only the fields that apply (a study that does not exist has no source)."""
+    fields = (
+        ("study_uid", s.study_uid),
+        ("source", s.source),
+        ("target", s.target),
+        ("bytes", s.bytes),
+        ("why", s.why),
+        ("rule", s.rule),
+    )
+    return {key: value for key, value in fields if value is not None}
+
+
+def _migration_wire(report: MigrationReport) -> dict:
+    out = {
+        "dry_run": report.dry_run,
+        "plan": [_move_wire(m) for m in report.plan],
+        "skipped": [_skipped_wire(s) for s in report.skipped],
+        "studies": report.studies,
+        "instances": report.instances,
+        "bytes": report.bytes,
+    }
+    run = report.run
+    if run is not None:
+        out.update(
+            job_id=run.job_id,
+            state=run.state,
+            moved_instances=run.moved_instances,
+            moved_bytes=run.moved_bytes,
+            failed_instances=run.failed_instances,
+            errors=list(run.errors),
+            seconds=round(run.seconds, 3),
+            mb_per_s=round(run.mb_per_s, 1) if run.mb_per_s is not None else None,
+        )
+    return out
+
+
+def _problem_wire(p: Problem) -> dict:
+    out = {
+        "sop_uid": p.sop_uid,
+        "study_uid": p.study_uid,
+        "pool": p.pool,
+        "path": p.path,
+        "expected_sha256": p.expected_sha256,
+        "problem": p.problem,
+    }
+    if p.problem == "unreadable":
+        out["detail"] = p.detail  # may be null: not every OSError has a strerror
+    elif p.problem == "corrupt":
+        out.update(actual_sha256=p.actual_sha256, size=p.size, expected_size=p.expected_size)
+    return out
+
+
+def _verify_wire(report: VerifyReport) -> dict:
+    return {
+        "job_id": report.job_id,
+        "checked": report.checked,
+        "ok": report.ok,
+        "problems": [_problem_wire(p) for p in report.problems],
+        "bytes": report.bytes,
+        "seconds": round(report.seconds, 3),
+    }
+
+
+# The shapes of the wire results above (from storage/pools/stats.py, plan.py and verify.py).
 _POOL = Obj(
     {
         "name": STR,

@@ -21,6 +21,7 @@ from storage import synthetic
 from storage.config.settings import load_config
 from storage.node import Node, init_node
 from storage.pools.migration import migrate
+from storage.pools.plan import MigrationRun
 from storage.uids import instance_path
 
 INSTANCE_ROWS = 512  # 512x512 16-bit CT: ~0.5 MB per instance, the common case
@@ -80,15 +81,18 @@ def time_cp(src: Path, dst: Path) -> float:
     return seconds
 
 
-def time_migrate(node: Node, target: str) -> dict:
+def time_migrate(node: Node, target: str) -> tuple[MigrationRun, float]:
+    """The run's report and its wall-clock seconds (planning and the lock included)."""
     drop_caches()
     studies = [r[0] for r in node.index.connection().execute("SELECT DISTINCT study_uid FROM instances")]
     started = time.monotonic()
-    report = migrate(node, study_uids=studies, target=target, dry_run=False)
-    report["wall_seconds"] = time.monotonic() - started
-    if report["failed_instances"]:
-        raise SystemExit(f"migration failed: {report['errors'][:3]}")
-    return report
+    run = migrate(node, study_uids=studies, target=target, dry_run=False).run
+    wall_seconds = time.monotonic() - started
+    if run is None:
+        raise SystemExit("migration had nothing to move")
+    if run.failed_instances:
+        raise SystemExit(f"migration failed: {list(run.errors[:3])}")
+    return run, wall_seconds
 
 
 def main() -> int:
@@ -113,11 +117,11 @@ def main() -> int:
             src = node.placement.pool(where).root
             cp_s.append(time_cp(src, Path(root) / "cp-copy"))
             target = "archive" if where == "primary" else "primary"
-            report = time_migrate(node, target)
-            mig_s.append(report["wall_seconds"])
+            done, wall_seconds = time_migrate(node, target)
+            mig_s.append(wall_seconds)
             print(
                 f"run {run + 1}: cp+sync {size / 1e6 / cp_s[-1]:.0f} MB/s, migrate {where}->{target}"
-                f" {size / 1e6 / mig_s[-1]:.0f} MB/s (verified, {report['moved_instances']} instances)",
+                f" {size / 1e6 / mig_s[-1]:.0f} MB/s (verified, {done.moved_instances} instances)",
                 flush=True,
             )
             where = target

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from storage.config.settings import ConfigError, parse_config
-from storage.index.database import SCHEMA_VERSION, Index
+from storage.index.database import Index
+from storage.index.schema import SCHEMA_VERSION
 
 
 def _config(tmp_path: Path, pools: list[dict], **extra):

@@ -9,7 +9,8 @@ import yaml
 
 from storage.config.settings import ConfigError, QueueConfig, load_config
 from storage.index import jobs
-from storage.index.database import SCHEMA_VERSION, Index
+from storage.index.database import Index
+from storage.index.schema import SCHEMA_VERSION
 
 V2_JOBS = """
     CREATE TABLE jobs (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',

@@ -2,7 +2,8 @@
 
 Owns: the SCP and its handlers (`scp.py`, `qr_scp.py`), association negotiation (`negotiation.py`),
 C-GET/C-MOVE sub-operations and the retrieve and forward senders (`suboperations.py`,
-`retrieve.py`, `inline.py`, `forward.py`, `background.py`), command sets as bytes (`commands.py`),
+`retrieve.py`, `inline.py`, `background.py`; `forward.py` runs the queue's forward jobs over
+`forward_link.py`'s association per destination), command sets as bytes (`commands.py`),
 the listener guard (`guard.py`, `message_guard.py`, `tls.py`), the reactors' wake-ups
 (`reactors.py`), stored files sent in whole frames (`framing.py`), pynetdicom's log (`quiet.py`),
 metrics from DIMSE events (`observe.py`), the association log (`associations.py`), C-ECHO as a

@@ -1,8 +1,9 @@
 """The SQLite index: schema and upgrades, C-FIND matching, jobs and the queue, routes, accounts.
 
-Owns: `database.py` (Index: connections, transactions, schema upgrades, instance rows), `query.py`
-and `dicomtime.py` (C-FIND matching of names, dates and times), `jobs.py` and `queue.py`
-(persistent jobs: forwards, migrations, backups), `routes.py`, `accounts.py` (users and password
-hashes). Every SQL statement of the product lives here (the agent calls these functions).
+Owns: `database.py` (Index: connections, transactions, instance rows), `schema.py` (tables,
+triggers, views and the upgrade steps), `query.py` and `dicomtime.py` (C-FIND matching of names,
+dates and times), `jobs.py` and `queue.py` (persistent jobs: forwards, migrations, backups),
+`routes.py`, `accounts.py` (users and password hashes). Every SQL statement of the product lives
+here (the agent calls these functions).
 May import: storage.config, storage.metrics, storage.status, storage.uids.
 """

@@ -1,4 +1,4 @@
-"""Placement: which pool takes a new instance (tier order, capacity, reserve), and pool space figures."""
+"""Placement: which pool takes a new instance (tier order, capacity, reserve), and how full each pool is."""
 
 from __future__ import annotations
 
@@ -144,57 +144,3 @@ class Placement:
             )
         else:
             log.info("overflow over: new instances go to pool %s again", pool.name)
-
-
-def pool_stats(placement: Placement) -> dict:
-    """Space per pool and per tier: what pools.list shows. Sizes in bytes."""
-    usage = placement.usage()
-    count = sum(n for n, _ in usage.values())
-    # "Accepting" means room for a typical instance of this node, not for one byte.
-    typical = max(1, sum(b for _, b in usage.values()) // count) if count else 1
-    pools, tiers = [], {}
-    for pool in placement.in_tier_order():
-        cfg = placement.configs.get(pool.name)
-        entry = {
-            "name": pool.name,
-            "tier": pool.tier,
-            "path": str(pool.root),
-            "high_watermark": cfg.high_watermark if cfg else None,
-            "low_watermark": cfg.low_watermark if cfg else None,
-        }
-        try:
-            space = placement.space(pool, usage)
-        except OSError as err:
-            entry.update(
-                error=f"{pool.root}: {err.strerror}", instances=usage.get(pool.name, (0, 0))[0], accepting=False
-            )
-            pools.append(entry)
-            continue
-        entry.update(
-            instances=space.instances,
-            indexed_bytes=space.indexed_bytes,
-            capacity=space.capacity,
-            capacity_is_logical=space.logical,
-            used=space.used,
-            free=space.free,
-            reserve=space.reserve,
-            room=space.room,
-            used_percent=round(space.used_percent, 2),
-            disk_total=space.disk_total,
-            disk_free=space.disk_free,
-            accepting=space.room >= typical,
-            above_high_watermark=bool(
-                cfg and cfg.high_watermark is not None and space.used_percent > cfg.high_watermark
-            ),
-        )
-        pools.append(entry)
-        tier = tiers.setdefault(
-            pool.tier, {"tier": pool.tier, "pools": [], "instances": 0, "capacity": 0, "used": 0, "free": 0, "room": 0}
-        )
-        tier["pools"].append(pool.name)
-        for key in ("instances", "capacity", "used", "free", "room"):
-            tier[key] += entry[key]
-    first = placement.tiers[0] if placement.tiers else None
-    # Overflow: the first tier takes nothing more, so new instances land on a later tier.
-    overflow = first is not None and not any(p.get("accepting") for p in pools if p["tier"] == first)
-    return {"pools": pools, "tiers": [tiers[t] for t in placement.tiers if t in tiers], "overflow": overflow}

@@ -11,6 +11,7 @@ from .migration import MigrationBusy, migrate
 
 if TYPE_CHECKING:
     from .context import PoolsContext
+    from .plan import MigrationReport
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class MigrationScheduler:
         self.node = node
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="migration-scheduler", daemon=True)
-        self.last_report: dict | None = None
+        self.last_report: MigrationReport | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -79,6 +80,6 @@ class MigrationScheduler:
             log.exception("migration (%s) failed", why)
             return
         self.last_report = report
-        if report.get("job_id") is None and report["skipped"]:
+        if report.run is None and report.skipped:
             # Above a watermark with nowhere to go: say so, but not every WATCH_SECONDS.
             self._stop.wait(min(60.0, self.node.config.migration.interval))
