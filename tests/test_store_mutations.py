@@ -160,7 +160,7 @@ def _elements(ds, start: int, dataset: bytes, little: bool, implicit: bool) -> t
     """The top-level elements pydicom left raw, with their headers found in `dataset`."""
     out = []
     order = "<" if little else ">"
-    for tag in ds:
+    for tag in ds.keys():  # noqa: SIM118 - iterating a pydicom Dataset yields its elements, .keys() its tags
         raw = ds.get_item(tag)
         tell = getattr(raw, "value_tell", None)
         if tell is None or raw.length == 0xFFFFFFFF:

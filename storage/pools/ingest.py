@@ -67,7 +67,7 @@ def _check_complete(ds: Dataset, end: int) -> None:
     pydicom accepts a value shorter than its declared length, and skipped (deferred) values are
     not read at all, so each element's declared extent is compared with the bytes there are.
     """
-    for tag in ds:
+    for tag in ds.keys():  # noqa: SIM118 - iterating a pydicom Dataset yields its elements, .keys() its tags
         elem = ds.get_item(tag, keep_deferred=True)  # a deferred value stays unread
         length = getattr(elem, "length", None)
         if length is None or length == UNDEFINED_LENGTH:
@@ -140,7 +140,7 @@ def check_sequence_depth(ds: Dataset, limit: int, source: BinaryIO) -> None:
     stack = [(ds, 1)]
     while stack:
         current, depth = stack.pop()
-        for tag in current:
+        for tag in current.keys():  # noqa: SIM118 - iterating a pydicom Dataset yields its elements, .keys() its tags
             raw = current.get_item(tag, keep_deferred=True)
             vr = getattr(raw, "VR", None)
             if vr != "SQ" and not ((vr is None or vr == "UN") and tag in _SEQUENCE_TAGS):
