@@ -27,12 +27,12 @@ def list_pools(ctx, params: dict) -> dict:
 def run_migration(ctx, params: dict) -> dict:
     """No study list: apply the node's rules. The default is a dry run: the plan, nothing moved."""
     node = ctx.require_node()
-    studies = params.get("study_uids")
+    studies = params.get("StudyInstanceUID")
     if studies is not None:
         if not isinstance(studies, list) or not studies or len(studies) > 1000:
-            raise v.invalid("study_uids", "a list of 1 to 1000 Study Instance UIDs")
-        studies = [v.uid(s, f"study_uids[{i}]") for i, s in enumerate(studies)]
-    target = _pool_name(ctx, params["target"], "target") if params.get("target") is not None else None
+            raise v.invalid("StudyInstanceUID", "a list of 1 to 1000 Study Instance UIDs")
+        studies = [v.uid(s, f"StudyInstanceUID[{i}]") for i, s in enumerate(studies)]
+    target = _pool_name(ctx, params["target_pool"], "target_pool") if params.get("target_pool") is not None else None
     dry_run = v.boolean(params.get("dry_run", True), "dry_run")
     wait = v.boolean(params.get("wait", False), "wait")
     try:
@@ -250,10 +250,10 @@ METHODS = (
         run_migration,
         "The migration plan (dry_run, the default) or the migration itself",
         {
-            "study_uids": Param(
+            "StudyInstanceUID": Param(
                 "array", "studies to move; without it the node's rules apply", extra={"items": {"type": "string"}}
             ),
-            "target": Param("string", "pool to move to; default: the next tier with room"),
+            "target_pool": Param("string", "pool to move to; default: the next tier with room"),
             "dry_run": Param("boolean", "only return the plan (default true)"),
             "wait": Param(
                 "boolean",

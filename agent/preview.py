@@ -27,7 +27,7 @@ _KINDS = {
     "undecodable": UNAVAILABLE,
     "unreadable": UNAVAILABLE,
 }
-_FIELDS = {"bad_frame": "frame", "bad_window": "window", "no_pixel_data": "sop_instance_uid"}
+_FIELDS = {"bad_frame": "frame", "bad_window": "window", "no_pixel_data": "SOPInstanceUID"}
 
 
 def _int(params: dict, name: str, low: int, high: int, default: int | None) -> int | None:
@@ -57,7 +57,7 @@ def _window(value) -> Window | None:
 
 def render_instance(ctx, params: dict) -> dict:
     node = ctx.require_node()
-    uid = v.uid(params.get("sop_instance_uid"), "sop_instance_uid")
+    uid = v.uid(params.get("SOPInstanceUID"), "SOPInstanceUID")
     mode = params.get("mode", "png")
     if mode not in MODES:
         raise v.invalid("mode", f"one of {', '.join(MODES)}")
@@ -79,7 +79,7 @@ def render_instance(ctx, params: dict) -> dict:
     try:
         path = instance_path(node, uid)
     except LookupError as err:
-        raise RPCError(NOT_FOUND, str(err), {"field": "sop_instance_uid"}) from None
+        raise RPCError(NOT_FOUND, str(err), {"field": "SOPInstanceUID"}) from None
     try:
         ds = read(path)
         if mode == "png":
@@ -150,7 +150,7 @@ METHODS = (
         render_instance,
         "One instance as an 8-bit PNG (base64) or as text for a terminal: sixel, kitty, halfcell, ascii",
         {
-            "sop_instance_uid": Param("string", "the SOP Instance UID to show", required=True),
+            "SOPInstanceUID": Param("string", "the instance to show", required=True),
             "mode": Param("string", "png (default, for the console) or terminal text", extra={"enum": list(MODES)}),
             "frame": Param("integer", "1-based frame number of a multi-frame instance (default 1)"),
             "window": Param(

@@ -95,8 +95,7 @@ class Dispatcher:
         try:
             if refused is not None:
                 raise refused
-            method.check_params(params)
-            result = method.func(self.ctx, params)
+            result = method.run(self.ctx, params)
         except RPCError as err:
             if method.audit:
                 audit.record(self.ctx, caller.name, name, params, err.kind, err.message)

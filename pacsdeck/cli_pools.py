@@ -28,9 +28,9 @@ def migrate_params(args) -> dict:
     """The pools.migrate params the flags say; dry_run always explicit, so the audit row shows the intent."""
     params: dict = {"dry_run": not args.run}
     if args.study:
-        params["study_uids"] = args.study
+        params["StudyInstanceUID"] = args.study
     if args.target is not None:
-        params["target"] = args.target
+        params["target_pool"] = args.target
     if args.wait:
         params["wait"] = True
     return params
@@ -53,11 +53,11 @@ def run_command(args) -> str:
 def cmd_node_migrate(args) -> int:
     report = call_agent(args, "pools.migrate", migrate_params(args))
     lines = [
-        f"{m['study_uid']}: {m['instances']} instances, {m['bytes']} bytes, {m['source']} -> {m['target']}"
-        f" ({m['reason']})"
+        f"{m['StudyInstanceUID']}: {m['instances']} instances, {m['bytes']} bytes, "
+        f"{m['source_pool']} -> {m['target_pool']} ({m['reason']})"
         for m in report["plan"]
     ]
-    lines += [f"skipped {s.get('study_uid') or s.get('source')}: {s['why']}" for s in report["skipped"]]
+    lines += [f"skipped {s.get('StudyInstanceUID') or s.get('source_pool')}: {s['why']}" for s in report["skipped"]]
     if report["dry_run"]:
         if report["plan"]:
             lines.append(
@@ -72,7 +72,7 @@ def cmd_node_migrate(args) -> int:
     else:
         lines.append(
             f"job {report['job_id']} {report['state']}: moved {report['moved_instances']} instances, "
-            f"{report['moved_bytes']} bytes in {report['seconds']} s; {report['failed_instances']} failed"
+            f"{report['moved_bytes']} bytes in {report['duration_s']} s; {report['failed_instances']} failed"
         )
         lines += [f"error: {e}" for e in report["errors"]]
     emit(args, report, "\n".join(lines))
@@ -84,7 +84,7 @@ def cmd_node_verify(args) -> int:
     if args.pool is not None:
         params["pool"] = args.pool
     report = call_agent(args, "pools.verify", params)
-    lines = [f"{p['problem']}: {p['sop_uid']} in pool {p['pool']} ({p['path']})" for p in report["problems"]]
+    lines = [f"{p['problem']}: {p['SOPInstanceUID']} in pool {p['pool']} ({p['path']})" for p in report["problems"]]
     lines.append(
         f"checked {report['checked']} instances ({report['bytes']} bytes): {report['ok']} ok, "
         f"{len(report['problems'])} with problems"

@@ -116,7 +116,7 @@ def test_a_viewer_is_refused_by_the_cli_with_the_role_message(node):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("migrate", "--target", "nowhere"), "pools.migrate: not_found: target: no pool named 'nowhere'"),
+        (("migrate", "--target", "nowhere"), "pools.migrate: not_found: target_pool: no pool named 'nowhere'"),
         (("verify", "--pool", "nowhere"), "pools.verify: not_found: pool: no pool named 'nowhere'"),
     ],
 )
