@@ -6,7 +6,6 @@ import logging
 import os
 import select
 import threading
-import time
 
 from storage.dimse.background import Lane
 
@@ -104,16 +103,15 @@ def test_a_forked_child_runs_its_tasks_on_a_thread_of_its_own(tmp_path):
         answer = os.read(read_fd, 16) if ready else b""
     finally:
         os.close(read_fd)
-        deadline = time.monotonic() + WAIT
-        while True:
-            waited, status = os.waitpid(pid, os.WNOHANG)
-            if waited:
-                break
-            if time.monotonic() > deadline:
+        exited = os.pidfd_open(pid)  # readable once the child has exited: a wait with a deadline, not a poll
+        try:
+            if not select.select([exited], [], [], WAIT)[0]:
                 os.kill(pid, 9)
                 os.waitpid(pid, 0)
                 raise AssertionError("the forked child did not exit")
-            threading.Event().wait(0.01)
+        finally:
+            os.close(exited)
+        _, status = os.waitpid(pid, 0)
     assert answer == b"0", f"the child's task did not run (child reported {answer!r})"
     assert os.waitstatus_to_exitcode(status) == 0
     assert marker.read_text() == f"{pid} {lane.name}"
