@@ -1,9 +1,13 @@
-"""The agent's wire format: JSON-RPC 2.0 envelopes, error kinds, exit codes and the schema version (stdlib only)."""
+"""The wire format: JSON-RPC 2.0 envelopes, error kinds, exit codes, schema version, typed decode() (stdlib only)."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 from datetime import UTC, datetime
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 # Adding a field to a result is free; renaming or removing one bumps this.
 SCHEMA_VERSION = 1
@@ -236,3 +240,164 @@ def iso_time(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- typed results (client side) --------------------------------------------------------------------
+#
+# A client declares the results it reads as frozen dataclasses, field names as on the wire, and
+# decode() checks an answer against that declaration once, where it arrives. Both directions of
+# STYLE 11 hold: a field an older agent does not send takes the field's default, and a field a newer
+# agent adds is ignored. Only a value of the wrong type (or a missing field without a default) fails.
+
+_T = TypeVar("_T")
+
+
+class ProtocolError(RPCError):
+    """An answer that does not fit the shape the client declared for it: says where (a JSON path) and what."""
+
+    def __init__(self, path: str, problem: str, method: str | None = None):
+        where = f"{method}: {path}" if method else path
+        super().__init__(INTERNAL, f"{where}: {problem}", {"path": path, **({"method": method} if method else {})})
+        self.path = path
+        self.problem = problem
+        self.method = method
+
+
+class _Mismatch(Exception):
+    def __init__(self, path: str, problem: str):
+        super().__init__(path, problem)
+        self.path, self.problem = path, problem
+
+
+def decode(cls: type[_T], value, method: str | None = None) -> _T:
+    """`value` (parsed JSON) as the dataclass `cls`, checked field by field; ProtocolError if it does not fit.
+
+    Field types: str, int, float (an int is a number too, kept as it came), bool, None, `X | None` and
+    other unions (first fit wins), list[X], tuple[X, ...], dict[str, X], nested dataclasses, and
+    object/Any for any JSON value. A key missing from the answer takes the field's default (an error
+    if it has none); keys the class does not declare are ignored. `method` starts the message:
+    `health.check: $.checks[2].status: expected string, got integer 3`.
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"decode() needs a dataclass, not {cls!r}")
+    try:
+        return _decode(cls, value, "$")
+    except _Mismatch as err:
+        raise ProtocolError(err.path, err.problem, method) from None
+
+
+_JSON_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
+
+
+def _decode(kind, value, path: str):
+    if kind is object or kind is Any:
+        return value
+    if dataclasses.is_dataclass(kind):
+        return _decode_object(kind, value, path)
+    origin = get_origin(kind)
+    if origin is UnionType or origin is Union:
+        return _decode_union(get_args(kind), value, path)
+    if origin in (list, tuple):
+        args = get_args(kind)
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            raise TypeError(f"decode() reads a tuple as tuple[X, ...], not {kind!r}")
+        if not isinstance(value, list):
+            raise _Mismatch(path, _expected("array", value))
+        item = args[0] if args else object
+        return origin(_decode(item, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        key_kind, item = get_args(kind) or (str, object)
+        if key_kind is not str:
+            raise TypeError(f"decode() reads a JSON object as dict[str, X], not {kind!r}")
+        if not isinstance(value, dict):
+            raise _Mismatch(path, _expected("object", value))
+        return {k: _decode(item, v, f"{path}.{k}") for k, v in value.items()}
+    if kind is dict or kind is list:
+        return _decode(kind[str, object] if kind is dict else kind[object], value, path)
+    if kind is type(None) or kind is None:
+        if value is not None:
+            raise _Mismatch(path, _expected("null", value))
+        return None
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise _Mismatch(path, _expected("boolean", value))
+        return value
+    if kind is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)  # JSON has one number type; 3.0 is an integer (as agent.schema judges it)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _Mismatch(path, _expected("integer", value))
+        return value
+    if kind is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise _Mismatch(path, _expected("number", value))
+        return value  # an int stays an int: 85 is shown as 85, not 85.0
+    if kind is str:
+        if not isinstance(value, str):
+            raise _Mismatch(path, _expected("string", value))
+        return value
+    raise TypeError(f"decode() cannot read {kind!r} (at {path})")
+
+
+def _decode_object(cls, value, path: str):
+    if not isinstance(value, dict):
+        raise _Mismatch(path, _expected("object", value))
+    kwargs = {}
+    for name, kind, required in _fields(cls):
+        if name in value:
+            kwargs[name] = _decode(kind, value[name], f"{path}.{name}")
+        elif required:
+            raise _Mismatch(path, f"missing required key {name!r}")
+    return cls(**kwargs)  # absent keys: the dataclass's own defaults
+
+
+def _decode_union(kinds: tuple, value, path: str):
+    others = [k for k in kinds if k is not type(None)]
+    if value is None and len(others) < len(kinds):
+        return None
+    if len(others) == 1:  # X | None: errors inside X keep their deeper path
+        return _decode(others[0], value, path)
+    for kind in others:
+        try:
+            return _decode(kind, value, path)
+        except _Mismatch:
+            continue
+    names = [_type_name(k) for k in kinds]
+    raise _Mismatch(path, _expected(" or ".join(dict.fromkeys(names)), value))
+
+
+def _type_name(kind) -> str:
+    if dataclasses.is_dataclass(kind) or kind is dict or get_origin(kind) is dict:
+        return "object"
+    if kind in (list, tuple) or get_origin(kind) in (list, tuple):
+        return "array"
+    return _JSON_NAMES.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+@functools.cache
+def _fields(cls) -> tuple[tuple[str, object, bool], ...]:
+    """(name, type, required) per init field; types resolved once per class (they are strings under PEP 563)."""
+    hints = get_type_hints(cls)
+    return tuple(
+        (f.name, hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        for f in dataclasses.fields(cls)
+        if f.init
+    )
+
+
+def _expected(what: str, value) -> str:
+    got = _json_kind(value)
+    return f"expected {what}, got {got}" if value is None else f"expected {what}, got {got} {_short(value)}"
+
+
+def _json_kind(value) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (dict, list)):
+        return "object" if isinstance(value, dict) else "array"
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=repr, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."

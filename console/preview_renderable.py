@@ -6,6 +6,10 @@ import base64
 import binascii
 import io
 
+from agent.protocol import ProtocolError
+
+from .results import read
+
 
 class PreviewUnavailable(ValueError):
     """The agent's answer holds no usable image."""
@@ -27,7 +31,7 @@ def preview_params(
     return params
 
 
-def renderable(result: dict, width: int | str | None = "auto", height: int | str | None = "auto"):
+def renderable(result, width: int | str | None = "auto", height: int | str | None = "auto"):
     """A Rich renderable for a preview.render result; textual-image picks sixel, kitty or half-cell itself.
 
     `width`/`height` follow textual-image: cells as int, "50%", "auto", or None for the image's own size.
@@ -36,9 +40,14 @@ def renderable(result: dict, width: int | str | None = "auto", height: int | str
     from textual_image.renderable import Image
 
     try:
-        data = base64.b64decode(result["png"], validate=True)
-        image = PILImage.open(io.BytesIO(data))
+        preview = read("preview.render", result)
+    except ProtocolError as err:
+        raise PreviewUnavailable(f"the agent's preview has no PNG image: {err}") from None
+    if preview.png is None:
+        raise PreviewUnavailable("the agent's preview has no PNG image: no png in the answer")
+    try:
+        image = PILImage.open(io.BytesIO(base64.b64decode(preview.png, validate=True)))
         image.load()
-    except (KeyError, TypeError, binascii.Error, OSError) as err:
+    except (binascii.Error, OSError) as err:
         raise PreviewUnavailable(f"the agent's preview has no PNG image: {err}") from None
     return Image(image, width=width, height=height)

@@ -6,9 +6,10 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from agent.protocol import FORBIDDEN, METHOD_NOT_FOUND, NOT_FOUND, RPCError
+from agent.protocol import FORBIDDEN, METHOD_NOT_FOUND, NOT_FOUND, RPCError, decode
 
 from .inventory import Fleet, NodeEntry
+from .results import Check, Job, NodeStatus, QueueList, StatusPool, failure, read
 from .transport.base import Transport, TransportError
 from .transport.ssh import HostKeyChanged, HostKeyUnknown
 
@@ -42,14 +43,27 @@ class NodeSnapshot:
     oldest_pending_age_s: float | None = None
     backup_age_s: float | None = None
     worst_check: str | None = None
-    checks: list[dict] = field(default_factory=list)
-    pools: list[dict] = field(default_factory=list)
-    raw: dict = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+    pools: list[StatusPool] = field(default_factory=list)
+    raw: dict = field(default_factory=dict)  # method -> the agent's answer as it came
+    # The typed results behind the figures (console.results), decoded once.
+    node_status: NodeStatus | None = None
+    queue: QueueList | None = None
+
+    def __post_init__(self) -> None:
+        # A snapshot made by hand (snapshot tests, demos) may carry the agent's answers as JSON: read them here.
+        self.checks = [decode(Check, c, "health.check") if isinstance(c, dict) else c for c in self.checks]
+        self.pools = [decode(StatusPool, p, "node.status") if isinstance(p, dict) else p for p in self.pools]
+        if self.node_status is None and "node.status" in self.raw:
+            self.node_status = read("node.status", self.raw["node.status"])
+        if self.queue is None and "queue.list" in self.raw:
+            self.queue = read("queue.list", self.raw["queue.list"])
 
     def to_json(self, raw: bool = False) -> dict:
         """The row as JSON-ready data (`fleet status --json`); `raw` adds the agent's answers."""
         data = asdict(self)
         data["tags"] = list(self.tags)
+        del data["node_status"], data["queue"]
         if not raw:
             del data["raw"]
         return data
@@ -83,38 +97,41 @@ def poll(entry: NodeEntry, transport: Transport, previous: NodeSnapshot | None =
 def _poll(entry: NodeEntry, transport: Transport, previous: NodeSnapshot | None, at: float) -> NodeSnapshot:
     started = time.perf_counter()
     try:
-        status = transport.call("node.status")
-    except RPCError as err:  # the agent answers but has no usable node (config missing, index unreadable)
+        answer = transport.call("node.status")
+        status = read("node.status", answer)
+    except RPCError as err:
+        # The agent answers but has no usable node (config missing, index unreadable), or it answers in a
+        # shape this console cannot read (a ProtocolError naming the field).
         snap = _base(entry, DOWN, err.message, at)
         snap.latency_ms = round((time.perf_counter() - started) * 1000, 1)
         return snap
     snap = _base(entry, UP, None, at)
     snap.latency_ms = round((time.perf_counter() - started) * 1000, 1)
-    snap.raw["node.status"] = status
+    snap.raw["node.status"] = answer
     _from_status(snap, status)
 
     health_error = None
     try:
-        health = transport.call("health.check")
-        snap.raw["health.check"] = health
-        snap.checks = list(health.get("checks") or [])
+        answer = transport.call("health.check")
+        snap.raw["health.check"] = answer
+        snap.checks = list(read("health.check", answer).checks)
     except RPCError as err:
-        health_error = f"health.check failed: {err.message}"
+        health_error = failure("health.check", err)
     _from_checks(snap)
 
     try:
-        queue = transport.call("queue.list", {"limit": 50})
-        snap.raw["queue.list"] = queue
-        counts = queue.get("counts") or {}
-        snap.queue_pending = int(counts.get("pending", 0))
-        snap.queue_failed = int(counts.get("failed", 0))
-        snap.oldest_pending_age_s = queue.get("oldest_pending_age_s")
+        answer = transport.call("queue.list", {"limit": 50})
+        snap.raw["queue.list"] = answer
+        snap.queue = read("queue.list", answer)
+        snap.queue_pending = snap.queue.count("pending")
+        snap.queue_failed = snap.queue.count("failed")
+        snap.oldest_pending_age_s = snap.queue.oldest_pending_age_s
     except RPCError as err:
         # Method not found: this node has no queue yet. Forbidden: this login may not see it. Either way the
         # queue columns stay empty; neither says anything about the node's health.
         no_queue = err.code == METHOD_NOT_FOUND or (err.kind == NOT_FOUND and "unknown method" in err.message)
         if not no_queue and err.kind != FORBIDDEN:
-            health_error = health_error or f"queue.list failed: {err.message}"
+            health_error = health_error or failure("queue.list", err)
 
     if previous is not None and previous.instances is not None and snap.instances is not None:
         elapsed = snap.polled_at - previous.polled_at
@@ -125,39 +142,35 @@ def _poll(entry: NodeEntry, transport: Transport, previous: NodeSnapshot | None,
     return snap
 
 
-def _from_status(snap: NodeSnapshot, status: dict) -> None:
-    node = status.get("node") or {}
-    snap.version = status.get("version")
-    snap.ae_title = node.get("ae_title")
-    snap.port = node.get("port")
-    snap.instances = (status.get("counts") or {}).get("instances")
-    snap.pools = list(status.get("pools") or [])
-    tiers: list[str] = []
+def _from_status(snap: NodeSnapshot, status: NodeStatus) -> None:
+    snap.node_status = status
+    snap.version = status.version
+    snap.ae_title = status.node.ae_title
+    snap.port = status.node.port
+    snap.instances = status.counts.instances
+    snap.pools = list(status.pools)
+    tiers: list[str | None] = []
     for pool in snap.pools:
-        if pool.get("tier") not in tiers:
-            tiers.append(pool.get("tier"))
+        if pool.tier not in tiers:
+            tiers.append(pool.tier)
     if snap.pools:
-        snap.primary_used_pct = _used_pct([p for p in snap.pools if p.get("tier") == tiers[0]])
+        snap.primary_used_pct = _used_pct([p for p in snap.pools if p.tier == tiers[0]])
         if len(tiers) > 1:
-            snap.archive_used_pct = _used_pct([p for p in snap.pools if p.get("tier") == tiers[-1]])
-        free = [
-            p["disk_free_bytes"]
-            for p in snap.pools
-            if p.get("tier") == tiers[0] and isinstance(p.get("disk_free_bytes"), int)
-        ]
+            snap.archive_used_pct = _used_pct([p for p in snap.pools if p.tier == tiers[-1]])
+        free = [p.disk_free_bytes for p in snap.pools if p.tier == tiers[0] and p.disk_free_bytes is not None]
         snap.disk_free_bytes = min(free) if free else None
 
 
-def _used_pct(pools: list[dict]) -> float | None:
+def _used_pct(pools: list[StatusPool]) -> float | None:
     """How full the fullest of these pools is, in percent, as the node judges it (against a pool's
     configured capacity, the figure its watermarks use); from the disk for an agent that does not say."""
     worst = None
     for p in pools:
-        pct = p.get("used_percent")
-        total, free = p.get("disk_total_bytes"), p.get("disk_free_bytes")
-        if not isinstance(pct, (int, float)) and isinstance(total, int) and isinstance(free, int) and total > 0:
+        pct = p.used_percent
+        total, free = p.disk_total_bytes, p.disk_free_bytes
+        if pct is None and total is not None and free is not None and total > 0:
             pct = 100.0 * (total - free) / total
-        if isinstance(pct, (int, float)):
+        if pct is not None:
             worst = round(pct, 1) if worst is None else max(worst, round(pct, 1))
     return worst
 
@@ -165,25 +178,25 @@ def _used_pct(pools: list[dict]) -> float | None:
 def _from_checks(snap: NodeSnapshot) -> None:
     worst = _worst(snap.checks)
     for c in snap.checks:
-        if c.get("name") == "backup_age" and c.get("status") != "unknown" and isinstance(c.get("value"), (int, float)):
-            snap.backup_age_s = round(float(c["value"]) * 3600, 1)
+        if c.name == "backup_age" and c.status != "unknown" and isinstance(c.value, (int, float)):
+            snap.backup_age_s = round(float(c.value) * 3600, 1)
     if worst is not None:
-        snap.worst_check = f"{worst.get('name')}: {_CHECK_WORDS[worst['status']]}"
+        snap.worst_check = f"{worst.name}: {_CHECK_WORDS[worst.status]}"
 
 
-def _worst(checks: list[dict]) -> dict | None:
-    bad = [c for c in checks if _CHECK_RANK.get(c.get("status"), 0)]
-    return max(bad, key=lambda c: _CHECK_RANK[c["status"]]) if bad else None
+def _worst(checks: list[Check]) -> Check | None:
+    bad = [c for c in checks if _CHECK_RANK.get(c.status, 0)]
+    return max(bad, key=lambda c: _CHECK_RANK[c.status]) if bad else None
 
 
-def _judge(status: dict, snap: NodeSnapshot, health_error: str | None) -> tuple[str, str | None]:
-    if not status.get("listening"):
-        if status.get("process") is None:
+def _judge(status: NodeStatus, snap: NodeSnapshot, health_error: str | None) -> tuple[str, str | None]:
+    if not status.listening:
+        if status.process is None:
             return DOWN, f"node not running: nothing listens on port {snap.port}"
-        return DOWN, f"node process {status['process'].get('pid')} runs but port {snap.port} is not listening"
+        return DOWN, f"node process {status.process.pid} runs but port {snap.port} is not listening"
     worst = _worst(snap.checks)
     if worst is not None:
-        return DEGRADED, f"{worst.get('name')}: {worst.get('message')}"
+        return DEGRADED, f"{worst.name}: {worst.message}"
     if snap.queue_failed:
         return DEGRADED, f"{snap.queue_failed} failed queue job{'s' if snap.queue_failed != 1 else ''}"
     if health_error:
@@ -226,13 +239,13 @@ def events(previous: NodeSnapshot | None, current: NodeSnapshot) -> list[Event]:
     if current.status in (DOWN, UNREACHABLE, UNTRUSTED):
         return out  # no checks to compare; the status event says it all
 
-    before = {c.get("name"): c for c in previous.checks}
+    before = {c.name: c.status for c in previous.checks}
     for c in current.checks:
-        name, now = c.get("name"), c.get("status")
-        was = (before.get(name) or {}).get("status", "ok")
+        name, now = c.name, c.status
+        was = before.get(name, "ok")
         if _CHECK_RANK.get(now, 0) > _CHECK_RANK.get(was, 0):
             what = "crossed its watermark" if _is_pool_space(name) else "got worse"
-            add(CRITICAL if now == "crit" else WARNING, f"{name} {what} ({_CHECK_WORDS[now]}): {c.get('message')}")
+            add(CRITICAL if now == "crit" else WARNING, f"{name} {what} ({_CHECK_WORDS[now]}): {c.message}")
         elif _CHECK_RANK.get(now, 0) < _CHECK_RANK.get(was, 0) and name in before:
             add(INFO, f"{name} is {'ok' if not _CHECK_RANK.get(now, 0) else _CHECK_WORDS[now]} again")
 
@@ -244,21 +257,19 @@ def events(previous: NodeSnapshot | None, current: NodeSnapshot) -> list[Event]:
         n = current.queue_failed - previous.queue_failed
         add(WARNING, f"{n} more failed queue job{'s' if n != 1 else ''} ({current.queue_failed} failed)")
 
-    seen = {j.get("id") for j in _jobs(previous) if j.get("state") == "failed"}
+    seen = {j.id for j in _jobs(previous) if j.state == "failed"}
     for job in _jobs(current):
-        if job.get("kind") == "backup" and job.get("state") == "failed" and job.get("id") not in seen:
-            add(CRITICAL, f"backup failed: {job.get('last_error') or 'no error recorded'}")
+        if job.kind == "backup" and job.state == "failed" and job.id not in seen:
+            add(CRITICAL, f"backup failed: {job.last_error or 'no error recorded'}")
     return out
 
 
-def _is_pool_space(name) -> bool:
-    return isinstance(name, str) and name.startswith("pool") and ("filesystem" in name or "forecast" in name)
+def _is_pool_space(name: str) -> bool:
+    return name.startswith("pool") and ("filesystem" in name or "forecast" in name)
 
 
-def _jobs(snap: NodeSnapshot) -> list[dict]:
-    queue = snap.raw.get("queue.list") or {}
-    jobs = queue.get("jobs") if isinstance(queue, dict) else None
-    return [j for j in jobs or [] if isinstance(j, dict)]
+def _jobs(snap: NodeSnapshot) -> tuple[Job, ...]:
+    return snap.queue.jobs if snap.queue is not None else ()
 
 
 # --- the fleet ------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -9,6 +11,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Label, Sparkline, Static, TabbedContent, TabPane
 
+from ..results import Cancelled, Migration, QueueList, Retried, failure, read_answer
 from ..widgets import format as fmt
 from ..widgets.detail_tables import fill_associations, fill_checks, fill_jobs, fill_plan, fill_pools, overview_text
 from .confirm import ConfirmScreen
@@ -33,7 +36,7 @@ class NodeScreen(Screen):
     def __init__(self, name: str) -> None:
         super().__init__()
         self.node_name = name
-        self.details: dict[str, object] = {}  # method -> result dict, or the error text
+        self.details: dict[str, object] = {}  # method -> the agent's answer as it came, or the error
         self._inflight = 0  # detail calls sent and not answered yet
 
     def compose(self) -> ComposeResult:
@@ -110,46 +113,51 @@ class NodeScreen(Screen):
             return
         self._inflight = len(DETAILS)
         for method, params in DETAILS.items():
-            self.app.call_node(
-                self.node_name,
-                method,
-                params,
-                lambda result, error, m=method: self._got_detail(m, result, error),
-                owner=self,
-                read_only=True,
+            self._ask(
+                method, params, lambda result, error, m=method: self._got_detail(m, result, error), read_only=True
             )
+
+    def _ask(self, method: str, params: dict, done, *, record: str | None = None, read_only: bool = False) -> None:
+        """One call through the app; `done(result, error)` gets the typed result (console.results) or the error,
+        an answer this console cannot read among the errors. `details[record or method]` keeps the answer as it came."""
+
+        def answered(answer, error) -> None:
+            self.details[record or method] = answer if error is None else error
+            done(*read_answer(method, answer, error))
+
+        self.app.call_node(self.node_name, method, params, answered, owner=self, read_only=read_only)
 
     def _got_detail(self, method: str, result, error) -> None:
         self._inflight = max(0, self._inflight - 1)
-        self.details[method] = result if error is None else error
         if method == "pools.list":
-            fill_pools(self.query_one("#pools", DataTable), result if error is None else None)
+            fill_pools(self.query_one("#pools", DataTable), result)
         elif method == "queue.list":
             self._show_queue(result, error)
         elif method == "associations.recent":
-            fill_associations(self.query_one("#associations-table", DataTable), (result or {}).get("associations", []))
+            fill_associations(
+                self.query_one("#associations-table", DataTable), result.associations if result is not None else ()
+            )
 
-    def _show_queue(self, result, error) -> None:
+    def _show_queue(self, result: QueueList | None, error) -> None:
         note = self.query_one("#queue-note", Static)
         table = self.query_one("#jobs", DataTable)
         if error is not None:
             kind = getattr(error, "kind", None)
             # A node from before the queue answers method-not-found: it has no queue, which is not an error.
             note.update(
-                "this node has no queue (no queue.list)" if kind == "not_found" else f"queue.list failed: {error}"
+                "this node has no queue (no queue.list)" if kind == "not_found" else failure("queue.list", error)
             )
             table.display = False
             return
         table.display = True
-        counts = result.get("counts", {})
-        oldest = result.get("oldest_pending_age_s")
+        oldest = result.oldest_pending_age_s
         note.update(
             Text(
-                "  ".join(f"{k} {v}" for k, v in counts.items())
+                "  ".join(f"{k} {v}" for k, v in result.counts.items())
                 + (f"  oldest pending {fmt.age(oldest)}" if oldest is not None else "")
             )
         )
-        fill_jobs(table, result.get("jobs", []))
+        fill_jobs(table, result.jobs)
 
     # --- actions ----------------------------------------------------------------------------------
 
@@ -172,7 +180,7 @@ class NodeScreen(Screen):
         return int(key)
 
     def action_retry_job(self) -> None:
-        self._job_call("queue.retry", "retried")
+        self._job_call("queue.retry", "retried", lambda result: result.retried)
 
     def action_cancel_job(self) -> None:
         job = self._selected_job()
@@ -182,11 +190,11 @@ class NodeScreen(Screen):
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self._job_call("queue.cancel", "cancelled")
+                self._job_call("queue.cancel", "cancelled", lambda result: result.cancelled)
 
         self.app.push_screen(ConfirmScreen(f"Cancel job {job} on {self.node_name}?", "Cancel job"), confirmed)
 
-    def _job_call(self, method: str, counted: str) -> None:
+    def _job_call(self, method: str, counted: str, count: Callable[[Retried | Cancelled], int]) -> None:
         job = self._selected_job()
         if job is None:
             self.notify("no job selected", severity="warning")
@@ -196,44 +204,40 @@ class NodeScreen(Screen):
             if error is not None:
                 self.notify(f"{method} job {job}: {error}", severity="error")
             else:
-                self.notify(f"job {job}: {counted} {result.get(counted, 0)}")
+                self.notify(f"job {job}: {counted} {count(result)}")
             self.refresh_details()
 
-        self.app.call_node(self.node_name, method, {"id": job}, done, owner=self)
+        self._ask(method, {"id": job}, done)
 
     def action_plan_migration(self) -> None:
-        def done(result, error) -> None:
-            self.details["plan"] = result if error is None else error
+        def done(result: Migration | None, error) -> None:
             note = self.query_one("#plan-note", Static)
             if error is not None:
                 note.update(Text(f"migration plan: {error}"))
                 return
             note.update(
                 Text(
-                    f"plan: {result.get('studies', 0)} studies, {result.get('instances', 0)} instances, "
-                    f"{fmt.size(result.get('bytes'))}; {len(result.get('skipped', []))} skipped"
+                    f"plan: {result.studies} studies, {result.instances} instances, "
+                    f"{fmt.size(result.bytes)}; {len(result.skipped)} skipped"
                 )
             )
             fill_plan(self.query_one("#plan", DataTable), result)
 
-        self.app.call_node(self.node_name, "pools.migrate", {"dry_run": True}, done, owner=self, read_only=True)
+        self._ask("pools.migrate", {"dry_run": True}, done, record="plan", read_only=True)
 
     def action_run_migration(self) -> None:
-        def done(result, error) -> None:
+        def done(result: Migration | None, error) -> None:
             if error is not None:
                 self.notify(f"migration: {error}", severity="error")
-            elif result.get("job_id") is None:
+            elif result.job_id is None:
                 self.notify("migration: nothing to move")
             else:
-                self.notify(
-                    f"migration job {result['job_id']} {result.get('state')}: moved "
-                    f"{result.get('moved_instances', 0)} instances"
-                )
+                self.notify(f"migration job {result.job_id} {result.state}: moved {result.moved_instances} instances")
             self.refresh_details()
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self.app.call_node(self.node_name, "pools.migrate", {"dry_run": False}, done, owner=self)
+                self._ask("pools.migrate", {"dry_run": False}, done, record="migration")
 
         self.app.push_screen(
             ConfirmScreen(f"Run the migration rules on {self.node_name} now?", "Run migration"), confirmed

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.text import Text
 from textual.widgets import DataTable
 
+from ..results import Association, Check, Job, Migration, NodeStatus, PoolsList
+from ..snapshot import NodeSnapshot
 from . import format as fmt
 
 
@@ -24,34 +28,31 @@ def refill(table: DataTable, columns: tuple[str, ...], rows: list[tuple[str, tup
         table.move_cursor(row=keys.index(selected), animate=False)
 
 
-def fill_checks(table: DataTable, checks: list[dict]) -> None:
+def fill_checks(table: DataTable, checks: Sequence[Check]) -> None:
     rows = []
     for i, c in enumerate(checks):
-        value = c.get("value")
-        shown = "" if value is None else f"{value}{' ' + c['unit'] if c.get('unit') else ''}"
-        rows.append(
-            (f"{i}:{c.get('name')}", (c.get("status"), c.get("name"), shown, c.get("threshold"), c.get("message")))
-        )
+        shown = "" if c.value is None else f"{c.value}{' ' + c.unit if c.unit else ''}"
+        rows.append((f"{i}:{c.name}", (c.status, c.name, shown, c.threshold, c.message)))
     refill(table, ("status", "check", "value", "threshold", "message"), rows)
 
 
-def fill_pools(table: DataTable, result: dict | None) -> None:
+def fill_pools(table: DataTable, result: PoolsList | None) -> None:
     rows = []
-    for p in (result or {}).get("pools", []):
-        state = p.get("error") or (
-            "above high watermark" if p.get("above_high_watermark") else "accepting" if p.get("accepting") else "full"
+    for p in result.pools if result is not None else ():
+        state = p.error or (
+            "above high watermark" if p.above_high_watermark else "accepting" if p.accepting else "full"
         )
-        marks = "" if p.get("high_watermark") is None else f"{p.get('low_watermark')}–{p.get('high_watermark')}%"
+        marks = "" if p.high_watermark is None else f"{p.low_watermark}–{p.high_watermark}%"
         rows.append(
             (
-                p["name"],
+                p.name,
                 (
-                    p["name"],
-                    p.get("tier"),
-                    p.get("instances"),
-                    fmt.size(p.get("used")),
-                    fmt.size(p.get("capacity")),
-                    fmt.pct(p.get("used_percent")),
+                    p.name,
+                    p.tier,
+                    p.instances,
+                    fmt.size(p.used),
+                    fmt.size(p.capacity),
+                    fmt.pct(p.used_percent),
                     marks,
                     state,
                 ),
@@ -60,65 +61,41 @@ def fill_pools(table: DataTable, result: dict | None) -> None:
     refill(table, ("pool", "tier", "instances", "used", "capacity", "used %", "watermarks", "state"), rows)
 
 
-def fill_plan(table: DataTable, report: dict) -> None:
+def fill_plan(table: DataTable, report: Migration) -> None:
     rows = [
-        (
-            f"m{i}",
-            (
-                m.get("study_uid"),
-                m.get("instances"),
-                fmt.size(m.get("bytes")),
-                f"{m.get('source')} → {m.get('target')}",
-                m.get("reason"),
-            ),
-        )
-        for i, m in enumerate(report.get("plan", []))
+        (f"m{i}", (m.study_uid, m.instances, fmt.size(m.bytes), f"{m.source} → {m.target}", m.reason))
+        for i, m in enumerate(report.plan)
     ]
-    rows += [
-        (f"s{i}", (s.get("study_uid") or s.get("source"), "", "", "skipped", s.get("why")))
-        for i, s in enumerate(report.get("skipped", []))
-    ]
+    rows += [(f"s{i}", (s.study_uid or s.source, "", "", "skipped", s.why)) for i, s in enumerate(report.skipped)]
     refill(table, ("study", "instances", "size", "move", "why"), rows)
 
 
-def fill_jobs(table: DataTable, jobs: list[dict]) -> None:
+def fill_jobs(table: DataTable, jobs: Sequence[Job]) -> None:
     rows = []
     for j in jobs:
-        progress = (
-            f"{j.get('items_done', 0)}/{j.get('items_total')}"
-            if j.get("items_total")
-            else fmt.count(j.get("items_done"))
-        )
+        progress = f"{j.items_done or 0}/{j.items_total}" if j.items_total else fmt.count(j.items_done)
+        attempts = f"{j.attempts}/{'?' if j.max_attempts is None else j.max_attempts}"
         rows.append(
             (
-                str(j["id"]),
-                (
-                    j["id"],
-                    j.get("kind"),
-                    j.get("state"),
-                    f"{j.get('attempts', 0)}/{j.get('max_attempts', '?')}",
-                    j.get("destination"),
-                    progress,
-                    j.get("next_attempt_at"),
-                    j.get("last_error"),
-                ),
+                str(j.id),
+                (j.id, j.kind, j.state, attempts, j.destination, progress, j.next_attempt_at, j.last_error),
             )
         )
     refill(table, ("id", "kind", "state", "attempts", "destination", "items", "next attempt", "last error"), rows)
 
 
-def fill_associations(table: DataTable, entries: list[dict]) -> None:
+def fill_associations(table: DataTable, entries: Sequence[Association]) -> None:
     rows = [
         (
-            str(a.get("id", i)),
+            str(i if a.id is None else a.id),
             (
-                a.get("started_at"),
-                a.get("calling_ae"),
-                a.get("called_ae"),
-                f"{a.get('peer_host')}:{a.get('peer_port')}",
-                a.get("result"),
-                a.get("instances"),
-                a.get("reason"),
+                a.started_at,
+                a.calling_ae,
+                a.called_ae,
+                f"{a.peer_host}:{a.peer_port}",
+                a.result,
+                a.instances,
+                a.reason,
             ),
         )
         for i, a in enumerate(entries)
@@ -126,27 +103,25 @@ def fill_associations(table: DataTable, entries: list[dict]) -> None:
     refill(table, ("started", "calling AE", "called AE", "peer", "result", "instances", "reason"), rows)
 
 
-def overview_text(snap) -> Text:
+def overview_text(snap: NodeSnapshot) -> Text:
     """node.status and the snapshot's figures as aligned `label  value` lines."""
-    status = snap.raw.get("node.status") or {}
-    node = status.get("node") or {}
-    process = status.get("process") or {}
-    counts = status.get("counts") or {}
+    status = snap.node_status or NodeStatus()  # none before a first answer: every figure a dash
+    process = status.process
     lines = [
         ("status", snap.status + (f" ({snap.reason})" if snap.reason else "")),
         ("version", fmt.text(snap.version)),
         ("AE title", fmt.text(snap.ae_title)),
         ("port", fmt.text(snap.port)),
-        ("config", fmt.text(node.get("config"))),
-        ("listening", fmt.text(status.get("listening"))),
+        ("config", fmt.text(status.node.config)),
+        ("listening", fmt.text(status.listening)),
         (
             "process",
-            f"pid {process.get('pid')}, {process.get('workers')} workers, up {fmt.age(process.get('uptime_s'))}"
-            if process
+            f"pid {process.pid}, {process.workers} workers, up {fmt.age(process.uptime_s)}"
+            if process is not None
             else fmt.DASH,
         ),
-        ("instances", fmt.text(snap.instances if snap.instances is not None else counts.get("instances"))),
-        ("studies", fmt.text(counts.get("studies"))),
+        ("instances", fmt.text(snap.instances if snap.instances is not None else status.counts.instances)),
+        ("studies", fmt.text(status.counts.studies)),
         ("primary used", fmt.pct(snap.primary_used_pct)),
         ("archive used", fmt.pct(snap.archive_used_pct)),
         ("disk free", fmt.size(snap.disk_free_bytes)),
