@@ -20,7 +20,7 @@ def preview_params(
 ) -> dict:
     """The preview.render params the console sends: a PNG, encoded here for the console's own terminal."""
     params = {
-        "sop_instance_uid": sop_instance_uid,
+        "SOPInstanceUID": sop_instance_uid,
         "mode": "png",
         "frame": frame,
         "pixel_width": pixel_width,
