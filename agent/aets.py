@@ -107,12 +107,17 @@ def list_aets(ctx, params: dict) -> dict:
 def add(ctx, params: dict) -> dict:
     index = ctx.require_node().index
     title = v.ae_title(params.get("ae_title"))
+    operations = tuple(v.operations(params.get("operations", list(OPERATIONS))))
+    move_destination = v.boolean(params.get("move_destination", False), "move_destination")
+    # A store-only sender is never called back, so it needs no address; a C-MOVE destination, an AE
+    # that may query or retrieve (and be echoed by support staff) keeps the address it always needed.
+    sender_only = set(operations) == {"store"} and not move_destination
     new = catalog.AetFields(
-        host=v.host(params.get("host")),
-        port=v.port(params.get("port")),
+        host=_optional(params, "host", v.host, sender_only),
+        port=_optional(params, "port", v.port, sender_only),
         description=v.description(params.get("description", "")),
-        operations=tuple(v.operations(params.get("operations", list(OPERATIONS)))),
-        move_destination=v.boolean(params.get("move_destination", False), "move_destination"),
+        operations=operations,
+        move_destination=move_destination,
         tls=v.boolean(params.get("tls", False), "tls"),
     )
     try:
@@ -121,6 +126,16 @@ def add(ctx, params: dict) -> dict:
         raise RPCError(
             CONFLICT, f"AE title {title!r} is already registered; use aets.update", {"field": "ae_title"}
         ) from None
+
+
+def _optional(params: dict, field: str, check, may_be_absent: bool):
+    if params.get(field) is None and may_be_absent:
+        return None
+    if params.get(field) is None:
+        raise v.invalid(
+            field, 'required (only a store-only sender, operations ["store"], may go without host and port)'
+        )
+    return check(params[field], field)
 
 
 def update(ctx, params: dict) -> dict:
@@ -143,6 +158,11 @@ def update(ctx, params: dict) -> dict:
         raise v.invalid(
             "params", "nothing to change; give host, port, description, operations, move_destination or tls"
         )
+    current = catalog.aet(index, title)
+    # A store-only sender registered without an address cannot become a C-MOVE destination without one.
+    merged = current and (changes.get("host", current.host), changes.get("port", current.port))
+    if changes.get("move_destination") and merged and not all(merged):
+        raise _unaddressed(title, "move_destination", use="send C-MOVE results to")
     try:
         return {"aet": public(catalog.update_aet(index, title, **changes))}
     except catalog.Missing:
@@ -200,8 +220,8 @@ METHODS = (
         {
             "ae_title": _TITLE,
             **_FIELDS,
-            "host": Param("string", "host name or IP address", required=True),
-            "port": Param("integer", "DICOM port, 1-65535", required=True),
+            "host": Param("string", 'host name or IP address; optional for a store-only sender (operations ["store"])'),
+            "port": Param("integer", 'DICOM port, 1-65535; optional for a store-only sender (operations ["store"])'),
         },
         audit=True,
         result=Obj({"aet": AET}),

@@ -99,6 +99,7 @@ def build_table() -> dict[str, Method]:
         audit,
         diagnose,
         health,
+        logs,
         node_status,
         pools,
         preview,
@@ -122,6 +123,7 @@ def build_table() -> dict[str, Method]:
         preview,
         queue,
         routes,
+        logs,
     ):
         for m in module.METHODS:
             if m.name in table:

@@ -27,7 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
     cli_fleet.add_parser(sub)
     cli_up.add_parsers(sub)
     cli_preview.add_parser(sub)
+    _list_actions(sub)
     return parser
+
+
+def _list_actions(sub) -> None:
+    """Each command group's line in `pacsdeck --help` names all its actions, from the parser itself, so
+    a new action can never be missing there: "the PACS node: init, run, reindex, pools, ..."."""
+    for entry in sub._choices_actions:  # argparse keeps the --help lines of subcommands here
+        group = sub.choices[entry.dest]
+        actions = [a for a in group._actions if isinstance(a, argparse._SubParsersAction)]
+        if actions and entry.help:
+            entry.help = f"{entry.help.split(':', 1)[0]}: {', '.join(actions[0].choices)}"
 
 
 def run(args) -> int:

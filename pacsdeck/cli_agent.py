@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 
-from .cli_common import AS_HELP, CONFIG_HELP, EXIT_OK, CLIError, agent_identity, config_path, out
+from .cli_common import AS_HELP, CONFIG_HELP, EXIT_OK, CLIError, agent_identity, config_path, missing_config, out
 
 KEYS_HELP = "authorized_keys that users.* writes (default $PACSDECK_AUTHORIZED_KEYS, then ~/.ssh/authorized_keys)"
 
@@ -12,11 +13,11 @@ KEYS_HELP = "authorized_keys that users.* writes (default $PACSDECK_AUTHORIZED_K
 def cmd_agent_stdio(args) -> int:
     from agent.server import run_stdio
 
-    return run_stdio(config_path(args), agent_identity(args), args.authorized_keys)
+    return run_stdio(config_path(args, must_exist=False), agent_identity(args), args.authorized_keys)
 
 
 def cmd_agent_call(args) -> int:
-    from agent.protocol import EXIT_CODES, INVALID_PARAMS, RPCError, decode_line
+    from agent.protocol import EXIT_CODES, INVALID_PARAMS, UNAVAILABLE, RPCError, decode_line
     from agent.server import call_once
 
     try:
@@ -27,7 +28,11 @@ def cmd_agent_call(args) -> int:
         raise CLIError(f"--params: not valid JSON: {err}", EXIT_CODES[INVALID_PARAMS]) from None
     if not isinstance(params, dict):
         raise CLIError("--params: must be a JSON object", EXIT_CODES[INVALID_PARAMS])
-    response = call_once(config_path(args), agent_identity(args), args.authorized_keys, args.method, params)
+    path = config_path(args, must_exist=False)
+    if not os.path.exists(path):  # the error document scripts read, with the line that says what to do
+        response = {"error": RPCError(UNAVAILABLE, missing_config(path)).to_error()}
+    else:
+        response = call_once(path, agent_identity(args), args.authorized_keys, args.method, params)
     if "error" in response:
         # Scripts read the error document on stdout; the person reads the line on stderr.
         out(json.dumps({"error": response["error"]}, indent=2, sort_keys=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the command ran and failed
@@ -28,8 +29,30 @@ class CLIError(Exception):
         return cls(f"{method}: {err.kind}: {err.message}", err.exit_code)
 
 
-def config_path(args) -> str:
-    return args.config or os.environ.get("PACSDECK_CONFIG") or "/etc/pacsdeck/node.yaml"
+CONFIG_ENV = "PACSDECK_CONFIG"
+DEFAULT_CONFIG = "/etc/pacsdeck/node.yaml"
+
+
+def config_path(args, *, must_exist: bool = True) -> str:
+    """--config, then $PACSDECK_CONFIG, then /etc/pacsdeck/node.yaml; a missing file is a usage error
+    that says how to name the right one (`agent stdio` reports it per call instead: must_exist=False)."""
+    path = args.config or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+    if must_exist and not os.path.exists(path):
+        raise CLIError(missing_config(path), EXIT_USAGE)
+    return path
+
+
+def missing_config(path: str) -> str:
+    """What to do when the node.yaml a command looks for is not there: name the way to pass one, and the
+    node folders (`pacsdeck up` makes ./demo) found in the current directory."""
+    found = [str(p) for p in sorted(Path.cwd().glob("*/node.yaml"))[:3]]
+    if Path("node.yaml").is_file():
+        found.insert(0, str(Path("node.yaml").absolute()))
+    here = f"; found here: {', '.join(found)}" if found else ""
+    return (
+        f"{path}: no such file; name the node's config with --config FILE or "
+        f"`export {CONFIG_ENV}=FILE`{here} (a new node: `pacsdeck node init --dir DIR`)"
+    )
 
 
 def emit(args, data, human: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import cli_pools
-from .cli_common import CONFIG_HELP, EXIT_FAILURE, EXIT_OK, JSON_HELP, config_path, emit
+from .cli_common import CONFIG_HELP, EXIT_FAILURE, EXIT_OK, JSON_HELP, CLIError, config_path, emit
 
 
 def cmd_node_init(args) -> int:
@@ -62,6 +62,8 @@ def cmd_node_check(args) -> int:
     label = {"ok": "OK", "warn": "WARNING", "crit": "CRITICAL", "unknown": "UNKNOWN"}
     try:
         response = call_once(config_path(args), None, None, "health.check", {})
+    except CLIError as err:  # no node.yaml there: the hint as it is
+        response = {"error": {"message": str(err)}}
     except Exception as err:  # noqa: BLE001 - a plugin that cannot evaluate says UNKNOWN, never a traceback
         response = {"error": {"message": f"{type(err).__name__}: {err}"}}
     if "error" in response:

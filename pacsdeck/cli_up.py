@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from .cli_common import EXIT_OK, CLIError, err_line
+from .cli_common import CONFIG_ENV, EXIT_OK, CLIError, err_line, out
 from .cli_fleet import FLEET_HELP, load_fleet
 
 
@@ -133,6 +133,49 @@ def _has_index(node_dir) -> bool:
     return path.exists()
 
 
+def make_findable(config_path) -> None:
+    """What lets the other commands find the node `up` runs: the one line that points them at it, and, for
+    `fleet status` and `console`, a fleet file with it as a `local` node when the user has none.
+    An existing fleet file is never rewritten (it may hold comments and other nodes): a hint says what to add."""
+    from pathlib import Path
+
+    import yaml
+
+    from console.inventory import LOCAL, FleetConfigError, default_fleet_path, load_fleet, single_node_fleet
+
+    config_path = Path(config_path).absolute()
+    out(f"export {CONFIG_ENV}={config_path}")
+    entry = single_node_fleet(config_path).nodes[0]
+    fleet_path = default_fleet_path()
+    document = {"nodes": [{"name": entry.name, "transport": LOCAL, "config": entry.config}]}
+    try:
+        fleet_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(fleet_path, "x", encoding="utf-8") as f:  # "x": never over a file made meanwhile
+            f.write("# Written by `pacsdeck up`: the fleet commands read this file by default.\n")
+            f.write(yaml.safe_dump(document, sort_keys=False))
+        err_line(f"{fleet_path}: new fleet file with this node ({entry.name}): `pacsdeck fleet status` finds it")
+        return
+    except FileExistsError:
+        pass
+    except OSError as err:
+        err_line(
+            f"{fleet_path}: cannot write the fleet file ({err.strerror}); use `pacsdeck fleet status --fleet FILE`"
+        )
+        return
+    try:
+        listed = any(
+            n.transport == LOCAL and n.config and Path(n.config).resolve() == Path(entry.config)
+            for n in load_fleet(fleet_path).nodes
+        )
+    except FleetConfigError:
+        listed = False
+    if not listed:
+        err_line(
+            f"{fleet_path} does not list this node; add it under nodes: "
+            f"{{name: {entry.name}, transport: {LOCAL}, config: {entry.config}}}"
+        )
+
+
 def cmd_up(args) -> int:
     """Single box: init the folder if new, run its node unless one runs there, open the console on it."""
     from pathlib import Path
@@ -151,6 +194,7 @@ def cmd_up(args) -> int:
         if new:
             stored = _send_demo_studies(config)
             err_line(f"{config.path}: new node; {stored} demo instances stored")
+        make_findable(config.path)
         return _run_console(single_node_fleet(config.path), args.readonly)
     finally:
         if proc is not None:

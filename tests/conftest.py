@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,11 @@ import yaml
 from .results import check_cli
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# `pacsdeck up` writes the user's fleet file when there is none: the tests' processes get a config home
+# of their own, never the real ~/.config, and no fleet file or node.yaml named by the developer's shell.
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="pacsdeck-xdg-")
+for _name in ("PACSDECK_FLEET", "PACSDECK_CONFIG"):
+    os.environ.pop(_name, None)
 # DCMTK 3.6.7 leaves Nagle's algorithm on unless told; without this every transfer crawls.
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 REPO = Path(__file__).resolve().parent.parent

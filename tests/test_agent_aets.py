@@ -85,6 +85,33 @@ def test_list_update_remove(node_factory, agents, env):
     assert admin.error("aets.remove", {"ae_title": "CT1"}).kind == "not_found"
 
 
+def test_a_store_only_sender_needs_no_host_or_port_but_anything_called_back_does(node_factory, agents, env):
+    node = node_factory().start()
+    admin = agents(node.config, env=env)
+    sender = admin.call("aets.add", {"ae_title": "CT9", "operations": ["store"]})["aet"]
+    assert (sender["host"], sender["port"], sender["operations"]) == (None, None, ["store"])
+    accepted = _echoscu(node, "CT9")  # the running node accepts its associations at once
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    no_call = admin.error("aets.echo", {"ae_title": "CT9"})  # echo from the node still needs an address
+    assert (no_call.kind, no_call.data) == (
+        "invalid_params",
+        {"field": "ae_title"},
+    ) and "no host and port" in no_call.message
+
+    for params, field in (
+        ({"ae_title": "CT8"}, "host"),  # every operation by default: it may be answered on other associations
+        ({"ae_title": "CT8", "operations": ["store", "find"], "port": 104}, "host"),
+        ({"ae_title": "CT8", "operations": ["store"], "move_destination": True, "host": "h"}, "port"),
+    ):
+        err = admin.error("aets.add", params)
+        assert (err.kind, err.data) == ("invalid_params", {"field": field}), params
+        assert 'only a store-only sender, operations ["store"]' in err.message
+    refused = admin.error("aets.update", {"ae_title": "CT9", "move_destination": True})
+    assert (refused.kind, refused.data) == ("invalid_params", {"field": "move_destination"})
+    moved = admin.call("aets.update", {"ae_title": "CT9", "move_destination": True, "host": "127.0.0.1", "port": 104})
+    assert moved["aet"]["move_destination"] is True and moved["aet"]["port"] == 104
+
+
 class _Listener:
     """A TCP port that is not DICOM: either never answers (`accept=False`) or hangs up at once."""
 
