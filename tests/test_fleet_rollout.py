@@ -4,6 +4,7 @@ them an agent that cannot start (what the fleet code calls unreachable), and a r
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,42 @@ def test_an_unknown_node_or_batch_is_exit_2(site):
     assert done.returncode == 2 and "--nodes: no node nope" in done.stderr
     done = pacsdeck("fleet", "aets", "apply", str(site["aets"]), "--fleet", str(site["fleet"]), "--batch", "0")
     assert done.returncode == 2 and "--batch" in done.stderr
+
+
+def test_a_forbidden_answer_fails_its_node_its_batch_finishes_and_later_batches_are_not_attempted(
+    node_factory, tmp_path
+):
+    """Batches of two: the first holds a node whose login is a viewer (the agent's `forbidden`) and a node that
+    takes the change; the second batch is never started."""
+    nodes = {name: node_factory(name, ae_title=name.upper(), aets=[]) for name in ("alpha", "beta", "gamma", "delta")}
+    done = pacsdeck(
+        "agent",
+        "call",
+        "users.add",
+        "--params",
+        '{"name": "vera", "role": "viewer"}',
+        "--config",
+        str(nodes["alpha"].config),
+    )
+    assert done.returncode == 0, done.stderr
+    viewer = [sys.executable, "-m", "pacsdeck.cli", "agent", "stdio", "--as", "vera"]
+    entries = [{"name": n, "transport": "local", "config": str(h.config)} for n, h in nodes.items()]
+    entries[0]["agent_command"] = viewer
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(yaml.safe_dump({"known_hosts": str(tmp_path / "known_hosts"), "nodes": entries}))
+    aets = tmp_path / "aets.yaml"
+    aets.write_text(yaml.safe_dump({"aets": [{"ae_title": "CT9", "host": "127.0.0.1", "port": free_port()}]}))
+
+    done = pacsdeck("fleet", "aets", "apply", str(aets), "--fleet", str(fleet), "--batch", "2", "--json")
+    doc = json.loads(done.stdout)
+    assert done.returncode == doc["exit_code"] == 1 and doc["stopped_at"] == "alpha" and doc["batch"] == 2
+    states = {n["name"]: n["state"] for n in doc["nodes"]}
+    assert states == {"alpha": "failed", "beta": "changed", "gamma": "not attempted", "delta": "not attempted"}
+    assert doc["nodes"][0]["reason"] == "aets.add CT9: forbidden: aets.add needs the admin role; vera is a viewer"
+    assert [set(registered(nodes[n])) for n in ("alpha", "beta", "gamma", "delta")] == [set(), {"CT9"}, set(), set()]
+    # Both attempts went through the agent, so both are in each node's audit log with who and what.
+    for name, user_result in (("alpha", ("vera", "forbidden")), ("beta", (None, "ok"))):
+        done = pacsdeck("agent", "call", "audit.recent", "--config", str(nodes[name].config))
+        entry = next(e for e in json.loads(done.stdout)["entries"] if e["method"] == "aets.add")
+        assert entry["params"]["ae_title"] == "CT9" and entry["result"] == user_result[1]
+        assert user_result[0] is None or entry["user"] == user_result[0]
