@@ -98,7 +98,7 @@ def cmd_fleet_aets_apply(args) -> int:
 
 
 def add_parser(sub) -> None:
-    fleet = sub.add_parser("fleet", help="every node of the fleet file: status table, host key trust")
+    fleet = sub.add_parser("fleet", help="every node of the fleet file: status table, host key trust, AE roll-out")
     fleet_sub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
 
     p = fleet_sub.add_parser(

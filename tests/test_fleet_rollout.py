@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from console.results import Aet
+from console.rollout import ADD, CHANGE, SAME, AetDefinition, diff
+
 from .conftest import free_port, make_node, pacsdeck
 
 NODES = ("alpha", "ghost", "gamma")
@@ -189,3 +192,19 @@ def test_a_forbidden_answer_fails_its_node_its_batch_finishes_and_later_batches_
         entry = next(e for e in json.loads(done.stdout)["entries"] if e["method"] == "aets.add")
         assert entry["params"]["ae_title"] == "CT9" and entry["result"] == user_result[1]
         assert user_result[0] is None or entry["user"] == user_result[0]
+
+
+def test_the_diff_compares_only_the_fields_the_file_sets_and_operations_as_a_set():
+    current = Aet("CT9", host="10.0.0.9", port=104, description="old", operations=("store", "find"))
+    assert diff(AetDefinition("CT9", operations=("find", "store")), current).action == SAME
+    change = diff(AetDefinition("CT9", port=11112, description="old"), current)
+    assert (change.action, change.fields, change.before, change.after) == (
+        CHANGE,
+        ("port",),
+        {"port": 104},
+        {"port": 11112},
+    )
+    assert (change.host, change.port) == ("10.0.0.9", 11112)  # where the echo goes: the AE as it will be
+    added = diff(AetDefinition("CT9", host="h", port=1, tls=False), None)
+    assert (added.action, added.after) == (ADD, {"host": "h", "port": 1, "tls": False})
+    assert (diff(AetDefinition("CT9"), None).host, diff(AetDefinition("CT9"), None).port) == (None, None)
