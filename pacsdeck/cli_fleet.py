@@ -1,9 +1,11 @@
-"""`pacsdeck fleet status|trust`: every node of the fleet file as a table, and SSH host key pinning."""
+"""`pacsdeck fleet status|trust|aets apply`: the fleet table, SSH host key pinning, the AE roll-out."""
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 
 from .cli_common import CLIError, err_line, out
 
@@ -46,8 +48,57 @@ def cmd_fleet_trust(args) -> int:
     return fleet_cli.trust(fleet, args.node, yes=args.yes, replace=args.replace, confirm=confirm, out=out)
 
 
+def cmd_fleet_aets_apply(args) -> int:
+    """Diff FILE's AE titles against every selected node, then apply them in batches, stopping at the first
+    failed node; exit 0 all done, 1 a node failed (the roll-out stopped), 2 bad input, 3 bad fleet file."""
+    from console import rollout
+    from console.hostkeys import KnownHosts
+    from console.transport import open_transport
+
+    started = time.perf_counter()
+    try:
+        aets = rollout.load_aets_file(args.file)
+        if args.batch < 1:
+            raise rollout.AetsFileError("--batch", f"expected a number of nodes, at least 1, got {args.batch}")
+    except rollout.AetsFileError as err:
+        raise CLIError(str(err), rollout.EXIT_BAD_INPUT) from None
+    fleet = load_fleet(args)
+    try:
+        entries = rollout.select(fleet, args.nodes)
+    except rollout.AetsFileError as err:
+        raise CLIError(str(err), rollout.EXIT_BAD_INPUT) from None
+    known = KnownHosts(fleet.known_hosts)
+    transports = {e.name: open_transport(e, known) for e in entries}
+    try:
+        nodes = rollout.plan([e.name for e in entries], transports, aets)
+        if not args.json:
+            out(rollout.render_plan(nodes))
+        if not args.dry_run:
+            width = max(len(n.name) for n in nodes)
+            if not args.json:
+                out(f"apply, {args.batch} node{'s' if args.batch != 1 else ''} at a time:")
+            rollout.apply(
+                nodes,
+                transports,
+                batch=args.batch,
+                on_node=None if args.json else lambda n: out(rollout.render_node(n, width)),
+            )
+    finally:
+        closers = [threading.Thread(target=t.close, daemon=True) for t in transports.values()]
+        for c in closers:
+            c.start()
+        for c in closers:
+            c.join(timeout=5)
+    seconds = time.perf_counter() - started
+    document = rollout.document(
+        nodes, aets, fleet=fleet, source=args.file, dry_run=args.dry_run, batch=args.batch, seconds=seconds
+    )
+    out(json.dumps(document, indent=2, sort_keys=True) if args.json else rollout.render_summary(nodes, args.dry_run))
+    return document["exit_code"]
+
+
 def add_parser(sub) -> None:
-    fleet = sub.add_parser("fleet", help="every node of the fleet file: status table, host key trust")
+    fleet = sub.add_parser("fleet", help="every node of the fleet file: status table, host key trust, AE roll-out")
     fleet_sub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
 
     p = fleet_sub.add_parser(
@@ -83,3 +134,20 @@ def add_parser(sub) -> None:
         help="replace a pinned key that CHANGED (after verifying the new fingerprint on the server)",
     )
     p.set_defaults(func=cmd_fleet_trust)
+
+    aets = fleet_sub.add_parser("aets", help="AE titles across the fleet: apply FILE")
+    aets_sub = aets.add_subparsers(dest="fleet_aets_command", required=True, metavar="ACTION")
+    p = aets_sub.add_parser(
+        "apply",
+        help="register or update FILE's AE titles on every selected node: a diff per node, then batches "
+        "that stop at the first failed node, then an echo from each; exit 0 done, 1 stopped, 2 bad input",
+    )
+    p.add_argument("file", metavar="FILE", help="YAML: aets: [{ae_title, host, port, description, operations, ...}]")
+    p.add_argument("--fleet", metavar="FILE", help=FLEET_HELP)
+    p.add_argument("--nodes", metavar="A,B,...", help="only these nodes, in this order (default: every node)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan per node and change nothing")
+    p.add_argument(
+        "--batch", type=int, default=1, metavar="N", help="apply to N nodes at a time, in parallel (default 1)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of the plan and summary")
+    p.set_defaults(func=cmd_fleet_aets_apply)
