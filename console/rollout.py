@@ -86,8 +86,8 @@ def load_aets_file(path: Path) -> tuple[AetDefinition, ...]:
 
 
 def parse_aets(data) -> tuple[AetDefinition, ...]:
-    """Check an already-parsed AE document: the same rules as the agent's aets.add, so a bad entry stops the
-    roll-out before any node is touched rather than on the first node."""
+    """Check an already-parsed AE document with aets.add's rules for keys, types and ranges, so a bad entry
+    stops the roll-out before any node is asked; the agent still checks host syntax on each node."""
     if not isinstance(data, dict) or set(data) != {"aets"}:
         raise AetsFileError("file", "expected a mapping with one key, `aets:`, a list of AE titles")
     entries = data["aets"]
