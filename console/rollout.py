@@ -1,4 +1,4 @@
-"""The fleet-wide AE roll-out: an AE file checked at the edge, a diff per node, batches that stop at the first
+"""The fleet-wide AE roll-out: a diff per node of the AE file (aets_file.py), batches that stop at the first
 failed node (Ansible's `serial`), an echo from each node reached. Data and IO only; no Textual here."""
 
 from __future__ import annotations
@@ -9,18 +9,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from agent.protocol import SCHEMA_VERSION, RPCError, iso_time
 
+from .aets_file import AetDefinition
 from .inventory import Fleet, NodeEntry
 from .results import Aet, AetsList, Echo, read
 from .transport.base import Transport, TransportError
-
-# storage.config.values.OPERATIONS; the console may not import storage, and the agent checks again anyway.
-OPERATIONS = ("store", "find", "move", "get")
-FIELDS = ("host", "port", "description", "operations", "move_destination", "tls")
-_ENTRY_KEYS = ("ae_title", *FIELDS)
 
 ADD, CHANGE, SAME = "add", "change", "already there"
 # A node's state in the summary. PLANNED: the dry run found something to do there.
@@ -28,138 +22,6 @@ CHANGED, UNCHANGED, FAILED, NOT_ATTEMPTED, PLANNED = "changed", "unchanged", "fa
 STATES = (CHANGED, UNCHANGED, FAILED, NOT_ATTEMPTED, PLANNED)
 EXIT_DONE, EXIT_STOPPED, EXIT_BAD_INPUT = 0, 1, 2
 ECHO_TIMEOUT = 3.0  # seconds per step of aets.echo (connect, associate, echo): a dead peer costs ~3 s, not 15
-
-
-class AetsFileError(ValueError):
-    """A bad AE file: `field` names the entry and key (`aets[1].port`), the message says what to do."""
-
-    def __init__(self, field: str, message: str, source: Path | None = None):
-        self.field, self.message, self.source = field, message, source
-        super().__init__(f"{source}: {field}: {message}" if source else f"{field}: {message}")
-
-
-@dataclass(frozen=True)
-class AetDefinition:
-    """One AE of the file. A field left out (None) is left as it is on a node that already has the AE, and
-    takes the agent's default on a node that gets it added."""
-
-    ae_title: str
-    host: str | None = None
-    port: int | None = None
-    description: str | None = None
-    operations: tuple[str, ...] | None = None
-    move_destination: bool | None = None
-    tls: bool | None = None
-
-    def given(self) -> dict:
-        """The fields the file sets, as aets.add / aets.update take them."""
-        out = {}
-        for name in FIELDS:
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = list(value) if name == "operations" else value
-        return out
-
-
-# --- the file -------------------------------------------------------------------------------------
-
-
-def load_aets_file(path: Path) -> tuple[AetDefinition, ...]:
-    """Read and check the AE file (`aets: [{ae_title, host?, port?, ...}]`); AetsFileError names the field."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AetsFileError("file", f"no such file: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise AetsFileError("file", f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise AetsFileError("file", f"not valid YAML{where}: {getattr(err, 'problem', None) or err}", path) from None
-    try:
-        return parse_aets(data)
-    except AetsFileError as err:
-        raise AetsFileError(err.field, err.message, path) from None
-
-
-def parse_aets(data) -> tuple[AetDefinition, ...]:
-    """Check an already-parsed AE document: the same rules as the agent's aets.add, so a bad entry stops the
-    roll-out before any node is touched rather than on the first node."""
-    if not isinstance(data, dict) or set(data) != {"aets"}:
-        raise AetsFileError("file", "expected a mapping with one key, `aets:`, a list of AE titles")
-    entries = data["aets"]
-    if not isinstance(entries, list) or not entries:
-        raise AetsFileError("aets", "expected a non-empty list of AE titles ({ae_title, host, port, ...})")
-    out: list[AetDefinition] = []
-    seen: dict[str, int] = {}
-    for i, raw in enumerate(entries):
-        where = f"aets[{i}]"
-        if not isinstance(raw, dict):
-            raise AetsFileError(where, "expected a mapping with at least `ae_title:`")
-        for key in raw:
-            if key not in _ENTRY_KEYS:
-                raise AetsFileError(f"{where}.{key}", f"unknown key; expected one of {', '.join(_ENTRY_KEYS)}")
-        aet = _definition(raw, where)
-        if aet.ae_title in seen:
-            raise AetsFileError(
-                f"{where}.ae_title", f"{aet.ae_title!r} is already defined by aets[{seen[aet.ae_title]}]"
-            )
-        seen[aet.ae_title] = i
-        out.append(aet)
-    return tuple(out)
-
-
-def _definition(raw: dict, where: str) -> AetDefinition:
-    def fail(key: str, message: str):
-        raise AetsFileError(f"{where}.{key}", message)
-
-    title = raw.get("ae_title")
-    if not isinstance(title, str):
-        fail("ae_title", "required: 1-16 printable ASCII characters")
-    if not title.isascii() or not title.isprintable() or "\\" in title:
-        fail("ae_title", f"only printable ASCII without backslash: {title!r}")
-    if not title.strip() or len(title.strip()) > 16:
-        fail("ae_title", f"1-16 characters (PS3.5 VR AE), got {len(title.strip())}: {title.strip()!r}")
-    host = raw.get("host")
-    if host is not None and (
-        not isinstance(host, str) or not host or len(host) > 253 or host.startswith("-") or not host.isprintable()
-    ):
-        fail("host", f"expected a host name or an IP address, got {host!r:.60}")
-    port = raw.get("port")
-    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
-        fail("port", f"expected a DICOM port, an integer 1-65535, got {port!r:.40}")
-    description = raw.get("description")
-    if description is not None and (
-        not isinstance(description, str) or len(description) > 256 or not description.isprintable()
-    ):
-        fail("description", "expected one line of text, at most 256 characters")
-    operations = raw.get("operations")
-    if operations is not None:
-        if not isinstance(operations, list) or not operations:
-            fail("operations", f"expected a non-empty list of {', '.join(OPERATIONS)}")
-        for j, op in enumerate(operations):
-            if op not in OPERATIONS:
-                raise AetsFileError(
-                    f"{where}.operations[{j}]", f"unknown operation {op!r}; use {', '.join(OPERATIONS)}"
-                )
-        operations = tuple(dict.fromkeys(operations))
-    flags = {}
-    for key in ("move_destination", "tls"):
-        value = raw.get(key)
-        if value is not None and not isinstance(value, bool):
-            fail(key, f"expected true or false, got {value!r:.40}")
-        flags[key] = value
-    return AetDefinition(
-        ae_title=title.strip(),
-        host=host,
-        port=port,
-        description=description,
-        operations=operations,
-        **flags,
-    )
 
 
 # --- the plan -------------------------------------------------------------------------------------
@@ -360,16 +222,16 @@ def _applier(node: NodeRollout, transport: Transport, echo_timeout: float) -> Ca
 
 def select(fleet: Fleet, names: str | None) -> list[NodeEntry]:
     """The nodes of `--nodes a,b` in that order (the first one is the canary), default every node in fleet
-    order; an unknown name is AetsFileError on field `--nodes`."""
+    order; ValueError for an unknown name."""
     if not names:
         return list(fleet.nodes)
     wanted = [n.strip() for n in names.split(",") if n.strip()]
     if not wanted:
-        raise AetsFileError("--nodes", "expected node names separated by commas")
+        raise ValueError("expected node names separated by commas")
     known = {e.name: e for e in fleet.nodes}
     unknown = [n for n in wanted if n not in known]
     if unknown:
-        raise AetsFileError("--nodes", f"no node {', '.join(unknown)} in the fleet; nodes: {', '.join(known)}")
+        raise ValueError(f"no node {', '.join(unknown)} in the fleet; nodes: {', '.join(known)}")
     return [known[n] for n in dict.fromkeys(wanted)]
 
 

@@ -52,21 +52,22 @@ def cmd_fleet_aets_apply(args) -> int:
     """Diff FILE's AE titles against every selected node, then apply them in batches, stopping at the first
     failed node; exit 0 all done, 1 a node failed (the roll-out stopped), 2 bad input, 3 bad fleet file."""
     from console import rollout
+    from console.aets_file import AetsFileError, load_aets_file
     from console.hostkeys import KnownHosts
     from console.transport import open_transport
 
     started = time.perf_counter()
+    if args.batch < 1:
+        raise CLIError(f"--batch: expected a number of nodes, at least 1, got {args.batch}", rollout.EXIT_BAD_INPUT)
     try:
-        aets = rollout.load_aets_file(args.file)
-        if args.batch < 1:
-            raise rollout.AetsFileError("--batch", f"expected a number of nodes, at least 1, got {args.batch}")
-    except rollout.AetsFileError as err:
+        aets = load_aets_file(args.file)
+    except AetsFileError as err:
         raise CLIError(str(err), rollout.EXIT_BAD_INPUT) from None
     fleet = load_fleet(args)
     try:
         entries = rollout.select(fleet, args.nodes)
-    except rollout.AetsFileError as err:
-        raise CLIError(str(err), rollout.EXIT_BAD_INPUT) from None
+    except ValueError as err:
+        raise CLIError(f"--nodes: {err}", rollout.EXIT_BAD_INPUT) from None
     known = KnownHosts(fleet.known_hosts)
     transports = {e.name: open_transport(e, known) for e in entries}
     try:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from console.aets_file import AetDefinition
 from console.results import Aet
-from console.rollout import ADD, CHANGE, SAME, AetDefinition, diff
+from console.rollout import ADD, CHANGE, SAME, diff
 
 from .conftest import free_port, make_node, pacsdeck
 
