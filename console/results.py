@@ -236,6 +236,66 @@ class AssociationsRecent:
     associations: tuple[Association, ...] = ()
 
 
+# --- aets.list, aets.add, aets.update, aets.remove, aets.echo ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Aet:
+    """One registered AE title (host and port null for a sender the node never calls)."""
+
+    ae_title: str
+    host: str | None = None
+    port: int | None = None
+    description: str = ""
+    operations: tuple[str, ...] = ()
+    move_destination: bool = False
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class AetsList:
+    """aets.list."""
+
+    aets: tuple[Aet, ...] = ()
+
+
+@dataclass(frozen=True)
+class AetChanged:
+    """aets.add and aets.update: the AE title as it now is."""
+
+    aet: Aet
+
+
+@dataclass(frozen=True)
+class AetRemoved:
+    """aets.remove."""
+
+    removed: str
+
+
+@dataclass(frozen=True)
+class EchoDiagnosis:
+    """Why a C-ECHO failed: the layer (dns, refused, unreachable, timeout, rejected, aborted, failed) and a sentence."""
+
+    kind: str
+    message: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Echo:
+    """aets.echo: ok with the round trip, or the diagnosis."""
+
+    ok: bool
+    called_ae: str | None = None
+    host: str | None = None
+    port: int | None = None
+    status: int | None = None
+    rtt_ms: float | None = None
+    total_ms: float | None = None
+    diagnosis: EchoDiagnosis | None = None
+
+
 # --- preview.render ---------------------------------------------------------------------------------
 
 
@@ -259,6 +319,11 @@ RESULTS: dict[str, type] = {
     "pools.list": PoolsList,
     "pools.migrate": Migration,
     "associations.recent": AssociationsRecent,
+    "aets.list": AetsList,
+    "aets.add": AetChanged,
+    "aets.update": AetChanged,
+    "aets.remove": AetRemoved,
+    "aets.echo": Echo,
     "preview.render": Preview,
 }
 

@@ -1,0 +1,268 @@
+"""The AE titles tab and the one-key fix of a refused sender, driven by Pilot against a real node and DCMTK."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+import yaml
+from textual.widgets import Checkbox, DataTable, Input, TabbedContent
+
+from console.app import PacsdeckConsole
+from console.inventory import load_fleet
+from console.screens.aet_form import AetFormScreen
+from console.screens.confirm import ConfirmScreen
+from console.screens.node import NodeScreen
+from storage import synthetic
+
+from .agent_support import agent_call, agent_env
+from .conftest import make_node, storescu
+
+SIZE = (180, 45)
+
+
+def fleet_of(node, tmp_path, **entry) -> object:
+    """A fleet file with this one local node, polled twice a second."""
+    doc = {
+        "known_hosts": str(tmp_path / "known_hosts"),
+        "nodes": [{"name": "n1", "transport": "local", "config": str(node.config), "poll_interval": 0.5, **entry}],
+    }
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return load_fleet(path)
+
+
+def call(node, method: str, params: dict | None = None, as_user: str | None = None) -> dict:
+    done = agent_call(
+        node.config,
+        method,
+        json.dumps(params or {}),
+        as_user=as_user,
+        env=agent_env(node.dir / "authorized_keys"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
+def titles(node) -> list[str]:
+    return [a["ae_title"] for a in call(node, "aets.list")["aets"]]
+
+
+async def until(pilot, predicate, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await pilot.pause(0.05)
+
+
+async def node_tab(pilot, app, tab: str) -> NodeScreen:
+    """The node screen of `n1` on `tab`, once the node answered."""
+    await until(pilot, lambda: app.snapshot("n1").status in ("up", "degraded"), "n1 answering")
+    app.open_node("n1")
+    await until(
+        pilot, lambda: isinstance(app.screen, NodeScreen) and app.screen.query(TabbedContent), "the node screen"
+    )
+    screen = app.screen
+    screen.query_one(TabbedContent).active = tab
+    await pilot.pause()
+    return screen
+
+
+def form_open(app) -> bool:
+    return isinstance(app.screen, AetFormScreen) and bool(app.screen.query("#save"))
+
+
+def row_keys(table: DataTable) -> list[str]:
+    return [r.value for r in table.rows]
+
+
+def one_study(tmp_path, prefix: str):
+    return synthetic.write_study(tmp_path / prefix, next(synthetic.studies(1, prefix=prefix)), 1, rows=32, cols=32)
+
+
+def test_a_refused_storescu_is_registered_with_one_key_and_enter(tmp_path):
+    node = make_node(tmp_path / "node", ae_title="FIXNODE", workers=1).start()
+    try:
+        files = one_study(tmp_path, "FIX")
+        results, proc = storescu(node, files, aet="CT9")
+        assert "Success" not in results.values(), proc.stdout + proc.stderr  # refused: CT9 is not registered
+        app = PacsdeckConsole(fleet_of(node, tmp_path))
+        pressed: list[str] = []
+
+        async def press(pilot, *keys: str) -> None:
+            pressed.extend(keys)
+            await pilot.press(*keys)
+
+        async def scenario():
+            async with app.run_test(size=SIZE) as pilot:
+                screen = await node_tab(pilot, app, "associations")
+                table = screen.query_one("#associations-table", DataTable)
+                refused = await until(
+                    pilot,
+                    lambda: next((k for k, a in screen.associations.items() if a.calling_ae == "CT9"), None),
+                    "CT9's rejected association on screen",
+                )
+                assert screen.associations[refused].result == "rejected"
+                assert "not registered" in screen.associations[refused].reason
+                table.move_cursor(row=row_keys(table).index(refused))
+                await pilot.pause()
+                started = time.monotonic()
+                await press(pilot, "a")
+                await until(pilot, lambda: form_open(app), "the add form")
+                form = app.screen
+                assert form.query_one("#ae_title", Input).value == "CT9"
+                assert form.query_one("#host", Input).value == "127.0.0.1"
+                assert form.query_one("#port", Input).value == "104"
+                ticked = [op for op in ("store", "find", "move", "get") if form.query_one(f"#op-{op}", Checkbox).value]
+                assert ticked == ["store"]
+                await press(pilot, "enter")
+                await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirmation")
+                assert "Register CT9 on n1" in app.screen.question and "store" in app.screen.question
+                await press(pilot, "enter")
+                await until(pilot, lambda: "CT9" in screen.query_one("AetsPane").aets, "CT9 in the AE titles tab")
+                assert time.monotonic() - started < 10
+                assert pressed == ["a", "enter", "enter"]
+
+        asyncio.run(scenario())
+        registered = next(a for a in call(node, "aets.list")["aets"] if a["ae_title"] == "CT9")
+        assert registered["host"] == "127.0.0.1" and registered["operations"] == ["store"]
+        results, proc = storescu(node, files, aet="CT9")
+        assert set(results.values()) == {"Success"}, proc.stdout + proc.stderr
+        assert proc.returncode == 0  # Success: status 0x0000 for every file
+        audited = [e["method"] for e in call(node, "audit.recent", {"limit": 50})["entries"]]
+        assert "aets.add" in audited
+    finally:
+        node.stop()
+
+
+def test_an_ae_added_in_the_tab_answers_echo_and_a_removed_one_is_gone(tmp_path, storescp_factory):
+    node = make_node(tmp_path / "node", ae_title="ECHONODE", workers=1).start()
+    scp = storescp_factory(ae_title="ECHOME")
+    app = PacsdeckConsole(fleet_of(node, tmp_path))
+    try:
+
+        async def scenario():
+            async with app.run_test(size=SIZE) as pilot:
+                screen = await node_tab(pilot, app, "aets")
+                pane = screen.query_one("AetsPane")
+                await until(pilot, lambda: "STORESCU" in pane.aets, "the registered AEs listed")
+                await pilot.press("a")
+                await until(pilot, lambda: form_open(app), "the add form")
+                form = app.screen
+                form.query_one("#ae_title", Input).value = "ECHOME"
+                form.query_one("#host", Input).value = "127.0.0.1"
+                form.query_one("#port", Input).value = "70000"  # the agent refuses it: the form says so
+                form.query_one("#save").press()
+                await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirmation")
+                await pilot.press("enter")
+                await until(
+                    pilot,
+                    lambda: form_open(app) and app.screen is not form,
+                    "the form again, with the agent's words",
+                )
+                error = str(app.screen.query_one("#form-error").render())
+                assert "port" in error and "65535" in error, error
+                assert app.screen.query_one("#port").has_class("invalid")
+                app.screen.query_one("#port", Input).value = str(scp.port)
+                app.screen.query_one("#save").press()
+                await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirmation")
+                await pilot.press("enter")
+                table = pane.query_one("#aets-table", DataTable)
+                await until(pilot, lambda: "ECHOME" in row_keys(table), "ECHOME listed")
+                table.move_cursor(row=row_keys(table).index("ECHOME"))
+                await pilot.press("E")
+                note = pane.query_one("#aets-note")
+                await until(pilot, lambda: "echo ECHOME: ok" in str(note.render()), "the echo answered", timeout=30)
+                assert "ms" in str(note.render())
+
+                # Remove: the question says what goes, No is the default; the arrow key moves to Yes.
+                await pilot.press("d")
+                await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the removal question")
+                assert "Remove ECHOME" in app.screen.question
+                await pilot.press("left", "enter")
+                await until(pilot, lambda: "ECHOME" not in row_keys(table), "ECHOME gone from the tab")
+
+        asyncio.run(scenario())
+        assert "ECHOME" not in titles(node)
+        echo = json.loads(
+            agent_call(node.config, "aets.echo", json.dumps({"ae_title": "ECHOME"}), env=agent_env(tmp_path)).stdout
+        )
+        assert echo["error"]["data"]["kind"] == "not_found"
+    finally:
+        node.stop()
+
+
+def test_readonly_refuses_every_ae_change(tmp_path):
+    node = make_node(tmp_path / "node", ae_title="RONODE", workers=1).start()
+    try:
+        storescu(node, one_study(tmp_path, "RO"), aet="CT7")  # a refusal the fix key could act on
+        before = titles(node)
+        app = PacsdeckConsole(fleet_of(node, tmp_path), readonly=True)
+
+        async def scenario():
+            async with app.run_test(size=SIZE) as pilot:
+                screen = await node_tab(pilot, app, "aets")
+                pane = screen.query_one("AetsPane")
+                await until(pilot, lambda: pane.aets, "the AE titles listed")
+                shown = {b.binding.action for b in screen.active_bindings.values() if b.enabled}
+                assert not shown & {"add_aet", "edit_aet", "remove_aet", "register_calling_ae"}, shown
+                assert "echo_aet" in shown  # an echo changes nothing on the node
+                assert not screen.query("#aet-add, #aet-edit, #aet-remove")
+                await pilot.press("a", "u", "d")
+                screen.query_one(TabbedContent).active = "associations"
+                await until(pilot, lambda: screen.associations, "the associations listed")
+                await pilot.press("a")
+                await pilot.pause(0.5)
+                assert isinstance(app.screen, NodeScreen)  # no form, no question
+                pane.add()  # even called directly, the app's one door refuses it
+                await until(pilot, lambda: form_open(app), "the form")
+                app.screen.query_one("#ae_title", Input).value = "CT7"
+                app.screen.query_one("#host", Input).value = "127.0.0.1"
+                app.screen.query_one("#save").press()
+                await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+                await pilot.press("enter")
+                await until(pilot, lambda: "read-only" in str(pane.query_one("#aets-note").render()), "the refusal")
+
+        asyncio.run(scenario())
+        assert titles(node) == before
+    finally:
+        node.stop()
+
+
+def test_a_role_that_may_not_is_told_so(tmp_path):
+    """An operator's session (agent --as) may echo but not add: the agent's `forbidden` as one clear line."""
+    node = make_node(tmp_path / "node", ae_title="ROLENODE", workers=1).start()
+    try:
+        call(node, "users.add", {"name": "opal", "role": "operator"})
+        agent = [sys.executable, "-m", "pacsdeck.cli", "agent", "stdio", "--as", "opal"]
+        app = PacsdeckConsole(fleet_of(node, tmp_path, agent_command=agent))
+
+        async def scenario():
+            async with app.run_test(size=SIZE) as pilot:
+                screen = await node_tab(pilot, app, "aets")
+                pane = screen.query_one("AetsPane")
+                await until(pilot, lambda: pane.aets, "the AE titles listed")
+                await pilot.press("a")
+                await until(pilot, lambda: form_open(app), "the form")
+                app.screen.query_one("#ae_title", Input).value = "CT5"
+                app.screen.query_one("#host", Input).value = "127.0.0.1"
+                app.screen.query_one("#port", Input).value = "104"
+                app.screen.query_one("#save").press()
+                await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+                await pilot.press("enter")
+                note = pane.query_one("#aets-note")
+                await until(pilot, lambda: "refused" in str(note.render()), "the refusal")
+                text = str(note.render())
+                assert "operator" in text and "admin" in text, text
+                assert isinstance(app.screen, NodeScreen)
+
+        asyncio.run(scenario())
+        assert "CT5" not in titles(node)
+    finally:
+        node.stop()
