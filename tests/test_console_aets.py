@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -266,3 +267,42 @@ def test_a_role_that_may_not_is_told_so(tmp_path):
         assert "CT5" not in titles(node)
     finally:
         node.stop()
+
+
+# --- the words and params the tab builds (no node needed) ---------------------------------------------
+
+
+def test_an_edit_sends_only_what_changed_and_the_question_says_old_and_new():
+    from console import aet_edits as edits
+    from console.results import Aet
+
+    old = Aet("CT1", host="10.0.0.20", port=104, operations=("store",))
+    draft = dataclasses.replace(edits.draft_of(old), port=11112, operations=("store", "find"))
+    params = edits.update_params(old, draft)
+    assert params == {"ae_title": "CT1", "port": 11112, "operations": ["store", "find"]}
+    assert edits.describe_update(old, params, "site-b") == (
+        "Change CT1 on site-b: port 104 → 11112; operations store → store, find?"
+    )
+    assert edits.update_params(old, edits.draft_of(old)) == {"ae_title": "CT1"}  # nothing to send
+
+
+def test_only_a_refusal_for_an_unregistered_calling_ae_gets_the_fix():
+    from agent.protocol import FORBIDDEN, RPCError
+    from console import aet_edits as edits
+    from console.results import Association
+
+    refused = Association(
+        calling_ae="CT9",
+        peer_host="10.1.0.9",
+        result="rejected",
+        reason="calling AE title 'CT9' is not registered; add it with aets.add",
+    )
+    draft = edits.from_refusal(refused)
+    assert (draft.ae_title, draft.host, draft.port, draft.operations) == ("CT9", "10.1.0.9", 104, ("store",))
+    wrong_called = dataclasses.replace(refused, reason="called AE title 'X' is not ours ('PACS')")
+    assert edits.from_refusal(wrong_called) is None
+    assert edits.from_refusal(dataclasses.replace(refused, result="released")) is None
+    forbidden = RPCError(FORBIDDEN, "aets.add needs the admin role; …", {"required_role": "admin", "role": "viewer"})
+    assert edits.refusal("aets.add CT9", forbidden) == (
+        "aets.add CT9 refused: your role (viewer) may not do this; it needs admin"
+    )
