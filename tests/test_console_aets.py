@@ -129,6 +129,10 @@ def test_a_refused_storescu_is_registered_with_one_key_and_enter(tmp_path):
                 await until(pilot, lambda: "CT9" in screen.query_one("AetsPane").aets, "CT9 in the AE titles tab")
                 assert time.monotonic() - started < 10
                 assert pressed == ["a", "enter", "enter"]
+                aets = screen.query_one("#aets-table", DataTable)
+                await until(pilot, lambda: "CT9" in row_keys(aets), "CT9's row")
+                last = str(aets.get_row("CT9")[6])
+                assert "rejected" in last, last  # the AE's last association, as the node logged it
 
         asyncio.run(scenario())
         registered = next(a for a in call(node, "aets.list")["aets"] if a["ae_title"] == "CT9")
@@ -191,6 +195,8 @@ def test_an_ae_added_in_the_tab_answers_echo_and_a_removed_one_is_gone(tmp_path,
 
         asyncio.run(scenario())
         assert "ECHOME" not in titles(node)
+        results, proc = storescu(node, one_study(tmp_path, "GONE"), aet="ECHOME")
+        assert "Success" not in results.values(), proc.stdout + proc.stderr  # refused at once
         echo = json.loads(
             agent_call(node.config, "aets.echo", json.dumps({"ae_title": "ECHOME"}), env=agent_env(tmp_path)).stdout
         )

@@ -163,6 +163,7 @@ class NodeScreen(Screen):
             entries = result.associations if result is not None else ()
             self.associations = {str(i if a.id is None else a.id): a for i, a in enumerate(entries)}
             fill_associations(self.query_one("#associations-table", DataTable), entries)
+            self.query_one(AetsPane).show_activity(entries)
             self.refresh_bindings()  # the selected row may now be a refusal that `a` can fix
         elif method == "aets.list":
             self.query_one(AetsPane).show(result, error)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -14,16 +14,31 @@ from agent.protocol import CONFLICT, INVALID_PARAMS, RPCError
 
 from .. import aet_edits as edits
 from ..aet_edits import AetDraft
-from ..results import Aet, AetsList, Echo, failure, read_answer
+from ..results import Aet, AetsList, Association, Echo, failure, read_answer
 from ..screens.aet_form import AetFormScreen
 from ..screens.confirm import ConfirmScreen
 from . import format as fmt
 from .detail_tables import refill
 
-COLUMNS = ("AE title", "host", "port", "operations", "move destination", "TLS", "description")
+COLUMNS = ("AE title", "host", "port", "operations", "move destination", "TLS", "last association", "description")
 
 
-def fill_aets(table: DataTable, aets: tuple[Aet, ...]) -> None:
+def last_seen(entries: Sequence[Association]) -> dict[str, Association]:
+    """The newest association of each calling AE title among `entries` (associations.recent)."""
+    newest: dict[str, Association] = {}
+    for a in entries:
+        if a.calling_ae and (
+            a.calling_ae not in newest or (a.started_at or "") > (newest[a.calling_ae].started_at or "")
+        ):
+            newest[a.calling_ae] = a
+    return newest
+
+
+def _seen(a: Association | None) -> str:
+    return fmt.DASH if a is None else f"{fmt.text(a.started_at)} {fmt.text(a.result)}"
+
+
+def fill_aets(table: DataTable, aets: tuple[Aet, ...], seen: dict[str, Association]) -> None:
     rows = [
         (
             a.ae_title,
@@ -34,6 +49,7 @@ def fill_aets(table: DataTable, aets: tuple[Aet, ...]) -> None:
                 ", ".join(a.operations) or "none",
                 "yes" if a.move_destination else "no",
                 "yes" if a.tls else "no",
+                _seen(seen.get(a.ae_title)),
                 a.description,
             ),
         )
@@ -56,6 +72,7 @@ class AetsPane(Vertical):
         self.node_name = node_name
         self.readonly = readonly
         self.aets: dict[str, Aet] = {}
+        self.seen: dict[str, Association] = {}  # the newest association of each calling AE the node logged
 
     def compose(self) -> ComposeResult:
         yield Static(id="aets-note")
@@ -75,7 +92,13 @@ class AetsPane(Vertical):
             self.note(failure("aets.list", error))
             return
         self.aets = {a.ae_title: a for a in result.aets}
-        fill_aets(table, result.aets)
+        fill_aets(table, result.aets, self.seen)
+
+    def show_activity(self, entries: Sequence[Association]) -> None:
+        """associations.recent, for each AE's last association and its result."""
+        self.seen = last_seen(entries)
+        if self.aets:
+            fill_aets(self.query_one("#aets-table", DataTable), tuple(self.aets.values()), self.seen)
 
     def note(self, line: str, kind: str = "") -> None:
         note = self.query_one("#aets-note", Static)
