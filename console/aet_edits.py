@@ -14,8 +14,8 @@ from agent.protocol import FORBIDDEN, RPCError
 from .results import Aet, Association
 
 OPERATIONS = ("store", "find", "move", "get")
-# aets.add still requires a port, even for a store-only sender the node never calls back: DICOM's
-# well-known port is the least surprising value until the agent takes an AE without one.
+# An agent whose aets.add still requires a port, even for a store-only sender the node never calls
+# back, gets DICOM's well-known port: the least surprising value. One that does not require it gets none.
 SENDER_PORT = 104
 # The node's own words for the fix (storage/node.py rejection_reason); agent/diagnose.py keys on them too.
 UNREGISTERED = "is not registered"
@@ -46,8 +46,9 @@ def draft_of(aet: Aet) -> AetDraft:
     )
 
 
-def from_refusal(association: Association) -> AetDraft | None:
-    """The draft that lets a refused sender in, or None when this association was not refused for that."""
+def from_refusal(association: Association, port_required: bool = True) -> AetDraft | None:
+    """The draft that lets a refused sender in, or None when this association was not refused for that.
+    `port_required`: whether this node's aets.add demands a port (rpc.discover says)."""
     if association.result != "rejected" or UNREGISTERED not in (association.reason or ""):
         return None
     if not association.calling_ae:
@@ -55,7 +56,7 @@ def from_refusal(association: Association) -> AetDraft | None:
     return AetDraft(
         ae_title=association.calling_ae,
         host=association.peer_host or "",
-        port=SENDER_PORT,
+        port=SENDER_PORT if port_required else None,
         operations=("store",),
     )
 

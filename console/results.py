@@ -296,6 +296,33 @@ class Echo:
     diagnosis: EchoDiagnosis | None = None
 
 
+# --- rpc.discover -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MethodDescription:
+    """One method as rpc.discover publishes it; `params` is its JSON Schema object."""
+
+    name: str
+    role: str | None = None
+    params: dict[str, object] = field(default_factory=dict)
+
+    def requires(self, param: str) -> bool:
+        required = self.params.get("required")
+        return isinstance(required, list) and param in required
+
+
+@dataclass(frozen=True)
+class Discover:
+    """rpc.discover."""
+
+    schema_version: int | None = None
+    methods: tuple[MethodDescription, ...] = ()
+
+    def method(self, name: str) -> MethodDescription | None:
+        return next((m for m in self.methods if m.name == name), None)
+
+
 # --- preview.render ---------------------------------------------------------------------------------
 
 
@@ -324,6 +351,7 @@ RESULTS: dict[str, type] = {
     "aets.update": AetChanged,
     "aets.remove": AetRemoved,
     "aets.echo": Echo,
+    "rpc.discover": Discover,
     "preview.render": Preview,
 }
 

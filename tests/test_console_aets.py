@@ -305,6 +305,9 @@ def test_only_a_refusal_for_an_unregistered_calling_ae_gets_the_fix():
     )
     draft = edits.from_refusal(refused)
     assert (draft.ae_title, draft.host, draft.port, draft.operations) == ("CT9", "10.1.0.9", 104, ("store",))
+    # An agent whose aets.add takes an AE without a port (rpc.discover says so) gets none.
+    portless = edits.from_refusal(refused, port_required=False)
+    assert portless.port is None and "port" not in edits.add_params(portless)
     wrong_called = dataclasses.replace(refused, reason="called AE title 'X' is not ours ('PACS')")
     assert edits.from_refusal(wrong_called) is None
     assert edits.from_refusal(dataclasses.replace(refused, result="released")) is None

@@ -11,7 +11,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Label, Sparkline, Static, TabbedContent, TabPane
 
-from ..aet_edits import SENDER_PORT, from_refusal
+from ..aet_edits import from_refusal
 from ..results import Association, Cancelled, Migration, QueueList, Retried, failure, read_answer
 from ..widgets import format as fmt
 from ..widgets.aets_pane import AetsPane
@@ -313,12 +313,7 @@ class NodeScreen(Screen):
         if association is None:
             self.notify("this association was not refused for an unregistered AE", severity="warning")
             return
-        draft = from_refusal(association)
-        self.query_one(AetsPane).add(
-            draft,
-            note=f"{draft.ae_title} from {draft.host} was refused: not registered. Operations: store (what it "
-            f"tried); port {SENDER_PORT} is DICOM's default, used only if this node ever calls it.",
-        )
+        self.query_one(AetsPane).register(association)
 
     def action_add_aet(self) -> None:
         self.query_one(AetsPane).add()

@@ -14,7 +14,7 @@ from agent.protocol import CONFLICT, INVALID_PARAMS, RPCError
 
 from .. import aet_edits as edits
 from ..aet_edits import AetDraft
-from ..results import Aet, AetsList, Association, Echo, failure, read_answer
+from ..results import Aet, AetsList, Association, Discover, Echo, failure, read_answer
 from ..screens.aet_form import AetFormScreen
 from ..screens.confirm import ConfirmScreen
 from . import format as fmt
@@ -73,6 +73,7 @@ class AetsPane(Vertical):
         self.readonly = readonly
         self.aets: dict[str, Aet] = {}
         self.seen: dict[str, Association] = {}  # the newest association of each calling AE the node logged
+        self.port_required: bool | None = None  # does this node's aets.add demand a port? (rpc.discover, once)
 
     def compose(self) -> ComposeResult:
         yield Static(id="aets-note")
@@ -161,6 +162,34 @@ class AetsPane(Vertical):
             )
 
         self.app.push_screen(self._form(draft, note=note, error=error), filled)
+
+    def register(self, association: Association) -> None:
+        """The one-key fix: the add form filled in from a refused association (what rpc.discover says aets.add
+        needs decides whether a port is filled in), then as add()."""
+
+        def known(result: Discover | None, error) -> None:
+            add = result.method("aets.add") if result is not None else None
+            # An agent that cannot say is taken to be the strict one: a port it did not need is harmless.
+            self.port_required = add is None or add.requires("port")
+            self.register(association)
+
+        if self.port_required is None:
+            self._ask("rpc.discover", {}, known, read_only=True)
+            return
+        draft = edits.from_refusal(association, self.port_required)
+        if draft is None:
+            self.notify("this association was not refused for an unregistered AE", severity="warning")
+            return
+        port = (
+            f"port {draft.port} is DICOM's default, used only if this node ever calls it"
+            if draft.port is not None
+            else "no port: the node never calls a store-only sender"
+        )
+        self.add(
+            draft,
+            note=f"{draft.ae_title} from {draft.host} was refused: not registered. Operations: store (what it "
+            f"tried); {port}.",
+        )
 
     def _form(self, draft, *, editing: bool = False, note=None, error: RPCError | None = None) -> AetFormScreen:
         return AetFormScreen(
