@@ -186,6 +186,21 @@ def test_an_ae_added_in_the_tab_answers_echo_and_a_removed_one_is_gone(tmp_path,
                 await until(pilot, lambda: "echo ECHOME: ok" in str(note.render()), "the echo answered", timeout=30)
                 assert "ms" in str(note.render())
 
+                # Edit: only what changed is sent, and the question says old → new (No is the default).
+                await pilot.press("u")
+                await until(pilot, lambda: form_open(app), "the edit form")
+                assert app.screen.query_one("#ae_title", Input).disabled  # the title is the key, not a field
+                app.screen.query_one("#description", Input).value = "the test's storescp"
+                app.screen.query_one("#save").press()
+                await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the change question")
+                assert app.screen.question == "Change ECHOME on n1: description – → the test's storescp?"
+                await pilot.press("right", "enter")
+                await until(
+                    pilot,
+                    lambda: pane.aets.get("ECHOME") and pane.aets["ECHOME"].description == "the test's storescp",
+                    "the new description listed",
+                )
+
                 # Remove: the question says what goes, No is the default; the arrow key moves to Yes.
                 await pilot.press("d")
                 await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the removal question")
