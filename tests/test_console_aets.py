@@ -330,3 +330,43 @@ def test_only_a_refusal_for_an_unregistered_calling_ae_gets_the_fix():
     assert edits.refusal("aets.add CT9", forbidden) == (
         "aets.add CT9 refused: your role (viewer) may not do this; it needs admin"
     )
+
+
+def test_a_refusal_is_a_fleet_event_and_one_key_there_registers_the_sender(tmp_path):
+    node = make_node(tmp_path / "node", ae_title="EVNODE", workers=1).start()
+    try:
+        files = one_study(tmp_path, "EV")
+        app = PacsdeckConsole(fleet_of(node, tmp_path))
+
+        async def scenario():
+            async with app.run_test(size=SIZE) as pilot:
+                await until(pilot, lambda: app.snapshot("n1").status in ("up", "degraded"), "n1 answering")
+                results, proc = await asyncio.to_thread(storescu, node, files, aet="CT8")
+                assert "Success" not in results.values(), proc.stdout + proc.stderr
+                event = await until(
+                    pilot,
+                    lambda: next((e for e in app.event_log if "CT8 was refused by n1" in e.text), None),
+                    "the refusal in the events panel",
+                )
+                assert event.text == "CT8 was refused by n1: not registered" and event.severity == "warning"
+                await until(
+                    pilot,
+                    lambda: (
+                        "register_refused"
+                        in {b.binding.action for b in app.screen.active_bindings.values() if b.enabled}
+                    ),
+                    "the fix key in the footer",
+                )
+                await pilot.press("a")
+                await until(pilot, lambda: form_open(app), "the add form, from the fleet screen")
+                assert app.screen.query_one("#ae_title", Input).value == "CT8"
+                await pilot.press("enter")
+                await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the confirmation")
+                await pilot.press("enter")
+                await until(pilot, lambda: "CT8" in app.screen.query_one("AetsPane").aets, "CT8 registered")
+
+        asyncio.run(scenario())
+        results, proc = storescu(node, files, aet="CT8")
+        assert set(results.values()) == {"Success"}, proc.stdout + proc.stderr
+    finally:
+        node.stop()

@@ -56,9 +56,10 @@ class NodeScreen(Screen):
         Binding("E", "echo_aet", "Echo AE"),
     ]
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, fix: Association | None = None) -> None:
         super().__init__()
         self.node_name = name
+        self.fix = fix  # a refused association to register as soon as the screen is up (from a fleet event)
         self.details: dict[str, object] = {}  # method -> the agent's answer as it came, or the error
         self._inflight = 0  # detail calls sent and not answered yet
         self.associations: dict[str, Association] = {}  # the Associations tab's rows by key
@@ -106,6 +107,9 @@ class NodeScreen(Screen):
         self.app.fleet_changed.subscribe(self, self._fleet_changed)
         self.show_snapshot()
         self.refresh_details()
+        if self.fix is not None and not self.app.readonly:
+            self.query_one(TabbedContent).active = "associations"
+            self.query_one(AetsPane).register(self.fix)
 
     # --- data in ----------------------------------------------------------------------------------
 
