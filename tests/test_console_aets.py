@@ -370,3 +370,23 @@ def test_a_refusal_is_a_fleet_event_and_one_key_there_registers_the_sender(tmp_p
         assert set(results.values()) == {"Success"}, proc.stdout + proc.stderr
     finally:
         node.stop()
+
+
+def test_only_refusals_newer_than_the_last_poll_are_events():
+    from console.results import Association
+    from console.snapshot import NodeSnapshot, events
+
+    def snap(*refusals: Association) -> NodeSnapshot:
+        return NodeSnapshot("site-b", "", (), "up", None, polled_at=1.0, refusals=refusals)
+
+    old = Association(id=5, calling_ae="CT1", result="rejected", reason="calling AE title 'CT1' is not registered")
+    new = Association(id=7, calling_ae="CT9", result="rejected", reason="calling AE title 'CT9' is not registered")
+    other = Association(id=8, calling_ae="MR2", result="rejected", reason="called AE title 'X' is not ours")
+    assert events(None, snap(old)) == []  # what was refused before the console started is history, not news
+    told = events(snap(old), snap(other, new, old))
+    assert [e.text for e in told] == [
+        "CT9 was refused by site-b: not registered",
+        "MR2 was refused by site-b: called AE title 'X' is not ours",
+    ]
+    assert told[0].association == new and told[0].severity == "warning"
+    assert events(snap(other, new, old), snap(other, new, old)) == []
