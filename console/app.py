@@ -130,7 +130,8 @@ class PacsdeckConsole(App):
         previous = None
         while not (worker.is_cancelled or self._stopping.is_set()):
             state.wake.clear()
-            snapshot = poll(state.entry, state.transport, previous)  # never raises; bounded by call_timeout
+            # never raises; bounded by call_timeout
+            snapshot = poll(state.entry, state.transport, previous, refusals=True)
             previous = snapshot
             if self._stopping.is_set():
                 break
@@ -174,9 +175,10 @@ class PacsdeckConsole(App):
 
     # --- what screens ask for ---------------------------------------------------------------------
 
-    def open_node(self, name: str) -> None:
+    def open_node(self, name: str, fix=None) -> None:
+        """The node screen; `fix` (a refused Association) opens it on the form that registers that sender."""
         if name in self.nodes:
-            self.push_screen(NodeScreen(name))
+            self.push_screen(NodeScreen(name, fix=fix))
 
     def refresh_node(self, name: str) -> None:
         self.nodes[name].wake.set()
@@ -286,7 +288,7 @@ class PacsdeckConsole(App):
 
     def key_sections(self) -> list[tuple[str, list[Binding]]]:
         def keep(bindings) -> list[Binding]:
-            return [b for b in bindings if not (self.readonly and b.action in MUTATING_ACTIONS)]
+            return [b for b in bindings if not (self.readonly and b.action in MUTATING_ACTIONS | {"register_refused"})]
 
         return [
             ("fleet", keep(FleetScreen.BINDINGS)),

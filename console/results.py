@@ -236,6 +236,93 @@ class AssociationsRecent:
     associations: tuple[Association, ...] = ()
 
 
+# --- aets.list, aets.add, aets.update, aets.remove, aets.echo ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Aet:
+    """One registered AE title (host and port null for a sender the node never calls)."""
+
+    ae_title: str
+    host: str | None = None
+    port: int | None = None
+    description: str = ""
+    operations: tuple[str, ...] = ()
+    move_destination: bool = False
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class AetsList:
+    """aets.list."""
+
+    aets: tuple[Aet, ...] = ()
+
+
+@dataclass(frozen=True)
+class AetChanged:
+    """aets.add and aets.update: the AE title as it now is."""
+
+    aet: Aet
+
+
+@dataclass(frozen=True)
+class AetRemoved:
+    """aets.remove."""
+
+    removed: str
+
+
+@dataclass(frozen=True)
+class EchoDiagnosis:
+    """Why a C-ECHO failed: the layer (dns, refused, unreachable, timeout, rejected, aborted, failed) and a sentence."""
+
+    kind: str
+    message: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Echo:
+    """aets.echo: ok with the round trip, or the diagnosis."""
+
+    ok: bool
+    called_ae: str | None = None
+    host: str | None = None
+    port: int | None = None
+    status: int | None = None
+    rtt_ms: float | None = None
+    total_ms: float | None = None
+    diagnosis: EchoDiagnosis | None = None
+
+
+# --- rpc.discover -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MethodDescription:
+    """One method as rpc.discover publishes it; `params` is its JSON Schema object."""
+
+    name: str
+    role: str | None = None
+    params: dict[str, object] = field(default_factory=dict)
+
+    def requires(self, param: str) -> bool:
+        required = self.params.get("required")
+        return isinstance(required, list) and param in required
+
+
+@dataclass(frozen=True)
+class Discover:
+    """rpc.discover."""
+
+    schema_version: int | None = None
+    methods: tuple[MethodDescription, ...] = ()
+
+    def method(self, name: str) -> MethodDescription | None:
+        return next((m for m in self.methods if m.name == name), None)
+
+
 # --- preview.render ---------------------------------------------------------------------------------
 
 
@@ -300,6 +387,12 @@ RESULTS: dict[str, type] = {
     "pools.list": PoolsList,
     "pools.migrate": Migration,
     "associations.recent": AssociationsRecent,
+    "aets.list": AetsList,
+    "aets.add": AetChanged,
+    "aets.update": AetChanged,
+    "aets.remove": AetRemoved,
+    "aets.echo": Echo,
+    "rpc.discover": Discover,
     "preview.render": Preview,
     "aets.list": AetsList,
     "aets.echo": Echo,

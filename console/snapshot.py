@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, field
 
 from agent.protocol import FORBIDDEN, METHOD_NOT_FOUND, NOT_FOUND, RPCError, decode
 
+from .aet_edits import UNREGISTERED
 from .inventory import Fleet, NodeEntry
-from .results import Check, Job, NodeStatus, QueueList, StatusPool, failure, read
+from .results import Association, Check, Job, NodeStatus, QueueList, StatusPool, failure, read
 from .transport.base import Transport, TransportError
 from .transport.ssh import HostKeyChanged, HostKeyUnknown
 
@@ -49,6 +50,8 @@ class NodeSnapshot:
     # The typed results behind the figures (console.results), decoded once.
     node_status: NodeStatus | None = None
     queue: QueueList | None = None
+    # The node's latest rejected associations (newest first): each new one is an event the console can fix.
+    refusals: tuple[Association, ...] = ()
 
     def __post_init__(self) -> None:
         # A snapshot made by hand (snapshot tests, demos) may carry the agent's answers as JSON: read them here.
@@ -63,7 +66,7 @@ class NodeSnapshot:
         """The row as JSON-ready data (`fleet status --json`); `raw` adds the agent's answers."""
         data = asdict(self)
         data["tags"] = list(self.tags)
-        del data["node_status"], data["queue"]
+        del data["node_status"], data["queue"], data["refusals"]
         if not raw:
             del data["raw"]
         return data
@@ -75,17 +78,21 @@ class Event:
     node: str
     severity: str
     text: str
+    association: Association | None = None  # a refused association this event is about (the fix acts on it)
 
 
 def _base(entry: NodeEntry, status: str, reason: str | None, at: float) -> NodeSnapshot:
     return NodeSnapshot(name=entry.name, site=entry.site, tags=entry.tags, status=status, reason=reason, polled_at=at)
 
 
-def poll(entry: NodeEntry, transport: Transport, previous: NodeSnapshot | None = None) -> NodeSnapshot:
-    """Ask one node node.status, health.check and queue.list. Never raises: a failure is a status and a reason."""
+def poll(
+    entry: NodeEntry, transport: Transport, previous: NodeSnapshot | None = None, *, refusals: bool = False
+) -> NodeSnapshot:
+    """Ask one node node.status, health.check and queue.list (and, for the console's events, its latest
+    refusals). Never raises: a failure is a status and a reason."""
     at = time.time()
     try:
-        return _poll(entry, transport, previous, at)
+        return _poll(entry, transport, previous, at, refusals)
     except (HostKeyUnknown, HostKeyChanged) as err:
         return _base(entry, UNTRUSTED, err.reason, at)
     except TransportError as err:
@@ -94,7 +101,9 @@ def poll(entry: NodeEntry, transport: Transport, previous: NodeSnapshot | None =
         return _base(entry, UNREACHABLE, f"unexpected {type(err).__name__}: {err}", at)
 
 
-def _poll(entry: NodeEntry, transport: Transport, previous: NodeSnapshot | None, at: float) -> NodeSnapshot:
+def _poll(
+    entry: NodeEntry, transport: Transport, previous: NodeSnapshot | None, at: float, refusals: bool
+) -> NodeSnapshot:
     started = time.perf_counter()
     try:
         answer = transport.call("node.status")
@@ -132,6 +141,13 @@ def _poll(entry: NodeEntry, transport: Transport, previous: NodeSnapshot | None,
         no_queue = err.code == METHOD_NOT_FOUND or (err.kind == NOT_FOUND and "unknown method" in err.message)
         if not no_queue and err.kind != FORBIDDEN:
             health_error = health_error or failure("queue.list", err)
+
+    if refusals:
+        try:
+            answer = transport.call("associations.recent", {"result": "rejected", "limit": 20})
+            snap.refusals = read("associations.recent", answer).associations
+        except RPCError:
+            pass  # an older agent, or a login that may not see the log: no refusal events, nothing about health
 
     if previous is not None and previous.instances is not None and snap.instances is not None:
         elapsed = snap.polled_at - previous.polled_at
@@ -257,10 +273,25 @@ def events(previous: NodeSnapshot | None, current: NodeSnapshot) -> list[Event]:
         n = current.queue_failed - previous.queue_failed
         add(WARNING, f"{n} more failed queue job{'s' if n != 1 else ''} ({current.queue_failed} failed)")
 
+    out += _refusal_events(previous, current)
+
     seen = {j.id for j in _jobs(previous) if j.state == "failed"}
     for job in _jobs(current):
         if job.kind == "backup" and job.state == "failed" and job.id not in seen:
             add(CRITICAL, f"backup failed: {job.last_error or 'no error recorded'}")
+    return out
+
+
+def _refusal_events(previous: NodeSnapshot, current: NodeSnapshot) -> list[Event]:
+    """One warning per association refused since the previous poll: "CT9 was refused by site-b: not registered"."""
+    before = max((a.id for a in previous.refusals if a.id is not None), default=0)
+    out = []
+    for a in reversed(current.refusals):  # oldest first, as the event log keeps them
+        if a.id is None or a.id <= before:
+            continue
+        why = "not registered" if UNREGISTERED in (a.reason or "") else (a.reason or "rejected")
+        text = f"{a.calling_ae} was refused by {current.name}: {why}"
+        out.append(Event(at=current.polled_at, node=current.name, severity=WARNING, text=text, association=a))
     return out
 
 

@@ -10,14 +10,19 @@ from textual.widgets import Button, Label
 
 
 class ConfirmScreen(ModalScreen[bool]):
-    """Dismisses with True only on the explicit button; Escape or No is False."""
+    """Dismisses with True only on the explicit button; Escape or No is False. The arrow keys move between
+    the two; `default` says which has the focus first (No unless the caller says the change is safe)."""
 
-    BINDINGS = [Binding("escape", "dismiss(False)", "No")]
+    BINDINGS = [
+        Binding("escape", "dismiss(False)", "No"),
+        Binding("left,right", "app.focus_next", "Yes / No", show=False),
+    ]
 
-    def __init__(self, question: str, yes_label: str) -> None:
+    def __init__(self, question: str, yes_label: str, *, default: bool = False) -> None:
         super().__init__()
         self.question = question
         self.yes_label = yes_label
+        self.default = default
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -27,7 +32,7 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield Button("No", id="no")
 
     def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()  # the safe answer is the default
+        self.query_one("#yes" if self.default else "#no", Button).focus()  # the safe answer, unless told
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")

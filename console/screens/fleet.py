@@ -7,6 +7,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input
 
+from ..aet_edits import from_refusal
 from ..widgets.events_panel import EventsPanel
 from ..widgets.fleet_table import COLUMN_KEYS, COLUMNS, FleetTable
 
@@ -23,6 +24,7 @@ class FleetScreen(Screen):
         Binding("enter", "open_node", "Open node", show=False),
         Binding("t", "trust", "Trust host"),
         Binding("r", "refresh_node", "Refresh node"),
+        Binding("a", "register_refused", "Register refused AE"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
@@ -66,6 +68,7 @@ class FleetScreen(Screen):
 
     def _events_changed(self, _events) -> None:
         self._later("events", lambda: self.query_one(EventsPanel).show(self.app.event_log))
+        self.refresh_bindings()  # a new refusal of the selected node: `a` can fix it
 
     def _later(self, what: str, draw) -> None:
         """Snapshots arrive one by one (50 nodes: 50 a round); draw at most every REDRAW seconds, so a
@@ -148,6 +151,29 @@ class FleetScreen(Screen):
         name = self.table.selected_node
         if name:
             self.app.start_trust(name)
+
+    def _fixable_refusal(self):
+        """The newest event of the selected node about a sender refused for not being registered."""
+        name = self.table.selected_node if self.query(FleetTable) else None
+        for event in reversed(self.app.event_log):
+            if event.node == name and event.association is not None and from_refusal(event.association):
+                return event
+        return None
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        if action == "register_refused":
+            return not self.app.readonly and self._fixable_refusal() is not None
+        return True
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table is self.table:
+            self.refresh_bindings()
+
+    def action_register_refused(self) -> None:
+        """The fix of the fleet event "CT9 was refused by site-b: not registered": that node's add form, filled in."""
+        event = self._fixable_refusal()
+        if event is not None:
+            self.app.open_node(event.node, fix=event.association)
 
     def action_refresh_node(self) -> None:
         name = self.table.selected_node

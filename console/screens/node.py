@@ -1,4 +1,4 @@
-"""One node up close: overview, health with sparklines, storage and migration, queues, associations."""
+"""One node up close: overview, health with sparklines, storage and migration, queues, associations, AE titles."""
 
 from __future__ import annotations
 
@@ -11,14 +11,32 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Label, Sparkline, Static, TabbedContent, TabPane
 
-from ..results import Cancelled, Migration, QueueList, Retried, failure, read_answer
+from ..aet_edits import from_refusal
+from ..results import Association, Cancelled, Migration, QueueList, Retried, failure, read_answer
 from ..widgets import format as fmt
+from ..widgets.aets_pane import AetsPane
 from ..widgets.detail_tables import fill_associations, fill_checks, fill_jobs, fill_plan, fill_pools, overview_text
 from .confirm import ConfirmScreen
 
 # What the node screen asks the agent for besides the poll (the poll's raw results are reused).
-DETAILS = {"pools.list": {}, "queue.list": {"limit": 200}, "associations.recent": {"limit": 100}}
-MUTATING_ACTIONS = {"retry_job", "cancel_job", "run_migration"}
+DETAILS = {"pools.list": {}, "queue.list": {"limit": 200}, "associations.recent": {"limit": 100}, "aets.list": {}}
+MUTATING_ACTIONS = {
+    "retry_job",
+    "cancel_job",
+    "run_migration",
+    "add_aet",
+    "edit_aet",
+    "remove_aet",
+    "register_calling_ae",
+}
+# Actions that belong to one tab: shown in the footer, and bound, only while that tab is open.
+TAB_ACTIONS = {
+    "add_aet": "aets",
+    "edit_aet": "aets",
+    "remove_aet": "aets",
+    "echo_aet": "aets",
+    "register_calling_ae": "associations",
+}
 
 
 class NodeScreen(Screen):
@@ -31,13 +49,20 @@ class NodeScreen(Screen):
         Binding("m", "run_migration", "Run migration"),
         Binding("e", "retry_job", "Retry job"),
         Binding("c", "cancel_job", "Cancel job"),
+        Binding("a", "register_calling_ae", "Register this AE"),
+        Binding("a", "add_aet", "Add AE"),
+        Binding("u", "edit_aet", "Edit AE"),
+        Binding("d", "remove_aet", "Remove AE"),
+        Binding("E", "echo_aet", "Echo AE"),
     ]
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, fix: Association | None = None) -> None:
         super().__init__()
         self.node_name = name
+        self.fix = fix  # a refused association to register as soon as the screen is up (from a fleet event)
         self.details: dict[str, object] = {}  # method -> the agent's answer as it came, or the error
         self._inflight = 0  # detail calls sent and not answered yet
+        self.associations: dict[str, Association] = {}  # the Associations tab's rows by key
 
     def compose(self) -> ComposeResult:
         readonly = self.app.locked_readonly  # started --readonly: mutating buttons are never even built
@@ -72,6 +97,8 @@ class NodeScreen(Screen):
                         yield Button("Cancel job", id="cancel-job", variant="error")
             with TabPane("Associations", id="associations"):
                 yield DataTable(id="associations-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("AE titles", id="aets"):
+                yield AetsPane(self.node_name, readonly=readonly, id="aets-pane")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -80,6 +107,9 @@ class NodeScreen(Screen):
         self.app.fleet_changed.subscribe(self, self._fleet_changed)
         self.show_snapshot()
         self.refresh_details()
+        if self.fix is not None and not self.app.readonly:
+            self.query_one(TabbedContent).active = "associations"
+            self.query_one(AetsPane).register(self.fix)
 
     # --- data in ----------------------------------------------------------------------------------
 
@@ -134,9 +164,13 @@ class NodeScreen(Screen):
         elif method == "queue.list":
             self._show_queue(result, error)
         elif method == "associations.recent":
-            fill_associations(
-                self.query_one("#associations-table", DataTable), result.associations if result is not None else ()
-            )
+            entries = result.associations if result is not None else ()
+            self.associations = {str(i if a.id is None else a.id): a for i, a in enumerate(entries)}
+            fill_associations(self.query_one("#associations-table", DataTable), entries)
+            self.query_one(AetsPane).show_activity(entries)
+            self.refresh_bindings()  # the selected row may now be a refusal that `a` can fix
+        elif method == "aets.list":
+            self.query_one(AetsPane).show(result, error)
 
     def _show_queue(self, result: QueueList | None, error) -> None:
         note = self.query_one("#queue-note", Static)
@@ -163,7 +197,31 @@ class NodeScreen(Screen):
 
     def check_action(self, action: str, parameters) -> bool | None:
         # Read-only: mutating actions are hidden from the footer and never run.
-        return not (action in MUTATING_ACTIONS and self.app.readonly)
+        if action in MUTATING_ACTIONS and self.app.readonly:
+            return False
+        if action in TAB_ACTIONS and self._active_tab() != TAB_ACTIONS[action]:
+            return False
+        if action == "register_calling_ae" and self._selected_refusal() is None:
+            return None  # shown, dimmed: the key is there, this row is not a sender to register
+        return True
+
+    def _active_tab(self) -> str | None:
+        tabs = self.query(TabbedContent)
+        return tabs.first().active if tabs else None
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.refresh_bindings()
+        # The tabs whose keys act on a row take the focus, so the arrow keys move the cursor at once.
+        table = {"aets": "#aets-table", "associations": "#associations-table"}.get(event.pane.id or "")
+        if table:
+            self.query_one(table, DataTable).focus()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "associations-table":
+            self.refresh_bindings()
+
+    def on_aets_pane_changed(self, event: AetsPane.Changed) -> None:
+        self.refresh_details()  # the AE list, and the Associations tab the change is about
 
     def action_back(self) -> None:
         self.app.pop_screen()
@@ -242,6 +300,36 @@ class NodeScreen(Screen):
         self.app.push_screen(
             ConfirmScreen(f"Run the migration rules on {self.node_name} now?", "Run migration"), confirmed
         )
+
+    # --- AE titles, and the one-key fix of a refused sender ----------------------------------------------
+
+    def _selected_refusal(self) -> Association | None:
+        table = self.query("#associations-table")
+        if not table or table.first().row_count == 0:
+            return None
+        table = table.first()
+        key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
+        association = self.associations.get(key)
+        return association if association is not None and from_refusal(association) is not None else None
+
+    def action_register_calling_ae(self) -> None:
+        association = self._selected_refusal()
+        if association is None:
+            self.notify("this association was not refused for an unregistered AE", severity="warning")
+            return
+        self.query_one(AetsPane).register(association)
+
+    def action_add_aet(self) -> None:
+        self.query_one(AetsPane).add()
+
+    def action_edit_aet(self) -> None:
+        self.query_one(AetsPane).edit()
+
+    def action_remove_aet(self) -> None:
+        self.query_one(AetsPane).remove()
+
+    def action_echo_aet(self) -> None:
+        self.query_one(AetsPane).echo()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         actions = {
