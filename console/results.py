@@ -335,47 +335,6 @@ class Preview:
     height: int | None = None
 
 
-# --- aets.list, aets.echo ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Aet:
-    """One registered AE title (host and port null for a sender that is never called back)."""
-
-    ae_title: str
-    host: str | None = None
-    port: int | None = None
-    description: str = ""
-    operations: tuple[str, ...] = ()
-    move_destination: bool = False
-    tls: bool = False
-
-
-@dataclass(frozen=True)
-class AetsList:
-    """aets.list."""
-
-    aets: tuple[Aet, ...] = ()
-
-
-@dataclass(frozen=True)
-class EchoDiagnosis:
-    """aets.echo `diagnosis`: which layer failed (dns, refused, timeout, rejected, ...) and why."""
-
-    kind: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Echo:
-    """aets.echo: a C-ECHO from the node to a registered AE; `diagnosis` set when ok is false."""
-
-    ok: bool
-    status: int | None = None
-    rtt_ms: float | None = None
-    diagnosis: EchoDiagnosis | None = None
-
-
 # --- reading an answer ------------------------------------------------------------------------------
 
 RESULTS: dict[str, type] = {
@@ -394,8 +353,6 @@ RESULTS: dict[str, type] = {
     "aets.echo": Echo,
     "rpc.discover": Discover,
     "preview.render": Preview,
-    "aets.list": AetsList,
-    "aets.echo": Echo,
 }
 
 
