@@ -390,3 +390,21 @@ def test_only_refusals_newer_than_the_last_poll_are_events():
     ]
     assert told[0].association == new and told[0].severity == "warning"
     assert events(snap(other, new, old), snap(other, new, old)) == []
+
+
+def test_number_keys_switch_the_node_screens_tabs_wherever_the_focus_is(tmp_path):
+    node = make_node(tmp_path / "node", ae_title="TABNODE", workers=1).start()
+    try:
+        app = PacsdeckConsole(fleet_of(node, tmp_path))
+
+        async def scenario():
+            async with app.run_test(size=SIZE) as pilot:
+                screen = await node_tab(pilot, app, "overview")
+                tabs = screen.query_one(TabbedContent)
+                for key, tab in (("6", "aets"), ("5", "associations"), ("3", "storage"), ("1", "overview")):
+                    await pilot.press(key)
+                    await until(pilot, lambda tab=tab: tabs.active == tab, f"the {tab} tab after {key}")
+
+        asyncio.run(scenario())
+    finally:
+        node.stop()

@@ -54,6 +54,13 @@ class NodeScreen(Screen):
         Binding("u", "edit_aet", "Edit AE"),
         Binding("d", "remove_aet", "Remove AE"),
         Binding("E", "echo_aet", "Echo AE"),
+        # Number keys switch tabs wherever the focus is (a newcomer found no key that did, issue 17).
+        Binding("1", "show_tab('overview')", "Overview tab", show=False),
+        Binding("2", "show_tab('health')", "Health tab", show=False),
+        Binding("3", "show_tab('storage')", "Storage tab", show=False),
+        Binding("4", "show_tab('queues')", "Queues tab", show=False),
+        Binding("5", "show_tab('associations')", "Associations tab", show=False),
+        Binding("6", "show_tab('aets')", "AE titles tab", show=False),
     ]
 
     def __init__(self, name: str, fix: Association | None = None) -> None:
@@ -100,6 +107,9 @@ class NodeScreen(Screen):
             with TabPane("AE titles", id="aets"):
                 yield AetsPane(self.node_name, readonly=readonly, id="aets-pane")
         yield Footer()
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
 
     def on_mount(self) -> None:
         self.sub_title = self.node_name
