@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from .yamlfile import read_yaml
 
 # storage.config.values.OPERATIONS; the console may not import storage, and the agent checks again anyway.
 OPERATIONS = ("store", "find", "move", "get")
@@ -48,18 +48,7 @@ class AetDefinition:
 def load_aets_file(path: Path) -> tuple[AetDefinition, ...]:
     """Read and check the AE file (`aets: [{ae_title, host?, port?, ...}]`); AetsFileError names the field."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AetsFileError("file", f"no such file: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise AetsFileError("file", f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise AetsFileError("file", f"not valid YAML{where}: {getattr(err, 'problem', None) or err}", path) from None
+    data = read_yaml(path, AetsFileError, "file", f"no such file: {path}")
     try:
         return parse_aets(data)
     except AetsFileError as err:

@@ -37,6 +37,15 @@ COLUMNS = (
 )
 
 
+def close_transports(transports: dict) -> None:
+    """Close every node's session at once, each given 5 s (a hung SSH close must not hold the others)."""
+    closers = [threading.Thread(target=t.close, daemon=True) for t in transports.values()]
+    for c in closers:
+        c.start()
+    for c in closers:
+        c.join(timeout=5)
+
+
 def status_timeout(fleet: Fleet) -> float:
     """Long enough for the slowest node's connect and its three calls; a dead node costs only its own timeouts."""
     return max(e.connect_timeout + 3 * e.call_timeout for e in fleet.nodes) + 1.0
@@ -54,11 +63,7 @@ def collect(fleet: Fleet, timeout: float | None = None, ingest_sample: float = 0
             snaps = poll_fleet(fleet, transports, timeout, previous={s.name: s for s in snaps})
         return snaps
     finally:
-        closers = [threading.Thread(target=t.close, daemon=True) for t in transports.values()]
-        for c in closers:
-            c.start()
-        for c in closers:
-            c.join(timeout=5)
+        close_transports(transports)
 
 
 def status_document(fleet: Fleet, snapshots: list[NodeSnapshot]) -> dict:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from .yamlfile import read_yaml
+
 LOCAL, SSH = "local", "ssh"
 TRANSPORTS = (LOCAL, SSH)
 DEFAULT_AGENT_COMMAND = ("pacsdeck", "agent", "stdio")
@@ -125,22 +127,12 @@ def default_known_hosts() -> Path:
 def load_fleet(path: Path | None = None) -> Fleet:
     """Read and validate a fleet file (default: default_fleet_path()); FleetConfigError names the field."""
     path = Path(path) if path is not None else default_fleet_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FleetConfigError(
-            "fleet", f"no fleet file at {path}; copy configs/fleet.example.yaml there or pass --fleet FILE"
-        ) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise FleetConfigError("fleet", f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise FleetConfigError(
-            "fleet", f"not valid YAML{where}: {getattr(err, 'problem', None) or err}", path
-        ) from None
+    data = read_yaml(
+        path,
+        FleetConfigError,
+        "fleet",
+        f"no fleet file at {path}; copy configs/fleet.example.yaml there or pass --fleet FILE",
+    )
     return parse_fleet(data, source=path)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 
 from .cli_common import CLIError, err_line, out
@@ -53,6 +52,7 @@ def cmd_fleet_aets_apply(args) -> int:
     failed node; exit 0 all done, 1 a node failed (the roll-out stopped), 2 bad input, 3 bad fleet file."""
     from console import rollout
     from console.aets_file import AetsFileError, load_aets_file
+    from console.fleet_cli import close_transports
     from console.hostkeys import KnownHosts
     from console.transport import open_transport
 
@@ -85,11 +85,7 @@ def cmd_fleet_aets_apply(args) -> int:
                 on_node=None if args.json else lambda n: out(rollout.render_node(n, width)),
             )
     finally:
-        closers = [threading.Thread(target=t.close, daemon=True) for t in transports.values()]
-        for c in closers:
-            c.start()
-        for c in closers:
-            c.join(timeout=5)
+        close_transports(transports)
     seconds = time.perf_counter() - started
     document = rollout.document(
         nodes, aets, fleet=fleet, source=args.file, dry_run=args.dry_run, batch=args.batch, seconds=seconds
