@@ -21,7 +21,7 @@ from agent.protocol import UNAVAILABLE, RPCError
 from .hostkeys import KnownHosts, fingerprint, scan_host_key
 from .screens.fleet import FleetScreen
 from .screens.help import HelpScreen
-from .screens.node import MUTATING_ACTIONS, NodeScreen
+from .screens.node import MUTATING_ACTIONS, PANES, NodeScreen
 from .screens.palette import FleetCommands
 from .screens.trust import HostKeyOffer, TrustScreen
 from .snapshot import NodeSnapshot, events, poll
@@ -287,12 +287,14 @@ class PacsdeckConsole(App):
         self.push_screen(HelpScreen(self.key_sections(), self.readonly))
 
     def key_sections(self) -> list[tuple[str, list[Binding]]]:
-        def keep(bindings) -> list[Binding]:
-            return [b for b in bindings if not (self.readonly and b.action in MUTATING_ACTIONS | {"register_refused"})]
+        def keep(bindings, mutating=frozenset()) -> list[Binding]:
+            hidden = MUTATING_ACTIONS | {"register_refused"} | mutating
+            return [b for b in bindings if not (self.readonly and b.action in hidden)]
 
         return [
             ("fleet", keep(FleetScreen.BINDINGS)),
             ("node", keep(NodeScreen.BINDINGS)),
+            *((f"node: {p.TITLE}", keep(p.BINDINGS, p.MUTATING)) for p in PANES),
             ("anywhere", keep(self.BINDINGS) + [Binding("ctrl+p", "command_palette", "Command palette")]),
         ]
 

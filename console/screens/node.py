@@ -1,4 +1,5 @@
-"""One node up close: overview, health with sparklines, storage and migration, queues, associations, AE titles."""
+"""One node up close: overview, health with sparklines, storage and migration, queues, associations, and the
+tabs that manage the node (console.widgets.node_pane: AE titles, …)."""
 
 from __future__ import annotations
 
@@ -16,27 +17,25 @@ from ..results import Association, Cancelled, Migration, QueueList, Retried, fai
 from ..widgets import format as fmt
 from ..widgets.aets_pane import AetsPane
 from ..widgets.detail_tables import fill_associations, fill_checks, fill_jobs, fill_plan, fill_pools, overview_text
+from ..widgets.node_pane import NodePane
 from .confirm import ConfirmScreen
 
 # What the node screen asks the agent for besides the poll (the poll's raw results are reused).
-DETAILS = {"pools.list": {}, "queue.list": {"limit": 200}, "associations.recent": {"limit": 100}, "aets.list": {}}
-MUTATING_ACTIONS = {
-    "retry_job",
-    "cancel_job",
-    "run_migration",
-    "add_aet",
-    "edit_aet",
-    "remove_aet",
-    "register_calling_ae",
-}
-# Actions that belong to one tab: shown in the footer, and bound, only while that tab is open.
-TAB_ACTIONS = {
-    "add_aet": "aets",
-    "edit_aet": "aets",
-    "remove_aet": "aets",
-    "echo_aet": "aets",
-    "register_calling_ae": "associations",
-}
+DETAILS = {"pools.list": {}, "queue.list": {"limit": 200}, "associations.recent": {"limit": 100}}
+# The managing tabs, in tab order after the five fixed ones; each asks for its own DETAILS and owns its keys.
+PANES: tuple[type[NodePane], ...] = (AetsPane,)
+# Number keys switch tabs wherever the focus is (a newcomer found no key that did, issue 17): 1-9, then 0.
+TAB_KEYS = "1234567890"
+FIXED_TABS = (
+    ("overview", "Overview"),
+    ("health", "Health"),
+    ("storage", "Storage"),
+    ("queues", "Queues"),
+    ("associations", "Associations"),
+)
+MUTATING_ACTIONS = {"retry_job", "cancel_job", "run_migration", "register_calling_ae"}
+# Screen actions that belong to one tab: shown in the footer, and bound, only while that tab is open.
+TAB_ACTIONS = {"register_calling_ae": "associations"}
 
 
 class NodeScreen(Screen):
@@ -50,17 +49,9 @@ class NodeScreen(Screen):
         Binding("e", "retry_job", "Retry job"),
         Binding("c", "cancel_job", "Cancel job"),
         Binding("a", "register_calling_ae", "Register this AE"),
-        Binding("a", "add_aet", "Add AE"),
-        Binding("u", "edit_aet", "Edit AE"),
-        Binding("d", "remove_aet", "Remove AE"),
-        Binding("E", "echo_aet", "Echo AE"),
-        # Number keys switch tabs wherever the focus is (a newcomer found no key that did, issue 17).
-        Binding("1", "show_tab('overview')", "Overview tab", show=False),
-        Binding("2", "show_tab('health')", "Health tab", show=False),
-        Binding("3", "show_tab('storage')", "Storage tab", show=False),
-        Binding("4", "show_tab('queues')", "Queues tab", show=False),
-        Binding("5", "show_tab('associations')", "Associations tab", show=False),
-        Binding("6", "show_tab('aets')", "AE titles tab", show=False),
+    ] + [
+        Binding(key, f"show_tab('{tab}')", f"{title} tab", show=False)
+        for key, (tab, title) in zip(TAB_KEYS, FIXED_TABS + tuple((p.TAB, p.TITLE) for p in PANES), strict=False)
     ]
 
     def __init__(self, name: str, fix: Association | None = None) -> None:
@@ -104,8 +95,9 @@ class NodeScreen(Screen):
                         yield Button("Cancel job", id="cancel-job", variant="error")
             with TabPane("Associations", id="associations"):
                 yield DataTable(id="associations-table", cursor_type="row", zebra_stripes=True)
-            with TabPane("AE titles", id="aets"):
-                yield AetsPane(self.node_name, readonly=readonly, id="aets-pane")
+            for pane in PANES:
+                with TabPane(pane.TITLE, id=pane.TAB):
+                    yield pane(self.node_name, readonly=readonly, id=f"{pane.TAB}-pane")
         yield Footer()
 
     def action_show_tab(self, tab: str) -> None:
@@ -151,10 +143,15 @@ class NodeScreen(Screen):
     def refresh_details(self) -> None:
         if self._inflight:  # a slow node: the last round is still out, do not stack another behind it
             return
-        self._inflight = len(DETAILS)
-        for method, params in DETAILS.items():
+        calls = [(method, params, None) for method, params in DETAILS.items()]
+        calls += [(m, params, pane) for pane in self.query(NodePane) for m, params in pane.DETAILS.items()]
+        self._inflight = len(calls)
+        for method, params, pane in calls:
             self._ask(
-                method, params, lambda result, error, m=method: self._got_detail(m, result, error), read_only=True
+                method,
+                params,
+                lambda result, error, m=method, p=pane: self._got_detail(m, result, error, p),
+                read_only=True,
             )
 
     def _ask(self, method: str, params: dict, done, *, record: str | None = None, read_only: bool = False) -> None:
@@ -167,9 +164,11 @@ class NodeScreen(Screen):
 
         self.app.call_node(self.node_name, method, params, answered, owner=self, read_only=read_only)
 
-    def _got_detail(self, method: str, result, error) -> None:
+    def _got_detail(self, method: str, result, error, pane: NodePane | None = None) -> None:
         self._inflight = max(0, self._inflight - 1)
-        if method == "pools.list":
+        if pane is not None:
+            pane.show_detail(method, result, error)
+        elif method == "pools.list":
             fill_pools(self.query_one("#pools", DataTable), result)
         elif method == "queue.list":
             self._show_queue(result, error)
@@ -179,8 +178,6 @@ class NodeScreen(Screen):
             fill_associations(self.query_one("#associations-table", DataTable), entries)
             self.query_one(AetsPane).show_activity(entries)
             self.refresh_bindings()  # the selected row may now be a refusal that `a` can fix
-        elif method == "aets.list":
-            self.query_one(AetsPane).show(result, error)
 
     def _show_queue(self, result: QueueList | None, error) -> None:
         note = self.query_one("#queue-note", Static)
@@ -222,16 +219,17 @@ class NodeScreen(Screen):
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         self.refresh_bindings()
         # The tabs whose keys act on a row take the focus, so the arrow keys move the cursor at once.
-        table = {"aets": "#aets-table", "associations": "#associations-table"}.get(event.pane.id or "")
-        if table:
-            self.query_one(table, DataTable).focus()
+        focus = {p.TAB: p.FOCUS for p in PANES} | {"associations": "#associations-table"}
+        target = focus.get(event.pane.id or "")
+        if target:
+            self.query_one(target).focus()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "associations-table":
             self.refresh_bindings()
 
-    def on_aets_pane_changed(self, event: AetsPane.Changed) -> None:
-        self.refresh_details()  # the AE list, and the Associations tab the change is about
+    def on_node_pane_changed(self, event: NodePane.Changed) -> None:
+        self.refresh_details()  # the pane's list, and the other tabs the change is about
 
     def action_back(self) -> None:
         self.app.pop_screen()
@@ -328,18 +326,6 @@ class NodeScreen(Screen):
             self.notify("this association was not refused for an unregistered AE", severity="warning")
             return
         self.query_one(AetsPane).register(association)
-
-    def action_add_aet(self) -> None:
-        self.query_one(AetsPane).add()
-
-    def action_edit_aet(self) -> None:
-        self.query_one(AetsPane).edit()
-
-    def action_remove_aet(self) -> None:
-        self.query_one(AetsPane).remove()
-
-    def action_echo_aet(self) -> None:
-        self.query_one(AetsPane).echo()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         actions = {

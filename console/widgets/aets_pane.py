@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.message import Message
+from textual.binding import Binding
+from textual.containers import Horizontal
 from textual.widgets import Button, DataTable, Static
 
 from agent.protocol import CONFLICT, INVALID_PARAMS, RPCError
 
 from .. import aet_edits as edits
 from ..aet_edits import AetDraft
-from ..results import Aet, AetsList, Association, Discover, Echo, failure, read_answer
+from ..results import Aet, AetsList, Association, Discover, Echo, failure
 from ..screens.aet_form import AetFormScreen
 from ..screens.confirm import ConfirmScreen
 from . import format as fmt
 from .detail_tables import refill
+from .node_pane import NodePane
 
 COLUMNS = ("AE title", "host", "port", "operations", "move destination", "TLS", "last association", "description")
 
@@ -58,25 +58,29 @@ def fill_aets(table: DataTable, aets: tuple[Aet, ...], seen: dict[str, Associati
     refill(table, COLUMNS, rows)
 
 
-class AetsPane(Vertical):
-    """`show()` takes aets.list from the node screen (attributes down); a change made here posts Changed up.
+class AetsPane(NodePane):
+    """aets.list with each AE's last association (associations.recent, from the screen); add, edit, remove, echo."""
 
-    Every call goes through the app's one door (call_node): a read-only console refuses the mutating ones
-    there too, and the agent's own refusals (forbidden, invalid_params, conflict) come back as messages."""
-
-    class Changed(Message):
-        """An AE title was added, changed or removed on this node: the screen refreshes what it shows."""
+    TAB = "aets"
+    TITLE = "AE titles"
+    DETAILS = {"aets.list": {}}
+    MUTATING = frozenset({"add", "edit", "remove"})
+    FOCUS = "#aets-table"
+    BINDINGS = [
+        Binding("a", "add", "Add AE"),
+        Binding("u", "edit", "Edit AE"),
+        Binding("d", "remove", "Remove AE"),
+        Binding("E", "echo", "Echo AE"),
+    ]
 
     def __init__(self, node_name: str, *, readonly: bool, **kw) -> None:
-        super().__init__(**kw)
-        self.node_name = node_name
-        self.readonly = readonly
+        super().__init__(node_name, readonly=readonly, **kw)
         self.aets: dict[str, Aet] = {}
         self.seen: dict[str, Association] = {}  # the newest association of each calling AE the node logged
         self.port_required: bool | None = None  # does this node's aets.add demand a port? (rpc.discover, once)
 
     def compose(self) -> ComposeResult:
-        yield Static(id="aets-note")
+        yield Static(id="aets-note", classes="pane-note")
         yield DataTable(id="aets-table", cursor_type="row", zebra_stripes=True)
         with Horizontal(classes="actions"):
             if not self.readonly:
@@ -86,6 +90,10 @@ class AetsPane(Vertical):
             yield Button("Echo", id="aet-echo")
 
     # --- data in ----------------------------------------------------------------------------------
+
+    def show_detail(self, method: str, result, error) -> None:
+        if method == "aets.list":
+            self.show(result, error)
 
     def show(self, result: AetsList | None, error) -> None:
         table = self.query_one("#aets-table", DataTable)
@@ -101,11 +109,6 @@ class AetsPane(Vertical):
         if self.aets:
             fill_aets(self.query_one("#aets-table", DataTable), tuple(self.aets.values()), self.seen)
 
-    def note(self, line: str, kind: str = "") -> None:
-        note = self.query_one("#aets-note", Static)
-        note.update(Text(line))
-        note.set_classes(kind)  # ok / error: coloured in app.tcss
-
     def selected(self) -> Aet | None:
         table = self.query_one("#aets-table", DataTable)
         if table.row_count == 0:
@@ -114,26 +117,6 @@ class AetsPane(Vertical):
         return self.aets.get(key)
 
     # --- actions ----------------------------------------------------------------------------------
-
-    def _ask(self, method: str, params: dict, done: Callable, *, read_only: bool = False) -> None:
-        self.app.call_node(
-            self.node_name,
-            method,
-            params,
-            lambda answer, error: done(*read_answer(method, answer, error)),
-            owner=self,
-            read_only=read_only,
-        )
-
-    def _refused(self, action: str, error: Exception) -> None:
-        line = edits.refusal(action, error)
-        self.note(line, "error")
-        self.notify(line, severity="error")
-
-    def _done(self, line: str) -> None:
-        self.note(line, "ok")
-        self.notify(line)
-        self.post_message(self.Changed())
 
     def add(self, draft: AetDraft | None = None, note: str | None = None, error: RPCError | None = None) -> None:
         """The form (pre-filled with `draft`), the confirmation, then aets.add; a refused value reopens the form."""
@@ -144,16 +127,16 @@ class AetsPane(Vertical):
 
             def confirmed(yes: bool | None) -> None:
                 if yes:
-                    self._ask("aets.add", edits.add_params(new), answered)
+                    self.ask("aets.add", edits.add_params(new), answered)
 
             def answered(result, error) -> None:
                 if error is None:
                     a = result.aet
-                    self._done(f"registered {a.ae_title} on {self.node_name} ({a.host}:{fmt.text(a.port)})")
+                    self.done(f"registered {a.ae_title} on {self.node_name} ({a.host}:{fmt.text(a.port)})")
                 elif isinstance(error, RPCError) and error.kind in (INVALID_PARAMS, CONFLICT):
                     self.add(new, note, error)  # the agent's words, in the form, on the field it names
                 else:
-                    self._refused(f"aets.add {new.ae_title}", error)
+                    self.refused(edits.refusal(f"aets.add {new.ae_title}", error))
 
             # Adding is undone by Remove and the question says exactly what gets in: Yes is the default,
             # so a refused sender is let in with `a`, Enter, Enter.
@@ -174,7 +157,7 @@ class AetsPane(Vertical):
             self.register(association)
 
         if self.port_required is None:
-            self._ask("rpc.discover", {}, known, read_only=True)
+            self.ask("rpc.discover", {}, known, read_only=True)
             return
         draft = edits.from_refusal(association, self.port_required)
         if draft is None:
@@ -217,15 +200,15 @@ class AetsPane(Vertical):
 
             def confirmed(yes: bool | None) -> None:
                 if yes:
-                    self._ask("aets.update", params, answered)
+                    self.ask("aets.update", params, answered)
 
             def answered(result, error) -> None:
                 if error is None:
-                    self._done(f"changed {result.aet.ae_title} on {self.node_name}")
+                    self.done(f"changed {result.aet.ae_title} on {self.node_name}")
                 elif isinstance(error, RPCError) and error.kind == INVALID_PARAMS:
                     self.edit(new, error)
                 else:
-                    self._refused(f"aets.update {old.ae_title}", error)
+                    self.refused(edits.refusal(f"aets.update {old.ae_title}", error))
 
             self.app.push_screen(ConfirmScreen(edits.describe_update(old, params, self.node_name), "Save"), confirmed)
 
@@ -239,13 +222,13 @@ class AetsPane(Vertical):
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self._ask("aets.remove", {"ae_title": aet.ae_title}, answered)
+                self.ask("aets.remove", {"ae_title": aet.ae_title}, answered)
 
         def answered(result, error) -> None:
             if error is None:
-                self._done(f"removed {result.removed} from {self.node_name}")
+                self.done(f"removed {result.removed} from {self.node_name}")
             else:
-                self._refused(f"aets.remove {aet.ae_title}", error)
+                self.refused(edits.refusal(f"aets.remove {aet.ae_title}", error))
 
         self.app.push_screen(ConfirmScreen(edits.describe_remove(aet, self.node_name), "Remove"), confirmed)
 
@@ -259,13 +242,25 @@ class AetsPane(Vertical):
 
         def answered(result: Echo | None, error) -> None:
             if error is not None:
-                self._refused(f"aets.echo {aet.ae_title}", error)
+                self.refused(edits.refusal(f"aets.echo {aet.ae_title}", error))
                 return
             line = edits.echo_line(aet.ae_title, result)
             self.note(line, "ok" if result.ok else "error")
             self.notify(line, severity="information" if result.ok else "error")
 
-        self._ask("aets.echo", {"ae_title": aet.ae_title}, answered, read_only=True)
+        self.ask("aets.echo", {"ae_title": aet.ae_title}, answered, read_only=True)
+
+    def action_add(self) -> None:
+        self.add()
+
+    def action_edit(self) -> None:
+        self.edit()
+
+    def action_remove(self) -> None:
+        self.remove()
+
+    def action_echo(self) -> None:
+        self.echo()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         actions = {"aet-add": self.add, "aet-edit": self.edit, "aet-remove": self.remove, "aet-echo": self.echo}
