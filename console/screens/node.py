@@ -108,10 +108,11 @@ class NodeScreen(Screen):
         self.query(".mutating").set(display=not self.app.readonly)
         self.app.fleet_changed.subscribe(self, self._fleet_changed)
         self.show_snapshot()
-        self.refresh_details()
         if self.fix is not None and not self.app.readonly:
+            # The fix first: its one call (rpc.discover) then goes ahead of the tabs' details.
             self.query_one(TabbedContent).active = "associations"
             self.query_one(AetsPane).register(self.fix)
+        self.refresh_details()
 
     # --- data in ----------------------------------------------------------------------------------
 
