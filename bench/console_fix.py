@@ -103,7 +103,8 @@ async def one_run(fleet, port: int, calling: str, files: list[Path]) -> dict:
         stored = time.perf_counter()
     return {
         "keys": pressed,
-        "seconds_per_key": per_key,  # a: the node screen and the filled form; enter: the question; enter: aets.add, listed
+        # a: the node screen and the filled form; enter: the question; enter: aets.add, and the AE listed
+        "seconds_per_key": per_key,
         "refusal_to_event_s": shown - refused,
         "event_to_registered_s": registered - shown,
         "registered_to_stored_s": stored - registered,

@@ -122,7 +122,8 @@ def test_a_console_rollout_stops_at_the_unreachable_node_then_completes(site):
     assert set(registered(gamma)) == {"TARGET"}
     assert registered(gamma)["TARGET"]["port"] == port
     # Each change went through the node's agent: it is in that node's audit log.
-    done = pacsdeck("agent", "call", "audit.recent", "--params", '{"method": "aets.add"}', "--config", str(gamma.config))
+    params = '{"method": "aets.add"}'
+    done = pacsdeck("agent", "call", "audit.recent", "--params", params, "--config", str(gamma.config))
     assert [e["params"].get("ae_title") for e in json.loads(done.stdout)["entries"]] == ["TARGET"]
 
 
