@@ -69,11 +69,12 @@ class AuditPane(NodePane):
             style = failed if e.result != "ok" else ""
             rows.append((str(e.id), tuple(Text(fmt.text(c), style=style) for c in cells)))
         refill(self.query_one("#audit-table", DataTable), COLUMNS, rows)
+        counted = f"{len(rows)} {'entry' if len(rows) == 1 else 'entries'}"
         shown = ", ".join(f"{k} {v}" for k, v in self.filters.items())
         if shown:
-            self.note(f"{len(rows)} entries with {shown}" if rows else f"no entries with {shown}")
+            self.note(f"{counted} with {shown}" if rows else f"no entries with {shown}")
         else:
-            self.note(f"{len(rows)} entries, newest first" if rows else "nothing audited yet")
+            self.note(f"{counted}, newest first" if rows else "nothing audited yet")
 
     # --- the filters ------------------------------------------------------------------------------
 
