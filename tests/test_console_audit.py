@@ -66,7 +66,12 @@ def test_the_audit_tab_shows_the_consoles_own_change_and_filters_it(tmp_path, st
                 assert failed.style and not ok.style  # the refused call is coloured as an error (app.tcss)
                 assert {"users.add", "aets.add", "routes.add"} <= {e.method for e in pane.entries}
 
-                await apply(pilot, pane, "", "routes.add")
+                # As a person would: `/` to the filters, Tab to the method, type it, Enter.
+                old = pane.entries
+                await pilot.press("slash")
+                assert screen.focused is pane.query_one("#audit-user")
+                await pilot.press("tab", *"routes.add", "enter")
+                await until(pilot, lambda: pane.entries is not old, "the entries of routes.add")
                 assert [e.id for e in pane.entries] == [mine.id] and table.row_count == 1
                 assert "1 entry with method routes.add" in str(pane.query_one("#audit-note").render())
                 # A refresh asks with the filter kept (the screen asks the pane's DETAILS every time).
@@ -75,6 +80,8 @@ def test_the_audit_tab_shows_the_consoles_own_change_and_filters_it(tmp_path, st
                 screen.refresh_details()
                 await until(pilot, lambda: screen.details.get("audit.recent") is not asked, "the refresh answered")
                 assert [e.id for e in pane.entries] == [mine.id]
+                await pilot.press("escape")  # out of the filter, back on the table; the screen stays
+                assert screen.focused is table and app.screen is screen
 
                 await apply(pilot, pane, "opal", "")
                 assert [e.id for e in pane.entries] == [refused.id]

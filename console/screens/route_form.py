@@ -68,7 +68,7 @@ class RouteFormScreen(ModalScreen[RouteDraft | None]):
                     yield Input(pattern, id=f"pattern-{i}", placeholder="e.g. CT or CT*", classes="match-pattern")
             with Horizontal(classes="field"):
                 yield Label("destinations", classes="field-label")
-                with VerticalScroll(id="destinations"):
+                with VerticalScroll(id="destinations", can_focus=False):  # Tab goes from box to box
                     if not self.aets:
                         yield Static("no AE titles registered: add one in the AE titles tab first", classes="dest-none")
                     for i, aet in enumerate(self.aets):
@@ -84,8 +84,7 @@ class RouteFormScreen(ModalScreen[RouteDraft | None]):
     def on_mount(self) -> None:
         field = self._field_of(self.error_field) if self.error_field else None
         if field is not None:
-            self.query_one(field).add_class("invalid")
-            self.query_one(field).focus()
+            self._mark(field)
         else:
             self.query_one("#name", Input).focus()
 
@@ -94,7 +93,7 @@ class RouteFormScreen(ModalScreen[RouteDraft | None]):
         if name == "name":
             return "#name"
         if name.startswith("destinations"):
-            return "#destinations"
+            return "#destinations"  # marked; the focus goes to its first box (see _mark)
         if name == "match" or name.startswith("match."):
             key = name.partition(".")[2]
             rows = [k for k, _ in self.draft.match]
@@ -127,9 +126,15 @@ class RouteFormScreen(ModalScreen[RouteDraft | None]):
         error.update(Text(message))
         error.remove_class("empty")
         self.query(".invalid").remove_class("invalid")
-        self.query_one(selector).add_class("invalid")
-        self.query_one(selector).focus()
+        self._mark(selector)
         return None
+
+    def _mark(self, selector: str) -> None:
+        """The field marked invalid and focused (for the destinations: their first box that can be ticked)."""
+        widget = self.query_one(selector)
+        widget.add_class("invalid")
+        boxes = [b for b in widget.query(Checkbox) if not b.disabled] if selector == "#destinations" else []
+        (boxes[0] if boxes else widget).focus()
 
     def _submit(self) -> None:
         draft = self._read()

@@ -6,6 +6,7 @@ import json
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Label, Static
 
@@ -33,6 +34,10 @@ class AuditPane(NodePane):
     TITLE = "Audit"
     DETAILS = {"audit.recent": {"limit": LIMIT}}
     FOCUS = "#audit-table"
+    BINDINGS = [
+        Binding("slash", "filter", "Filter"),
+        Binding("escape", "leave_filter", "Back to the table", show=False),
+    ]
     COMPONENT_CLASSES = {"audit-pane--failed"}  # a call that did not go through: coloured in app.tcss
 
     def __init__(self, node_name: str, *, readonly: bool, **kw) -> None:
@@ -77,6 +82,17 @@ class AuditPane(NodePane):
             self.note(f"{counted}, newest first" if rows else "nothing audited yet")
 
     # --- the filters ------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        if action == "leave_filter":  # Esc in a filter leaves it; on the table Esc is the screen's Back
+            return isinstance(self.app.focused, Input) and self.app.focused.parent is self.query_one("#audit-filters")
+        return super().check_action(action, parameters)
+
+    def action_filter(self) -> None:
+        self.query_one("#audit-user", Input).focus()
+
+    def action_leave_filter(self) -> None:
+        self.query_one("#audit-table", DataTable).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
