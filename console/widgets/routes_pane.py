@@ -43,6 +43,7 @@ class RoutesPane(NodePane):
         super().__init__(node_name, readonly=readonly, **kw)
         self.routes: dict[str, Route] = {}
         self.aets: tuple[Aet, ...] = ()
+        self.status_shown = True  # the note says what the list is (empty, unreadable), not an action's result
 
     def compose(self) -> ComposeResult:
         yield Static(id="routes-note", classes="pane-note")
@@ -61,15 +62,24 @@ class RoutesPane(NodePane):
             self.aets = result.aets
 
     def show(self, result: RoutesList | None, error) -> None:
-        table = self.query_one("#routes-table", DataTable)
         if error is not None:
             # routes.* are admin-only, reads included: a viewer or operator is told so, not shown an empty list.
-            self.note(edits.unreadable("routes.list", error), "error")
+            self._status(edits.unreadable("routes.list", error), "error")
             return
         self.routes = {r.name: r for r in result.routes}
-        fill_routes(table, result.routes)
-        if not result.routes and not self.query_one("#routes-note", Static).has_class("ok"):
-            self.note("no routes: new instances stay on this node" + ("" if self.readonly else "; a adds one"))
+        fill_routes(self.query_one("#routes-table", DataTable), result.routes)
+        empty = "no routes: new instances stay on this node" + ("" if self.readonly else "; a adds one")
+        self._status("" if result.routes else empty)
+
+    def _status(self, line: str, kind: str = "") -> None:
+        """What the list says in the note, unless the note holds an action's result (kept until the next)."""
+        if self.status_shown or not str(self.query_one("#routes-note", Static).render()):
+            super().note(line, kind)
+            self.status_shown = True
+
+    def note(self, line: str, kind: str = "") -> None:
+        super().note(line, kind)
+        self.status_shown = False  # an action's result: a refresh does not overwrite it
 
     def selected(self) -> Route | None:
         table = self.query_one("#routes-table", DataTable)
