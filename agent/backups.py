@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
-from storage.backups import catalog
+from storage.backups import catalog, restic
 from storage.backups.layout import BackupError
 from storage.backups.restore import restore_node
 from storage.backups.runner import BackupBusy, backup_lock, check_target, run_backup
@@ -71,7 +73,7 @@ def _target_wire(t) -> dict:
     return {
         "name": t.name,
         "type": t.kind,
-        "path": str(t.path) if t.path is not None else None,
+        "path": str(t.path) if t.path is not None else restic.redact(t.repository),
         "schedule": t.schedule.text if t.schedule is not None else None,
         "keep": {"last": t.keep.last, "daily": t.keep.daily, "weekly": t.keep.weekly, "monthly": t.keep.monthly},
     }
@@ -125,6 +127,17 @@ def run(ctx, params: dict) -> dict:
     return {"job_id": job_id, "state": "running", "backup": None, "removed": []}
 
 
+@contextmanager
+def _readable(config, info: catalog.BackupInfo):
+    """The backup's folder: in place for a dir target; fetched from the repository (and removed after) for restic."""
+    if info.kind == "dir":
+        yield info.folder
+        return
+    target = config.backup_target(info.target)
+    with restic.scratch(config) as tmp:
+        yield restic.fetch(config, target, info.id, Path(tmp))
+
+
 def run_verify(ctx, params: dict) -> dict:
     config = ctx.require_node().config
     bid = _backup_id(params)
@@ -132,8 +145,12 @@ def run_verify(ctx, params: dict) -> dict:
         raise RPCError(INVALID_PARAMS, "restore_test is not available yet; backups.verify re-reads every file")
     try:
         info = catalog.find(config, bid)
-        result = verify(info.folder)
-        record(info.folder, result)
+        with _readable(config, info) as folder:
+            result = verify(folder)
+        if info.kind == "dir":
+            record(info.folder, result)
+        else:
+            restic.record_verification(config, config.backup_target(info.target), bid, asdict(result))
     except BackupError as err:
         raise _refused(err) from None
     return {
@@ -161,7 +178,8 @@ def restore(ctx, params: dict) -> dict:
         info = catalog.find(config, bid)
         if info.state != "complete":
             raise BackupError(f"{bid} is incomplete ({info.reason}); restore a complete backup")
-        done = restore_node(info.folder, Path(into).expanduser().absolute(), dry_run=dry_run)
+        with _readable(config, info) as folder:
+            done = restore_node(folder, Path(into).expanduser().absolute(), dry_run=dry_run)
     except BackupError as err:
         raise _refused(err) from None
     return {

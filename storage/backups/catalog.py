@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import restic
 from .layout import PARTIAL, BackupError, read_manifest
 from .verify import last_verification
 
@@ -64,11 +65,34 @@ def dir_backups(target) -> list[BackupInfo]:
     return sorted(out, key=lambda b: (b.finished_at or 0, b.id))
 
 
+def restic_backups(config, target) -> list[BackupInfo]:
+    """From the node's record of what it put in the repository (the repository itself is read by verify)."""
+    out = []
+    for bid, entry in restic.read_catalog(config, target).items():
+        m = entry.get("manifest") or {}
+        out.append(
+            BackupInfo(
+                bid,
+                target.name,
+                "restic",
+                "complete",
+                config.node_dir,
+                m.get("started_at"),
+                m.get("finished_at"),
+                m.get("instances"),
+                m.get("bytes"),
+                entry.get("data_added"),
+                None,
+                verification=entry.get("verification"),
+            )
+        )
+    return sorted(out, key=lambda b: (b.finished_at or 0, b.id))
+
+
 def all_backups(config) -> list[BackupInfo]:
     out: list[BackupInfo] = []
     for target in config.backups:
-        if target.kind == "dir":
-            out += dir_backups(target)
+        out += dir_backups(target) if target.kind == "dir" else restic_backups(config, target)
     return out
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from storage.index import jobs
 from storage.index.database import Index
 
+from . import restic
 from .catalog import dir_backups
 from .layout import BackupError, Manifest
 from .retention import keep_set
@@ -61,10 +62,7 @@ class BackupRun:
 
 
 def check_target(config, target_name: str | None):
-    target = target_of(config, target_name)
-    if target.kind != "dir":
-        raise BackupError(f"backup target {target.name}: type {target.kind} is not supported yet; use type dir")
-    return target
+    return target_of(config, target_name)
 
 
 def run_backup(
@@ -100,12 +98,17 @@ def _run_locked(config, index: Index, target, reason: str, stop, job_id: int | N
         reported[:] = [instances, nbytes]
 
     try:
-        folder, manifest = take_dir(config, index, target, stop=stop, progress=progress)
+        if target.kind == "restic":
+            where, manifest = restic.take_restic(config, index, target, stop=stop, progress=progress)
+        else:
+            folder, manifest = take_dir(config, index, target, stop=stop, progress=progress)
+            where = str(folder)
     except Exception as err:
         jobs.finish(index, job_id, jobs.FAILED, str(err))
         raise
     jobs.finish(index, job_id, jobs.DONE)
-    return BackupRun(job_id, str(folder), manifest, apply_retention(target))
+    removed = restic.forget(config, target) if target.kind == "restic" else apply_retention(target)
+    return BackupRun(job_id, where, manifest, removed)
 
 
 def apply_retention(target) -> tuple[str, ...]:

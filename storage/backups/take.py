@@ -92,6 +92,19 @@ def complete_backups(root: Path) -> list[tuple[Path, Manifest]]:
     return sorted(out, key=lambda fm: fm[1].finished_at)
 
 
+def _link_and_hash(src: Path, dest: Path) -> tuple[int, str]:
+    """Hard-link a pool file into the backup (pool files are never changed in place: a new write is a new
+    name, so the link holds these exact bytes even if a migration deletes the pool's name), then hash it."""
+    os.link(src, dest)
+    h = hashlib.sha256()
+    size = 0
+    with open(dest, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+            size += len(block)
+    return size, h.hexdigest()
+
+
 def _copy(src: Path, dest: Path) -> tuple[int, str]:
     """Copy and hash in one pass; the copy is fsynced. Returns (size, sha256) of what was read."""
     h = hashlib.sha256()
@@ -107,7 +120,8 @@ def _copy(src: Path, dest: Path) -> tuple[int, str]:
 
 
 class _Taker:
-    def __init__(self, config, index: Index, root: Path, work: Path, previous, stop, progress):
+    def __init__(self, config, index: Index, root: Path, work: Path, previous, stop, progress, from_pools: bool):
+        self.from_pools = from_pools  # hard-link pool files instead of copying them (a restic staging folder)
         self.config = config
         self.index = index
         self.work = work
@@ -138,6 +152,16 @@ class _Taker:
         self.counts["linked"] += 1
         return True
 
+    def _read(self, src: Path, dest: Path) -> tuple[int, str]:
+        if self.from_pools:
+            try:
+                return _link_and_hash(src, dest)
+            except FileNotFoundError:
+                raise
+            except OSError:  # another filesystem, or no links there: copy from now on
+                self.from_pools = False
+        return _copy(src, dest)
+
     def _live(self, sop_uid: str) -> Source | None:
         row = (
             self.index.connection()
@@ -160,11 +184,11 @@ class _Taker:
             if pool is None:
                 raise BackupError(f"instance {current.sop_uid}: pool {current.pool!r} is not in node.yaml")
             try:
-                size, sha = _copy(pool / current.path, dest)
+                size, sha = self._read(pool / current.path, dest)
             except FileNotFoundError:
                 size, sha = None, None
             if sha == current.sha256 and size == current.size:
-                self.counts["copied"] += 1
+                self.counts["copied"] += 1  # or linked from the pool, for restic: read and checked either way
                 self.counts["copied_bytes"] += size
                 return current
             # Moved (a migration deleted the source after updating the row) or replaced (an overwrite):
@@ -181,6 +205,7 @@ class _Taker:
                     f"(size {size}, sha256 {sha}; the index says {current.size}, {current.sha256}): "
                     "the file is damaged; pacsdeck node verify checks every file"
                 )
+            _unlink(dest)  # what was read there is not the instance's: read it again from where it went
             current = live
             self.counts["followed"] += 1
         raise BackupError(f"instance {source.sop_uid} kept moving while the backup read it; run the backup again")
@@ -241,10 +266,13 @@ def take_dir(
     *,
     stop: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
+    root: Path | None = None,
+    from_pools: bool = False,
 ) -> tuple[Path, Manifest]:
     """One complete backup in `target.path/<id>`; while it is written the folder is `<id>.partial`, and it is
-    renamed only after the manifest, so a backup killed at any point is never taken for a complete one."""
-    root = Path(target.path)
+    renamed only after the manifest, so a backup killed at any point is never taken for a complete one.
+    `root` and `from_pools`: a restic target's staging folder, its files hard-linked from the pools."""
+    root = Path(root if root is not None else target.path)
     try:
         ensure_dir(root)
     except OSError as err:
@@ -265,7 +293,7 @@ def take_dir(
     shutil.copyfile(config.path, work / CONFIG)
     with open(work / CONFIG, "rb+") as f:
         os.fsync(f.fileno())
-    taker = _Taker(config, index, root, work, previous, stop, progress)
+    taker = _Taker(config, index, root, work, previous, stop, progress, from_pools)
     snapshot = sqlite3.connect(work / INDEX)
     try:
         taker.run(snapshot)
@@ -275,7 +303,7 @@ def take_dir(
     manifest = Manifest(
         id=bid,
         target=target.name,
-        kind="dir",
+        kind=target.kind,
         ae_title=config.ae_title,
         started_at=started,
         finished_at=time.time(),

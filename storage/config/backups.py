@@ -48,6 +48,7 @@ class BackupTarget:
     path: Path | None = None  # dir: the folder that holds one sub-folder per backup
     repository: str | None = None  # restic: a local path or any restic backend (sftp:, s3:, rest:)
     password_file: Path | None = None  # restic: readable by the node's account only
+    options: tuple[str, ...] = ()  # restic: --option key=value each (e.g. sftp.command=ssh -p 2222 … -s sftp)
     schedule: Schedule | None = None
     keep: Keep = Keep()
 
@@ -88,7 +89,7 @@ def parse_keep(value, where: str) -> Keep:
 def parse_target(raw, where: str, resolve: Callable[[object], Path]) -> BackupTarget:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: a mapping with name, type and path (dir) or repository (restic)")
-    allowed = {"name", "type", "path", "repository", "password_file", "schedule", "keep"}
+    allowed = {"name", "type", "path", "repository", "password_file", "options", "schedule", "keep"}
     unknown = set(raw) - allowed
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -102,7 +103,7 @@ def parse_target(raw, where: str, resolve: Callable[[object], Path]) -> BackupTa
     if kind == "dir":
         if not isinstance(raw.get("path"), str) or not raw["path"].strip():
             raise ConfigError(f"{where}.path: the folder backups go to (a USB disk, a NAS mount)")
-        for key in ("repository", "password_file"):
+        for key in ("repository", "password_file", "options"):
             if key in raw:
                 raise ConfigError(f"{where}.{key}: only for type restic")
         kw["path"] = resolve(raw["path"])
@@ -118,6 +119,12 @@ def parse_target(raw, where: str, resolve: Callable[[object], Path]) -> BackupTa
         local = not re.match(r"^[a-z0-9]+:", repository) or repository.startswith("local:")
         kw["repository"] = str(resolve(repository.removeprefix("local:"))) if local else repository
         kw["password_file"] = resolve(raw["password_file"])
+        options = raw.get("options") or []
+        if not isinstance(options, list) or not all(
+            isinstance(o, str) and "=" in o and "\n" not in o and len(o) <= 1024 for o in options
+        ):
+            raise ConfigError(f"{where}.options: a list of restic options, each key=value")
+        kw["options"] = tuple(options)
     if raw.get("schedule") is not None:
         kw["schedule"] = parse_schedule(raw["schedule"], f"{where}.schedule")
     if raw.get("keep") is not None:
