@@ -115,9 +115,3 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def fsync_tree(root: Path) -> None:
-    """fsync every folder under root (files are fsynced as they are written)."""
-    for folder, _dirs, _files in os.walk(root):
-        fsync_dir(folder)

@@ -14,7 +14,7 @@ import yaml
 
 from storage.pools.pool import ensure_dir, fsync_dir
 
-from .layout import CONFIG, INDEX, BackupError, fsync_tree, read_entries, read_manifest
+from .layout import CONFIG, INDEX, BackupError, read_entries, read_manifest
 from .take import CHUNK
 
 
@@ -59,8 +59,6 @@ def _copy_checked(src: Path, dest: Path, size: int, sha256: str) -> None:
             h.update(block)
             fout.write(block)
             n += len(block)
-        fout.flush()
-        os.fsync(fout.fileno())
     if n != size or h.hexdigest() != sha256:
         raise BackupError(
             f"{src}: does not match the manifest (sha256 {h.hexdigest()}, {n} bytes): the backup is damaged; "
@@ -116,9 +114,10 @@ def _write(backup: Path, into: Path, manifest, doc: dict, pools: dict[str, Path]
         entry = entries[sop]
         dest = pools[pool] / rel
         if dest.parent not in made:
-            ensure_dir(dest.parent)
+            os.makedirs(dest.parent, mode=0o750, exist_ok=True)  # flushed by the sync() below
             made.add(dest.parent)
         _copy_checked(backup / entry.file, dest, entry.size, entry.sha256)
+    os.sync()  # the files on disk (one sync, not an fsync each) before the index that points at them
     # The index last: a restore stopped half-way has no index, so no node starts on missing files.
     _copy_checked(backup / INDEX, into / (INDEX + ".tmp"), (backup / INDEX).stat().st_size, manifest.index_sha256)
     os.replace(into / (INDEX + ".tmp"), into / INDEX)
@@ -126,5 +125,5 @@ def _write(backup: Path, into: Path, manifest, doc: dict, pools: dict[str, Path]
     config.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     with open(config, "rb+") as f:
         os.fsync(f.fileno())
-    fsync_tree(into)
+    os.sync()
     fsync_dir(into.parent)

@@ -28,7 +28,6 @@ from .layout import (
     Manifest,
     backup_id,
     file_name,
-    fsync_tree,
     read_entries,
     read_manifest,
     sha256_file,
@@ -106,7 +105,8 @@ def _link_and_hash(src: Path, dest: Path) -> tuple[int, str]:
 
 
 def _copy(src: Path, dest: Path) -> tuple[int, str]:
-    """Copy and hash in one pass; the copy is fsynced. Returns (size, sha256) of what was read."""
+    """Copy and hash in one pass. Returns (size, sha256) of what was read. Not fsynced here: one sync()
+    before the manifest flushes them all (one fsync per file cost 4 ms each, as much as the copy itself)."""
     h = hashlib.sha256()
     size = 0
     with open(src, "rb") as fin, open(dest, "wb") as fout:
@@ -114,8 +114,6 @@ def _copy(src: Path, dest: Path) -> tuple[int, str]:
             h.update(block)
             fout.write(block)
             size += len(block)
-        fout.flush()
-        os.fsync(fout.fileno())
     return size, h.hexdigest()
 
 
@@ -138,7 +136,7 @@ class _Taker:
     def _folder(self, dest: Path) -> None:
         parent = dest.parent
         if parent not in self._made:
-            ensure_dir(parent)
+            os.makedirs(parent, mode=0o750, exist_ok=True)  # flushed by the one sync() before the manifest
             self._made.add(parent)
 
     def _link(self, source: Source, dest: Path) -> bool:
@@ -236,8 +234,6 @@ class _Taker:
                 self.instances += 1
                 self.bytes += got.size
                 self._report()
-            out.flush()
-            os.fsync(out.fileno())
         snapshot.commit()
         self._report(force=True)
 
@@ -299,7 +295,9 @@ def take_dir(
         taker.run(snapshot)
     finally:
         snapshot.close()
-    fsync_tree(work)
+    # Every file, folder and the instance list on disk before the manifest says the backup is whole: one
+    # sync() (as `cp -a` then `sync`), not an fsync per file; the manifest itself is then fsynced.
+    os.sync()
     manifest = Manifest(
         id=bid,
         target=target.name,
