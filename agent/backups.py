@@ -11,6 +11,7 @@ from pathlib import Path
 
 from storage.backups import catalog, restic
 from storage.backups.layout import BackupError
+from storage.backups.reingest import reingest_studies
 from storage.backups.restore import restore_node
 from storage.backups.runner import BackupBusy, backup_lock, check_target, run_backup
 from storage.backups.verify import record, verify
@@ -166,19 +167,43 @@ def run_verify(ctx, params: dict) -> dict:
 
 
 def restore(ctx, params: dict) -> dict:
-    config = ctx.require_node().config
+    node = ctx.require_node()
+    config = node.config
     bid = _backup_id(params)
-    into = params.get("into")
-    if not isinstance(into, str) or not into.strip() or "\x00" in into:
-        raise v.invalid("into", "the folder to restore the whole node into (new or empty)")
-    if params.get("study_uids") is not None:
-        raise RPCError(INVALID_PARAMS, "study_uids is not available yet; restore the whole node with into")
+    into, studies = params.get("into"), params.get("study_uids")
+    if (into is None) == (studies is None):
+        raise RPCError(
+            INVALID_PARAMS,
+            "give into (a whole node into a new or empty folder) or study_uids (chosen studies back into this node)",
+        )
     dry_run = v.boolean(params.get("dry_run", False), "dry_run")
+    if studies is not None:
+        if not isinstance(studies, list) or not 1 <= len(studies) <= 1000:
+            raise v.invalid("study_uids", "a list of 1 to 1000 Study Instance UIDs")
+        studies = list(dict.fromkeys(v.uid(s, f"study_uids[{i}]") for i, s in enumerate(studies)))
+        if dry_run:
+            raise v.invalid("dry_run", "only with into; for studies, backups.list and studies.find say what is where")
+    elif not isinstance(into, str) or not into.strip() or "\x00" in into:
+        raise v.invalid("into", "the folder to restore the whole node into (new or empty)")
     try:
         info = catalog.find(config, bid)
         if info.state != "complete":
             raise BackupError(f"{bid} is incomplete ({info.reason}); restore a complete backup")
         with _readable(config, info) as folder:
+            if studies is not None:
+                back = reingest_studies(node, folder, studies)
+                return {
+                    "id": back.backup,
+                    "into": None,
+                    "config": None,
+                    "instances": back.stored + back.already_there,
+                    "bytes": None,
+                    "dry_run": False,
+                    "studies": back.studies,
+                    "stored": back.stored,
+                    "already_there": back.already_there,
+                    "failed": list(back.failed),
+                }
             done = restore_node(folder, Path(into).expanduser().absolute(), dry_run=dry_run)
     except BackupError as err:
         raise _refused(err) from None
@@ -189,6 +214,10 @@ def restore(ctx, params: dict) -> dict:
         "instances": done.instances,
         "bytes": done.bytes,
         "dry_run": dry_run,
+        "studies": None,
+        "stored": None,
+        "already_there": None,
+        "failed": [],
     }
 
 
@@ -260,14 +289,31 @@ METHODS = (
     Method(
         "backups.restore",
         restore,
-        "Restore a whole node from a backup into a new or empty folder",
+        "Restore a whole node into a new or empty folder, or chosen studies back into this node",
         {
             "id": _ID,
-            "into": Param("string", "the folder (new or empty)", required=True),
-            "dry_run": Param("boolean", "say what would be restored, write nothing"),
-            "study_uids": Param("array", "chosen studies back into this node (not yet)"),
+            "into": Param("string", "a whole node into this folder (new or empty)"),
+            "dry_run": Param("boolean", "with into: say what would be restored, write nothing"),
+            "study_uids": Param(
+                "array",
+                "instead of into: these studies back into this node through its ingest path (kept once)",
+                extra={"items": {"type": "string"}},
+            ),
         },
         audit=True,
-        result=Obj({"id": STR, "into": STR, "config": STR, "instances": INT, "bytes": INT, "dry_run": BOOL}),
+        result=Obj(
+            {
+                "id": STR,
+                "into": Null(STR),
+                "config": Null(STR),
+                "instances": INT,
+                "bytes": Null(INT),
+                "dry_run": BOOL,
+                "studies": Null(INT),
+                "stored": Null(INT),
+                "already_there": Null(INT),
+                "failed": Arr(STR),
+            }
+        ),
     ),
 )

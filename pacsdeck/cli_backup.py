@@ -64,8 +64,20 @@ def cmd_backup_verify(args) -> int:
 
 
 def cmd_backup_restore(args) -> int:
-    params = {"id": args.id, "into": args.into, "dry_run": args.dry_run}
+    params: dict = {"id": args.id}
+    if args.study:
+        params["study_uids"] = args.study
+    else:
+        params.update({"into": args.into, "dry_run": args.dry_run})
     done = call_agent(args, "backups.restore", params)
+    if done["studies"] is not None:
+        text = (
+            f"{done['studies']} studies from {done['id']} back into this node: {done['stored']} instances stored, "
+            f"{done['already_there']} already there"
+        )
+        text += "".join(f"\nfailed: {f}" for f in done["failed"])
+        emit(args, done, text)
+        return EXIT_FAILURE if done["failed"] else EXIT_OK
     if done["dry_run"]:
         text = f"dry run: {done['instances']} instances, {_size(done['bytes'])} would be restored into {done['into']}"
     else:
@@ -104,9 +116,16 @@ def add_parsers(node_sub) -> None:
     _common(p)
     p.set_defaults(func=cmd_backup_verify)
 
-    p = sub.add_parser("restore", help="a whole node from a backup into a new or empty folder (backups.restore)")
+    p = sub.add_parser(
+        "restore",
+        help="a whole node into a new or empty folder, or chosen studies back into this node (backups.restore)",
+    )
     p.add_argument("id", help="the backup, as list shows it")
-    p.add_argument("--into", required=True, metavar="DIR", help="the folder (new or empty)")
-    p.add_argument("--dry-run", action="store_true", help="say what would be restored, write nothing")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--into", metavar="DIR", help="restore the whole node into this folder (new or empty)")
+    where.add_argument(
+        "--study", action="append", metavar="UID", help="bring this study back into this node (repeatable)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="with --into: say what would be restored, write nothing")
     _common(p)
     p.set_defaults(func=cmd_backup_restore)

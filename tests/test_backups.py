@@ -211,3 +211,34 @@ def test_a_node_without_a_backup_target_says_how_to_add_one(tmp_path):
     refused = call(handle, "backups.run", {"wait": True})
     assert refused["error"]["data"]["kind"] == "invalid_params"
     assert "backups: [{name: usb, type: dir" in refused["error"]["message"]
+
+
+def test_chosen_studies_come_back_into_a_running_node_through_its_ingest_path(node, tmp_path):
+    files = studies(tmp_path, "BACK", 2, per=3)
+    results, _ = storescu(node, files)
+    assert set(results.values()) == {"Success"}
+    backup = ok(node, "backups.run", {"wait": True})["backup"]
+    wanted = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    # Another node that reads the same target (a replacement server): the study goes into it.
+    other = make_node(
+        tmp_path / "other",
+        ae_title="OTHER",
+        workers=1,
+        backups=[{"name": "usb", "type": "dir", "path": str(tmp_path / "usb")}],
+    ).start()
+    try:
+        back = ok(other, "backups.restore", {"id": backup["id"], "study_uids": [wanted]})
+        assert (back["studies"], back["stored"], back["already_there"], back["failed"]) == (1, 3, 0, [])
+        theirs = {sop: (study, sha) for sop, (study, _size, sha) in index_rows(other.index_path).items()}
+        ours = {
+            sop: (study, sha) for sop, (study, _size, sha) in index_rows(node.index_path).items() if study == wanted
+        }
+        assert theirs == ours
+        run = findscu(other, {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": wanted}, aet="STORESCU")
+        assert run.status == 0 and len(run.responses) == 1
+        again = ok(other, "backups.restore", {"id": backup["id"], "study_uids": [wanted]})
+        assert (again["stored"], again["already_there"]) == (0, 3)  # kept once
+        refused = call(other, "backups.restore", {"id": backup["id"], "study_uids": ["1.2.3.999"]})
+        assert "holds no study 1.2.3.999" in refused["error"]["message"]
+    finally:
+        other.stop()
