@@ -18,6 +18,7 @@ from storage.backups.verify import record, verify
 from storage.index import jobs
 
 from . import validate as v
+from .backup_check import restore_test
 from .protocol import CONFLICT, INVALID_PARAMS, NOT_FOUND, RPCError, iso_time
 from .registry import Method, Param
 from .schema import BOOL, INT, NUM, STR, TIME, Arr, Enum, Null, Obj
@@ -142,12 +143,14 @@ def _readable(config, info: catalog.BackupInfo):
 def run_verify(ctx, params: dict) -> dict:
     config = ctx.require_node().config
     bid = _backup_id(params)
-    if v.boolean(params.get("restore_test", False), "restore_test"):
-        raise RPCError(INVALID_PARAMS, "restore_test is not available yet; backups.verify re-reads every file")
+    test = v.boolean(params.get("restore_test", False), "restore_test")
     try:
         info = catalog.find(config, bid)
         with _readable(config, info) as folder:
             result = verify(folder)
+            if test and result.ok:  # a backup with damaged files is not restored to find that out again
+                result.restore_test = restore_test(config.node_dir, folder)
+                result.ok = result.restore_test["ok"]
         if info.kind == "dir":
             record(info.folder, result)
         else:
@@ -163,6 +166,7 @@ def run_verify(ctx, params: dict) -> dict:
         "damaged": result.damaged,
         "problems": result.problems,
         "seconds": result.seconds,
+        "restore_test": result.restore_test,
     }
 
 
@@ -221,6 +225,18 @@ def restore(ctx, params: dict) -> dict:
     }
 
 
+RESTORE_TEST = Obj(
+    {
+        "ok": BOOL,
+        "instances": INT,
+        "studies": INT,
+        "studies_found": INT,
+        "instances_compared": INT,
+        "instances_mismatched": INT,
+        "problems": Arr(STR),
+        "seconds": NUM,
+    }
+)
 VERIFICATION = Obj({"at": TIME, "ok": BOOL, "restore_test": Null(Obj({}, extra=True))})
 BACKUP = Obj(
     {
@@ -271,7 +287,14 @@ METHODS = (
         "backups.verify",
         run_verify,
         "Re-read every file of a backup against its manifest (size and SHA-256)",
-        {"id": _ID, "restore_test": Param("boolean", "also restore it and compare (not yet)")},
+        {
+            "id": _ID,
+            "restore_test": Param(
+                "boolean",
+                "also restore it into a scratch folder, start a node there on loopback, and compare its "
+                "C-FIND study count and the C-GET bytes of a sample of studies with the backup",
+            ),
+        },
         audit=True,
         result=Obj(
             {
@@ -283,6 +306,7 @@ METHODS = (
                 "damaged": INT,
                 "problems": Arr(STR),
                 "seconds": NUM,
+                "restore_test": Null(RESTORE_TEST),
             }
         ),
     ),

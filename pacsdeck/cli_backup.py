@@ -55,8 +55,16 @@ def cmd_backup_run(args) -> int:
 
 
 def cmd_backup_verify(args) -> int:
-    result = call_agent(args, "backups.verify", {"id": args.id})
+    result = call_agent(args, "backups.verify", {"id": args.id, "restore_test": args.restore_test})
     lines = list(result["problems"])
+    test = result.get("restore_test")
+    if test is not None:
+        lines += test["problems"]
+        lines.append(
+            f"restore test: a node restored from it answered C-FIND with {test['studies_found']} of "
+            f"{test['studies']} studies; C-GET of {test['instances_compared']} instances, "
+            f"{test['instances_mismatched']} differing ({test['seconds']:.1f} s)"
+        )
     verdict = "ok" if result["ok"] else f"FAILED: {result['missing']} missing, {result['damaged']} damaged"
     lines.append(f"{result['id']}: {result['checked']} files, {_size(result['bytes'])} re-read: {verdict}")
     emit(args, result, "\n".join(lines))
@@ -113,6 +121,7 @@ def add_parsers(node_sub) -> None:
 
     p = sub.add_parser("verify", help="re-read every file of a backup against its manifest (backups.verify)")
     p.add_argument("id", help="the backup, as list shows it")
+    p.add_argument("--restore-test", action="store_true", help="also restore it, start a node on loopback and query it")
     _common(p)
     p.set_defaults(func=cmd_backup_verify)
 

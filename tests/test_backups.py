@@ -242,3 +242,17 @@ def test_chosen_studies_come_back_into_a_running_node_through_its_ingest_path(no
         assert "holds no study 1.2.3.999" in refused["error"]["message"]
     finally:
         other.stop()
+
+
+def test_verify_with_a_restore_test_starts_the_restored_node_and_asks_it(node, tmp_path):
+    results, _ = storescu(node, studies(tmp_path, "RTEST", 4, per=3))
+    assert set(results.values()) == {"Success"}
+    backup = ok(node, "backups.run", {"wait": True})["backup"]
+    result = ok(node, "backups.verify", {"id": backup["id"], "restore_test": True})
+    test = result["restore_test"]
+    assert result["ok"] and test["ok"], result
+    assert test["studies"] == test["studies_found"] == 4
+    assert test["instances_compared"] == 9 and test["instances_mismatched"] == 0  # 3 studies sampled, 3 each
+    assert not list(node.dir.glob("restore-test-*"))  # the scratch node and its folder are gone
+    listed = ok(node, "backups.list")["backups"][0]["last_verification"]
+    assert listed["ok"] and listed["restore_test"]["studies_found"] == 4
