@@ -256,3 +256,6 @@ def test_verify_with_a_restore_test_starts_the_restored_node_and_asks_it(node, t
     assert not list(node.dir.glob("restore-test-*"))  # the scratch node and its folder are gone
     listed = ok(node, "backups.list")["backups"][0]["last_verification"]
     assert listed["ok"] and listed["restore_test"]["studies_found"] == 4
+    status = ok(node, "node.status")["backups"]
+    assert [(s["target"], s["last_verified_ok"]) for s in status] == [("usb", True)]
+    assert status[0]["last_success_at"] == backup["finished_at"]
