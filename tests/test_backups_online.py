@@ -47,13 +47,20 @@ def node(tmp_path):
     handle.stop()
 
 
+def read_order(path) -> tuple[str, str]:
+    ds = dcmread(path, stop_before_pixels=True)
+    return str(ds.StudyInstanceUID), str(ds.SOPInstanceUID)
+
+
 def test_a_migration_and_an_overwrite_during_the_backup_are_followed(node, tmp_path):
-    files = studies(tmp_path, "MIG", 3, per=4)
+    files = studies(tmp_path, "MIG", 3, per=12)  # more than the copy threads' first window of 16
     results, _ = storescu(node, files)
     assert set(results.values()) == {"Success"}
     study_uids = sorted({str(dcmread(f, stop_before_pixels=True).StudyInstanceUID) for f in files})
     # The same SOP instance again, its pixels changed: with `duplicates: overwrite` it replaces the stored one.
-    changed = dcmread(files[-1])
+    # The instance the backup reads last (it goes by study, then SOP Instance UID): still to come at the hook.
+    last = max(files, key=read_order)
+    changed = dcmread(last)
     changed.PixelData = bytes(b ^ 0xFF for b in changed.PixelData)
     replacement = tmp_path / "replacement.dcm"
     changed.save_as(replacement, enforce_file_format=True)
@@ -63,7 +70,7 @@ def test_a_migration_and_an_overwrite_during_the_backup_are_followed(node, tmp_p
     done_during: list[str] = []
 
     def during_the_copy(instances: int, nbytes: int) -> None:
-        """After the first file, while the backup still has 11 to read: move every study, overwrite one."""
+        """At the first progress report, while the backup still has files to read: move every study, overwrite one."""
         if done_during:
             return
         args = ["node", "migrate", "--config", str(node.config), "--target", "archive", "--run"]
@@ -78,8 +85,9 @@ def test_a_migration_and_an_overwrite_during_the_backup_are_followed(node, tmp_p
         folder, manifest = take_dir(config, index, config.backups[0], progress=during_the_copy)
     finally:
         index.close()
-    assert done_during and manifest.instances == 12 and manifest.gone == 0
-    assert manifest.followed == 11  # every file after the first was moved (one of them replaced, too)
+    assert done_during and manifest.instances == 36 and manifest.gone == 0
+    # The files read after the migration were followed to where it put them (one of them replaced, too).
+    assert manifest.followed >= 1
 
     live = index_rows(node.index_path)
     backed_up = {e.sop_uid: (e.size, e.sha256) for e in read_entries(folder)}
@@ -87,7 +95,7 @@ def test_a_migration_and_an_overwrite_during_the_backup_are_followed(node, tmp_p
     assert backed_up == {sop: (size, sha) for sop, (_study, size, sha) in live.items()}
     assert verify(folder).ok
     restored = restore_node(folder, tmp_path / "restored")
-    assert restored.instances == 12
+    assert restored.instances == 36
     assert index_rows(tmp_path / "restored" / "index.sqlite") == live
 
 

@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ CHUNK = 1 << 20
 FOLLOW_TRIES = 5  # a row can move again while it is followed (a migration and a recall); then give up
 # progress(instances_done, bytes_done) is called at most this often: one index write per call.
 PROGRESS_EVERY = 0.5
+WINDOW = 16  # files handed to the two copy threads at a time
 
 
 @dataclass(frozen=True)
@@ -132,12 +134,19 @@ class _Taker:
         self.bytes = 0
         self._made: set[Path] = set()
         self._reported = 0.0
+        self._lock = threading.Lock()  # the counts and the folders made, shared by the two copy threads
 
     def _folder(self, dest: Path) -> None:
         parent = dest.parent
         if parent not in self._made:
             os.makedirs(parent, mode=0o750, exist_ok=True)  # flushed by the one sync() before the manifest
-            self._made.add(parent)
+            with self._lock:
+                self._made.add(parent)
+
+    def _count(self, **add: int) -> None:
+        with self._lock:
+            for key, n in add.items():
+                self.counts[key] += n
 
     def _link(self, source: Source, dest: Path) -> bool:
         prev = self.previous.get(source.sop_uid)
@@ -147,7 +156,7 @@ class _Taker:
             os.link(self.previous_folder / prev.file, dest)
         except OSError:  # the previous file is gone, or links are not supported there: copy instead
             return False
-        self.counts["linked"] += 1
+        self._count(linked=1)
         return True
 
     def _read(self, src: Path, dest: Path) -> tuple[int, str]:
@@ -186,15 +195,14 @@ class _Taker:
             except FileNotFoundError:
                 size, sha = None, None
             if sha == current.sha256 and size == current.size:
-                self.counts["copied"] += 1  # or linked from the pool, for restic: read and checked either way
-                self.counts["copied_bytes"] += size
+                self._count(copied=1, copied_bytes=size)  # or linked from the pool (restic): read and checked
                 return current
             # Moved (a migration deleted the source after updating the row) or replaced (an overwrite):
             # what the live index says now is what the node holds.
             live = self._live(current.sop_uid)
             if live is None:
                 _unlink(dest)
-                self.counts["gone"] += 1
+                self._count(gone=1)
                 return None
             if live == current:
                 _unlink(dest)
@@ -205,35 +213,39 @@ class _Taker:
                 )
             _unlink(dest)  # what was read there is not the instance's: read it again from where it went
             current = live
-            self.counts["followed"] += 1
+            self._count(followed=1)
         raise BackupError(f"instance {source.sop_uid} kept moving while the backup read it; run the backup again")
+
+    def _one(self, row) -> tuple[Source, Source | None, str]:
+        source = Source(*row)
+        rel = file_name(source.study_uid, source.sop_uid)
+        dest = self.work / rel
+        self._folder(dest)
+        return source, self.take(source, dest), rel
 
     def run(self, snapshot: sqlite3.Connection) -> None:
         rows = snapshot.execute(
             "SELECT sop_uid, study_uid, series_uid, pool, path, size, sha256 FROM instances ORDER BY study_uid, sop_uid"
         ).fetchall()
-        with open(self.work / INSTANCES, "w", encoding="utf-8") as out:
-            for row in rows:
+        # Two files at a time: reading, hashing and writing overlap (hashlib and file IO release the GIL),
+        # in windows small enough that a stop request or a progress report waits for a few files only.
+        with open(self.work / INSTANCES, "w", encoding="utf-8") as out, ThreadPoolExecutor(2) as pool:
+            for start in range(0, len(rows), WINDOW):
                 if self.stop is not None and self.stop.is_set():
                     raise Stopped("the backup was stopped before it finished; it is left incomplete")
-                source = Source(*row)
-                rel = file_name(source.study_uid, source.sop_uid)
-                dest = self.work / rel
-                self._folder(dest)
-                got = self.take(source, dest)
-                if got is None:
-                    snapshot.execute("DELETE FROM instances WHERE sop_uid=?", (source.sop_uid,))
-                    continue
-                if got != source:
-                    snapshot.execute(
-                        "UPDATE instances SET pool=?, path=?, size=?, sha256=? WHERE sop_uid=?",
-                        (got.pool, got.path, got.size, got.sha256, got.sop_uid),
-                    )
-                entry = Entry(got.sop_uid, got.study_uid, got.series_uid, rel, got.size, got.sha256)
-                out.write(_line(entry))
-                self.instances += 1
-                self.bytes += got.size
-                self._report()
+                for source, got, rel in pool.map(self._one, rows[start : start + WINDOW]):
+                    if got is None:
+                        snapshot.execute("DELETE FROM instances WHERE sop_uid=?", (source.sop_uid,))
+                        continue
+                    if got != source:
+                        snapshot.execute(
+                            "UPDATE instances SET pool=?, path=?, size=?, sha256=? WHERE sop_uid=?",
+                            (got.pool, got.path, got.size, got.sha256, got.sop_uid),
+                        )
+                    out.write(_line(Entry(got.sop_uid, got.study_uid, got.series_uid, rel, got.size, got.sha256)))
+                    self.instances += 1
+                    self.bytes += got.size
+                    self._report()
         snapshot.commit()
         self._report(force=True)
 
