@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from console.app import PacsdeckConsole
+from textual.widgets import RichLog
 
+from console.app import PacsdeckConsole
+from console.widgets.log_pane import LogPane
+
+from .test_console_aets import until
 from .test_console_snapshots import EVENTS, FLEET, HISTORY, RAW_A, SIZE, open_node, snapshots
 
 
@@ -52,4 +56,12 @@ def console() -> PacsdeckConsole:
 
 
 def test_node_screen_log(snap_compare):
-    assert snap_compare(console(), run_before=open_node("clinic-a", "log"), terminal_size=SIZE)
+    open_log = open_node("clinic-a", "log")
+
+    async def run_before(pilot):
+        await open_log(pilot)
+        pane = pilot.app.screen.query_one(LogPane)
+        await until(pilot, lambda: len(pane.query_one(RichLog).lines) >= len(LOGS["lines"]), "the fixed lines shown")
+        await pilot.pause()
+
+    assert snap_compare(console(), run_before=run_before, terminal_size=SIZE)

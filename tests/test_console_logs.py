@@ -107,3 +107,24 @@ def test_the_log_tab_shows_a_line_the_node_writes_after_it_opened(tmp_path):
         asyncio.run(scenario())
     finally:
         node.stop()
+
+
+def test_a_node_with_no_log_to_read_says_where_it_looked(tmp_path):
+    node = make_node(tmp_path / "node", ae_title="NOLOG", workers=1).start()
+    try:
+        (node.dir / "node.log").unlink()  # the node writes on into the unlinked file: nothing logs.tail can find
+        app = PacsdeckConsole(fleet_of(node, tmp_path))
+
+        async def scenario():
+            async with app.run_test(size=SIZE) as pilot:
+                screen = await node_tab(pilot, app, "log")
+                pane = screen.query_one(LogPane)
+                note = pane.query_one("#log-note")
+                await until(pilot, lambda: "error" in note.classes, "the log tab's error")
+                said = str(note.content)
+                assert "logs.tail failed: no log to read" in said and "node.log" in said and "log.journal_unit" in said
+                assert pane.tail is None and not shown_text(pane)
+
+        asyncio.run(scenario())
+    finally:
+        node.stop()

@@ -21,6 +21,7 @@ KEEP = 2000  # lines the pane holds; older ones scroll away
 # node; and not a second transport of its own: one more agent process or SSH channel per open Log tab, to be
 # closed on every way out. A timer of the pane dies with it, so leaving the screen (or quitting) stops it.
 FOLLOW_EVERY = 1.0
+QUIET_AFTER_ERROR = 5  # follow ticks skipped after a failed call: a node with no log is asked every 5 s, not 1 s
 # Lines in a RichLog are renderables, not widgets: they cannot take CSS classes, so the levels' styles are here.
 LEVEL_STYLES = {"DEBUG": "dim", "INFO": "", "WARNING": "yellow", "ERROR": "bold red", "CRITICAL": "bold reverse red"}
 
@@ -61,6 +62,7 @@ class LogPane(NodePane):
         self.tail: LogTail | None = None  # the last answer
         self.count = 0  # lines written since the last fresh tail
         self._round = 0  # a level change starts afresh: an answer asked before it is dropped
+        self._quiet = 0  # follow ticks still to skip after an error
 
     def compose(self) -> ComposeResult:
         yield Static(id="log-note", classes="pane-note")
@@ -68,10 +70,16 @@ class LogPane(NodePane):
 
     def on_mount(self) -> None:
         self._say()
-        self.set_interval(FOLLOW_EVERY, self.poll)
+        self.set_interval(FOLLOW_EVERY, self._tick)
 
     def on_show(self) -> None:
         self.poll()  # the tab opened: its lines at once, not a second later
+
+    def _tick(self) -> None:
+        if self._quiet > 0:
+            self._quiet -= 1
+            return
+        self.poll()
 
     # --- data in ----------------------------------------------------------------------------------
 
@@ -97,19 +105,27 @@ class LogPane(NodePane):
             self.poll()  # the level changed meanwhile: ask again, afresh
             return
         if error is not None:
-            self.note(failure("logs.tail", error), "error")  # kept where it was: the next poll tries again
+            self.note(failure("logs.tail", error), "error")  # kept where it was: a later poll tries again
+            self._quiet = QUIET_AFTER_ERROR
             return
-        lines = self.query_one("#log-lines", RichLog)
-        if self.position is None:
-            lines.clear()
-            self.count = 0
-        # Wrapped at the pane's width: left to itself RichLog measures against the app console's, 80 in tests.
-        width = lines.scrollable_content_region.width or None
-        for line in result.lines:
-            lines.write(render(line), width=width)
-        self.count += len(result.lines)
+        fresh = self.position is None
+        self.count = (0 if fresh else self.count) + len(result.lines)
         self.tail, self.position = result, result.after()
+        self._write(result.lines, fresh)
         self._say()
+
+    def _write(self, lines: tuple[LogLine, ...], fresh: bool) -> None:
+        """Wrapped at the pane's width: left to itself RichLog measures against the app console's (80 columns
+        in tests), so before the first layout gives the pane a width the lines wait for it."""
+        log = self.query_one("#log-lines", RichLog)
+        width = log.scrollable_content_region.width
+        if not width:
+            self.call_after_refresh(self._write, lines, fresh)
+            return
+        if fresh:
+            log.clear()
+        for line in lines:
+            log.write(render(line), width=width)
 
     def _say(self) -> None:
         if self.tail is None:
