@@ -13,6 +13,7 @@ from console.screens.fleet import FleetScreen
 from console.widgets.log_pane import LogPane
 
 from .conftest import dcmtk, make_node
+from .test_agent_journal import UNIT, journald, start_as_unit  # noqa: F401 - fixture
 from .test_console_aets import SIZE, fleet_of, node_tab, until
 
 
@@ -124,6 +125,32 @@ def test_a_node_with_no_log_to_read_says_where_it_looked(tmp_path):
                 said = str(note.content)
                 assert "logs.tail failed: no log to read" in said and "node.log" in said and "log.journal_unit" in said
                 assert pane.tail is None and not shown_text(pane)
+
+        asyncio.run(scenario())
+    finally:
+        node.stop()
+
+
+def test_the_log_tab_follows_the_journal_of_a_node_run_as_a_unit(tmp_path, journald):
+    node = make_node(
+        tmp_path / "node",
+        ae_title="JLOG",
+        workers=1,
+        log={"journal_unit": UNIT, "journal_namespace": journald.namespace},
+    )
+    try:
+        start_as_unit(node, journald)
+        app = PacsdeckConsole(fleet_of(node, tmp_path))
+
+        async def scenario():
+            async with app.run_test(size=SIZE) as pilot:
+                screen = await node_tab(pilot, app, "log")
+                pane = screen.query_one(LogPane)
+                await until(pilot, lambda: pane.tail is not None and pane.count > 0, "the unit's first lines")
+                assert pane.tail.source == "journal" and pane.position == {"after_cursor": pane.tail.cursor}
+                assert f"journal of {UNIT}" in str(pane.query_one("#log-note").content)
+                await echo_until_shown(pilot, node, pane)
+                assert any("WARNING" in line and "NOBODY" in line for line in shown_text(pane))
 
         asyncio.run(scenario())
     finally:
