@@ -17,6 +17,9 @@ TIMEOUT = 10.0  # seconds for one journalctl run: an indexed read of one unit ta
 # Entries read when a level filter must look further back than `lines`: the node's stream lines all carry
 # PRIORITY=6 (see parse_entry), so the filter is ours and journalctl cannot do it.
 SCAN = 20000
+# What parse_entry reads (journalctl adds __CURSOR and __REALTIME_TIMESTAMP): an entry of a service carries
+# ~30 fields, and a level-filtered read goes through up to SCAN of them.
+FIELDS = "MESSAGE,PRIORITY,SYSLOG_IDENTIFIER,_TRANSPORT"
 FOLLOW_POLL = 0.5  # seconds between journalctl runs while following (one process each, not a busy loop)
 
 # systemd.journal-fields(7) PRIORITY, syslog's levels, onto Python's.
@@ -71,7 +74,8 @@ def command(
 ) -> list[str]:
     """The journalctl argument list (never a shell string). Without a cursor the newest `count` entries
     (read newest first: -r with -n stops after them); after a cursor the first `count` following it."""
-    argv = ["journalctl", f"--unit={unit}", "--output=json", "--no-pager", "--all", "--quiet", f"--lines={count}"]
+    argv = ["journalctl", f"--unit={unit}", "--output=json", f"--output-fields={FIELDS}", "--no-pager", "--all"]
+    argv += ["--quiet", f"--lines={count}"]
     if namespace:
         argv.append(f"--namespace={namespace}")
     if after_cursor is not None:

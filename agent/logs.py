@@ -159,7 +159,9 @@ def _nowhere(cfg, path, unit: str | None, why: str) -> RPCError:
 
 LINE = Obj(
     {
-        "time": Null(TIME),  # null, with level and logger, for a line out of the format (a traceback)
+        # level and logger null for a line out of the format (a traceback); time too, in node.log (the journal
+        # stamps every line)
+        "time": Null(TIME),
         "level": Null(Enum(*logtail.LEVELS)),
         "logger": Null(STR),
         "message": STR,
