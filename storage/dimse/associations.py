@@ -89,19 +89,15 @@ class AssociationLog:
             )
 
     def on_rejected(self, event) -> None:
-        rec = self.record(event.assoc)
-        if rec is None:
-            return
-        # The reason first: EVT_CONN_CLOSE may write the row (in the DUL thread) at any moment.
-        rec.reason = self._rejection_reason(rec.calling_ae, rec.called_ae)
-        rec.result = "rejected"
-        log.warning(
-            "association rejected: calling %r called %r from %s: %s",
-            rec.calling_ae,
-            rec.called_ae,
-            rec.peer_host,
-            rec.reason,
-        )
+        reason = None
+        with self._lock:  # EVT_CONN_CLOSE (the DUL thread) may take the record at any moment: one of us logs
+            rec = self._open.get(id(event.assoc))
+            if rec is None or rec.result != "requested":
+                return
+            rec.reason = reason = self._rejection_reason(rec.calling_ae, rec.called_ae)
+            rec.result = "rejected"
+        if reason is not None:
+            _log_rejection(rec)
 
     def on_pdu_received(self, event) -> None:
         """Note a peer's A-RELEASE-RQ or A-ABORT as the DUL reads it, before the connection closes:
@@ -125,19 +121,32 @@ class AssociationLog:
     def on_closed(self, event) -> None:
         with self._lock:
             rec = self._open.pop(id(event.assoc), None)
+            unlogged = rec is not None and rec.result == "requested"  # EVT_REJECTED has not run, and now never will
         if rec is None:  # a TCP connection that never asked for an association (port probe)
             return
         if rec.result == "accepted":  # closed without release or abort: the peer dropped the connection
             rec.result = "dropped"
-        elif rec.result in ("requested", "rejected"):  # EVT_REJECTED may come after the close, or be mid-way
+        elif rec.result in ("requested", "rejected"):  # EVT_REJECTED may come after the close
             rec.result = "rejected"
             rec.reason = rec.reason or self._rejection_reason(rec.calling_ae, rec.called_ae)
+            if unlogged:
+                _log_rejection(rec)
         rec.ended_at = time.time()
         metrics.association_closed(rec.result)
         try:
             self._index.log_association(rec.__dict__)
         except Exception:  # losing a log row must not disturb DICOM service
             log.exception("cannot write the association log")
+
+
+def _log_rejection(rec: AssociationRecord) -> None:
+    log.warning(
+        "association rejected: calling %r called %r from %s: %s",
+        rec.calling_ae,
+        rec.called_ae,
+        rec.peer_host,
+        rec.reason,
+    )
 
 
 _CX_RESULTS = {
