@@ -23,6 +23,7 @@ ROLES = ("viewer", "operator", "admin")
 KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
 # A .pub file is a few hundred bytes per key; anything this large is not one (a log, a disk image).
 MAX_KEY_FILE = 64 * 1024
+SHORT = 12  # characters of a fingerprint's digest shown when a user has several keys
 
 
 class KeyProblem(ValueError):
@@ -109,11 +110,14 @@ def _listed(keys: tuple[str, ...]) -> str:
 
 
 def keys_cell(user: User) -> str:
-    """The SSH keys column: how many, then each key's type and fingerprint."""
+    """The SSH keys column: how many, then each key's type and fingerprint (cut short when there are several,
+    so the row still fits: a prefix is how people compare fingerprints anyway)."""
     if not user.ssh_keys:
         return "none"
-    shown = ", ".join(k.fingerprint if k.type in k.fingerprint else f"{k.type} {k.fingerprint}" for k in user.ssh_keys)
-    return f"{len(user.ssh_keys)}: {shown}"
+    shown = [k.fingerprint if k.fingerprint.startswith(k.type) else f"{k.type} {k.fingerprint}" for k in user.ssh_keys]
+    if len(shown) > 1:
+        shown = [s if len(s.split(":", 1)[-1]) <= SHORT else s[: s.index(":") + 1 + SHORT] + "…" for s in shown]
+    return f"{len(shown)}: {', '.join(shown)}"
 
 
 def count_keys(n: int) -> str:

@@ -5,6 +5,7 @@ read-only console are refused."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 
 import pytest
@@ -321,7 +322,8 @@ def test_the_questions_say_what_changes_and_refusals_are_one_line():
     assert edits.describe_keys(bob, (key,), "n1") == f"Replace bob's 2 keys on n1 with 1 key?\n  ssh-ed25519 {fp}"
     assert edits.describe_keys(bob, (), "n1") == "Remove bob's 2 keys on n1? bob can no longer log in over SSH."
     assert edits.describe_remove(bob, "n1") == "Remove user bob (viewer) from n1? Its 2 authorized_keys lines go too."
-    assert edits.keys_cell(bob) == f"2: ssh-ed25519 {fp}, ssh-ed25519 {fp}"
+    assert edits.keys_cell(bob) == f"2: ssh-ed25519 {fp[:19]}…, ssh-ed25519 {fp[:19]}…"
+    assert edits.keys_cell(dataclasses.replace(bob, ssh_keys=bob.ssh_keys[:1])) == f"1: ssh-ed25519 {fp}"
     last = RPCError(CONFLICT, "bob is the last admin; make another user admin first", {"field": "role"})
     assert edits.refusal("users.update", "bob", last) == "bob is the last admin; make another user admin first"
     forbidden = RPCError(

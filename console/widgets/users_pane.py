@@ -24,6 +24,11 @@ EMPTY = (
 COLUMNS = ("name", "role", "SSH keys", "password (legacy)", "created", "updated")
 
 
+def _minute(at: str | None) -> str | None:
+    """2026-05-01T08:00:12.345Z -> 2026-05-01 08:00Z: the minute is enough here, and the row must fit."""
+    return f"{at[:16].replace('T', ' ')}Z" if at and len(at) >= 16 else at
+
+
 def fill_users(table: DataTable, users: tuple[User, ...]) -> None:
     rows = [
         (
@@ -33,8 +38,8 @@ def fill_users(table: DataTable, users: tuple[User, ...]) -> None:
                 u.role,
                 edits.keys_cell(u),
                 "set, never checked" if u.has_password else "–",
-                u.created_at,
-                u.updated_at,
+                _minute(u.created_at),
+                _minute(u.updated_at),
             ),
         )
         for u in users
