@@ -44,6 +44,8 @@ class UserDraft:
 
 def _check_line(text: str, where: str) -> str:
     parts = text.split()
+    if _is_path(text):
+        raise KeyProblem(f"{where}: {text} looks like a file's path, not a key")
     if parts[0] not in KEY_TYPES:
         if any(parts[0].startswith(p) for p in ("restrict", "command=", "from=", "no-")):
             raise KeyProblem(f"{where}: give the key alone, without authorized_keys options in front of it")
@@ -61,8 +63,13 @@ def _check_line(text: str, where: str) -> str:
     return text
 
 
-def parse_keys(text: str, source: str = "key") -> tuple[str, ...]:
-    """The public key lines in `text` (blank lines and # comments skipped), in order, each once."""
+def _is_path(line: str) -> bool:
+    return " " not in line and (line.startswith(("/", "~", "./", "../")) or line.endswith(".pub"))
+
+
+def parse_keys(text: str, source: str = "key", *, read_paths: bool = False) -> tuple[str, ...]:
+    """The public key lines in `text` (blank lines and # comments skipped), in order, each once.
+    `read_paths`: a line that is a file's path (as people paste one where a key was asked) is read as a .pub file."""
     if "PRIVATE KEY-----" in text:
         raise KeyProblem(f"{source}: this is a private key; give the public key (the .pub file) instead")
     keys: list[str] = []
@@ -70,7 +77,10 @@ def parse_keys(text: str, source: str = "key") -> tuple[str, ...]:
         line = raw.strip()
         if line and not line.startswith("#"):
             where = source if len(text.strip().splitlines()) == 1 else f"{source}, line {number}"
-            keys.append(_check_line(line, where))
+            if read_paths and _is_path(line):
+                keys.extend(read_key_file(line))
+            else:
+                keys.append(_check_line(line, where))
     return tuple(dict.fromkeys(keys))
 
 

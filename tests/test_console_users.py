@@ -194,7 +194,7 @@ def test_a_user_added_in_the_tab_logs_in_over_ssh_with_its_role(tmp_path, monkey
                 await pilot.press("a")
                 await until(pilot, lambda: form_open(app), "the add form")
                 app.screen.query_one("#name", Input).value = "carol"
-                app.screen.query_one("#key_file", Input).value = str(tmp_path / "carol.pub")
+                app.screen.query_one("#keys", TextArea).text = str(tmp_path / "carol.pub")  # a path, pasted
                 await pilot.press("enter")  # Enter in a field sends the form; the role is viewer unless chosen
                 await confirm(pilot, app, "Add user carol (viewer) on n1 with 1 key?")
                 await until(pilot, lambda: "carol" in pane.users, "carol listed")
@@ -306,6 +306,10 @@ def test_keys_are_read_from_text_and_files_and_bad_ones_are_told_plainly(tmp_pat
         assert why in str(err.value), (name, str(err.value))
     with pytest.raises(edits.KeyProblem, match="pasted key, line 2: not an OpenSSH public key"):
         edits.parse_keys(f"{pub}\nhello world", "pasted key")
+    # A path pasted where a key was asked is read as the file it names; a file's contents are keys only.
+    assert edits.parse_keys(f"{tmp_path / 'k.pub'}\n{pub}", "pasted key", read_paths=True) == (pub,)
+    with pytest.raises(edits.KeyProblem, match="looks like a file's path, not a key"):
+        edits.parse_keys(str(tmp_path / "k.pub"), "pasted key")
 
 
 def test_the_questions_say_what_changes_and_refusals_are_one_line():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from console.app import PacsdeckConsole
+from console.screens.user_form import UserFormScreen
 
 from .test_console_snapshots import EVENTS, FLEET, HISTORY, RAW_A, SIZE, open_node, snapshots
 
@@ -64,6 +65,11 @@ def test_the_add_user_form(snap_compare):
     async def run_before(pilot):
         await open_users(pilot)
         await pilot.press("a")
+        for _ in range(200):  # the form mounted with its first field focused: a few frames on a busy machine
+            if isinstance(pilot.app.screen, UserFormScreen) and pilot.app.screen.focused is not None:
+                break
+            await pilot.pause(0.02)
+        pilot.app.screen.focused.cursor_blink = False  # a blinking cursor is caught on or off: keep it on
         await pilot.pause()
 
     assert snap_compare(console(), run_before=run_before, terminal_size=SIZE)

@@ -66,7 +66,7 @@ class UserFormScreen(ModalScreen[UserDraft | None]):
                 with Horizontal(classes="field"):
                     yield Label("or a .pub file", classes="field-label")
                     yield Input(id="key_file", placeholder="e.g. ~/.ssh/id_ed25519.pub (read by this console)")
-                hint = "one key per line: ssh-ed25519 AAAA… alice@laptop"
+                hint = "one key per line (ssh-ed25519 AAAA… alice@laptop), or a .pub file's path"
                 if self.mode == KEYS:
                     hint += "; these replace every key the user has (none: the user can no longer log in)"
                 yield Static(hint, id="form-note")
@@ -91,7 +91,7 @@ class UserFormScreen(ModalScreen[UserDraft | None]):
         keys = self.draft.keys
         if self.mode in (ADD, KEYS):
             try:
-                keys = parse_keys(self.query_one("#keys", TextArea).text, "pasted key")
+                keys = parse_keys(self.query_one("#keys", TextArea).text, "pasted key", read_paths=True)
             except KeyProblem as err:
                 return self._invalid("keys", str(err))
             path = self.query_one("#key_file", Input).value.strip()
