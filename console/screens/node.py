@@ -16,15 +16,17 @@ from ..aet_edits import from_refusal
 from ..results import Association, Cancelled, Migration, QueueList, Retried, failure, read_answer
 from ..widgets import format as fmt
 from ..widgets.aets_pane import AetsPane
+from ..widgets.audit_pane import AuditPane
 from ..widgets.detail_tables import fill_associations, fill_checks, fill_jobs, fill_plan, fill_pools, overview_text
 from ..widgets.node_pane import NodePane
+from ..widgets.routes_pane import RoutesPane
 from ..widgets.users_pane import UsersPane
 from .confirm import ConfirmScreen
 
 # What the node screen asks the agent for besides the poll (the poll's raw results are reused).
 DETAILS = {"pools.list": {}, "queue.list": {"limit": 200}, "associations.recent": {"limit": 100}}
 # The managing tabs, in tab order after the five fixed ones; each asks for its own DETAILS and owns its keys.
-PANES: tuple[type[NodePane], ...] = (AetsPane, UsersPane)
+PANES: tuple[type[NodePane], ...] = (AetsPane, UsersPane, RoutesPane, AuditPane)
 # Number keys switch tabs wherever the focus is (a newcomer found no key that did, issue 17): 1-9, then 0.
 TAB_KEYS = "1234567890"
 FIXED_TABS = (
@@ -109,10 +111,11 @@ class NodeScreen(Screen):
         self.query(".mutating").set(display=not self.app.readonly)
         self.app.fleet_changed.subscribe(self, self._fleet_changed)
         self.show_snapshot()
-        self.refresh_details()
         if self.fix is not None and not self.app.readonly:
+            # The fix first: its one call (rpc.discover) then goes ahead of the tabs' details.
             self.query_one(TabbedContent).active = "associations"
             self.query_one(AetsPane).register(self.fix)
+        self.refresh_details()
 
     # --- data in ----------------------------------------------------------------------------------
 
