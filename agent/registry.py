@@ -40,6 +40,8 @@ class Method:
     # deprecated result field path -> canonical name (the result schema then declares both).
     aliases: dict[str, str] = field(default_factory=dict)
     renamed: dict[str, str] = field(default_factory=dict)
+    # Params this method no longer takes -> why: refused as invalid_params with that reason, not as unknown.
+    retired: dict[str, str] = field(default_factory=dict)
 
     @property
     def role(self) -> str | None:
@@ -49,6 +51,9 @@ class Method:
         """The params under their canonical names, and the deprecated aliases used; unknown and missing
         names refused here, values by each handler with agent.validate."""
         params, used = names.accept(self.name, params, self.aliases)
+        for name, why in self.retired.items():
+            if name in params:
+                raise invalid(name, why)
         reject_unknown(params, set(self.params))
         for name, spec in self.params.items():
             if spec.required and params.get(name) is None:

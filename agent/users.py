@@ -1,9 +1,8 @@
-"""users.list/add/update/remove: roles, scrypt password hashes, SSH keys as forced-command lines."""
+"""users.list/add/update/remove: roles, and SSH keys as forced-command lines (nothing logs in with a password)."""
 
 from __future__ import annotations
 
 from storage.index import catalog, catalog_users
-from storage.index.accounts import hash_password
 
 from . import authorized_keys
 from . import validate as v
@@ -15,6 +14,9 @@ from .roles import ROLES
 from .schema import BOOL, STR, TIME, Arr, Enum, Obj
 
 MAX_KEYS = 32
+# Nothing in pacsdeck ever checked a password: the agent is reached over SSH keys or locally. A password
+# given here would look like a way in that does not exist, so it is refused rather than stored.
+NO_PASSWORDS = "nothing in pacsdeck logs in with a password; users log in with SSH keys (ssh_keys)"
 
 
 def _role(value, field: str = "role") -> str:
@@ -63,14 +65,11 @@ def add(ctx, params: dict) -> dict:
     accounts = ctx.require_accounts()
     name = v.user_name(params.get("name"))
     role = _role(params.get("role"))
-    secret = v.password(params["password"]) if params.get("password") is not None else None
     keys = _keys(params.get("ssh_keys", []))
-    # Hash before the write lock: scrypt takes ~50 ms and other writers should not wait for it.
-    password_hash = hash_password(secret) if secret is not None else None
     try:
         # The keys file is written inside the transaction: if it cannot be, the user is not created either.
         user = catalog_users.add_user(
-            accounts, name, role, password_hash, [f"{t} {b}" for t, b in keys], then=lambda: _sync_keys(ctx, name, keys)
+            accounts, name, role, [f"{t} {b}" for t, b in keys], then=lambda: _sync_keys(ctx, name, keys)
         )
     except catalog.Exists:
         raise RPCError(CONFLICT, f"user {name!r} exists; use users.update", {"field": "name"}) from None
@@ -81,19 +80,14 @@ def update(ctx, params: dict) -> dict:
     accounts = ctx.require_accounts()
     name = v.user_name(params.get("name"))
     role = _role(params["role"]) if "role" in params else None
-    clear_password = "password" in params and params["password"] is None
-    secret = v.password(params["password"]) if params.get("password") is not None else None
     keys = _keys(params["ssh_keys"]) if "ssh_keys" in params else None
-    if role is None and secret is None and not clear_password and keys is None:
-        raise v.invalid("params", "nothing to change; give role, password (null clears it) or ssh_keys")
-    password_hash = hash_password(secret) if secret is not None else None
+    if role is None and keys is None:
+        raise v.invalid("params", "nothing to change; give role or ssh_keys")
     try:
         user = catalog_users.update_user(
             accounts,
             name,
             role=role,
-            password_hash=password_hash,
-            clear_password=clear_password,
             ssh_keys=None if keys is None else [f"{t} {b}" for t, b in keys],
             then=None if keys is None else lambda: _sync_keys(ctx, name, keys),
         )
@@ -129,7 +123,6 @@ USER = Obj(
 
 _NAME = Param("string", "user name: lowercase letters, digits, _ . - (max 32)", required=True)
 _ROLE = Param("string", "viewer, operator or admin", extra={"enum": list(ROLES)})
-_PASSWORD = Param("string", "8-1024 characters; stored as an scrypt hash, never logged")
 _KEYS = Param(
     "array",
     "OpenSSH public key lines (ssh-ed25519, ssh-rsa, ecdsa-sha2-*); each becomes a "
@@ -140,7 +133,8 @@ METHODS = (
     Method(
         "users.list",
         list_users,
-        "Users with role, whether a password is set, key fingerprints",
+        "Users with role and key fingerprints; has_password only for a user created with one before passwords "
+        "were dropped (nothing checks it)",
         result=Obj({"users": Arr(USER)}),
     ),
     Method(
@@ -150,24 +144,24 @@ METHODS = (
         {
             "name": _NAME,
             "role": Param("string", "viewer, operator or admin", required=True, extra={"enum": list(ROLES)}),
-            "password": _PASSWORD,
             "ssh_keys": _KEYS,
         },
         audit=True,
         result=Obj({"user": USER}),
+        retired={"password": NO_PASSWORDS},
     ),
     Method(
         "users.update",
         update,
-        "Change role, password (null clears it) or replace the SSH keys",
+        "Change the role or replace the SSH keys",
         {
             "name": _NAME,
             "role": _ROLE,
-            "password": _PASSWORD,
             "ssh_keys": _KEYS,
         },
         audit=True,
         result=Obj({"user": USER}),
+        retired={"password": NO_PASSWORDS},
     ),
     Method(
         "users.remove",

@@ -13,7 +13,6 @@ from .protocol import INVALID_PARAMS, RPCError
 
 MAX_TEXT = 256
 MAX_KEY = 8192  # an ssh-rsa 16384-bit public key is ~2.8 KB in base64; nothing legitimate is longer
-MAX_PASSWORD = 1024
 MIN_RSA_BITS = 2048  # NIST SP 800-131A disallows RSA signature keys under 2048 bits after 2013
 
 # Fragments that mean "someone is trying to reach a shell or a path", never part of a real value.
@@ -133,19 +132,6 @@ def user_name(value, field: str = "name") -> str:
     safe_text(value, field, max_len=32)
     if not _USER_NAME.match(value):
         raise invalid(field, "lowercase letters, digits, '_', '.', '-', starting with a letter or '_' (max 32)")
-    return value
-
-
-def password(value, field: str = "password") -> str:
-    # Hashed and never executed: any printable text is fine, only its size and encoding matter.
-    if not isinstance(value, str):
-        raise invalid(field, "must be a string")
-    if _has_surrogates(value):
-        raise invalid(field, "not valid UTF-8")
-    if not 8 <= len(value) <= MAX_PASSWORD:
-        raise invalid(field, f"between 8 and {MAX_PASSWORD} characters")
-    if "\x00" in value:
-        raise invalid(field, "must not contain NUL")
     return value
 
 

@@ -296,6 +296,50 @@ class Echo:
     diagnosis: EchoDiagnosis | None = None
 
 
+# --- users.list, users.add, users.update, users.remove -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserKey:
+    """One of a user's SSH public keys, as users.list shows it: its type and `TYPE SHA256:…` fingerprint."""
+
+    type: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class User:
+    """One agent user; `has_password` only for a user made before passwords were dropped (nothing checks it)."""
+
+    name: str
+    role: str
+    has_password: bool = False
+    ssh_keys: tuple[UserKey, ...] = ()
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+@dataclass(frozen=True)
+class UsersList:
+    """users.list."""
+
+    users: tuple[User, ...] = ()
+
+
+@dataclass(frozen=True)
+class UserChanged:
+    """users.add and users.update: the user as it now is."""
+
+    user: User
+
+
+@dataclass(frozen=True)
+class UserRemoved:
+    """users.remove."""
+
+    removed: str
+
+
 # --- rpc.discover -----------------------------------------------------------------------------------
 
 
@@ -441,6 +485,10 @@ RESULTS: dict[str, type] = {
     "aets.update": AetChanged,
     "aets.remove": AetRemoved,
     "aets.echo": Echo,
+    "users.list": UsersList,
+    "users.add": UserChanged,
+    "users.update": UserChanged,
+    "users.remove": UserRemoved,
     "rpc.discover": Discover,
     "preview.render": Preview,
     "routes.list": RoutesList,

@@ -21,12 +21,13 @@ from ..widgets.detail_tables import fill_associations, fill_checks, fill_jobs, f
 from ..widgets.log_pane import LogPane
 from ..widgets.node_pane import NodePane
 from ..widgets.routes_pane import RoutesPane
+from ..widgets.users_pane import UsersPane
 from .confirm import ConfirmScreen
 
 # What the node screen asks the agent for besides the poll (the poll's raw results are reused).
 DETAILS = {"pools.list": {}, "queue.list": {"limit": 200}, "associations.recent": {"limit": 100}}
 # The managing tabs, in tab order after the five fixed ones; each asks for its own DETAILS and owns its keys.
-PANES: tuple[type[NodePane], ...] = (AetsPane, RoutesPane, AuditPane, LogPane)
+PANES: tuple[type[NodePane], ...] = (AetsPane, UsersPane, RoutesPane, AuditPane, LogPane)
 # Number keys switch tabs wherever the focus is (a newcomer found no key that did, issue 17): 1-9, then 0.
 TAB_KEYS = "1234567890"
 FIXED_TABS = (

@@ -1,18 +1,15 @@
-"""Agent accounts in the node's index: users (role, scrypt password hash, SSH keys) and the audit log."""
+"""Agent accounts in the node's index: users (role, SSH keys) and the audit log."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
-import secrets
 import sqlite3
 import time
 from collections.abc import Iterable
 
 from .database import Index
 
+# password_hash: set only for users made before passwords were dropped; kept as it was, never read as one.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     name           TEXT PRIMARY KEY,
@@ -33,39 +30,6 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 """
-
-# scrypt cost: n=2**14, r=8 needs 16 MiB and ~50 ms here: slow for guessing, fine for an admin call.
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-_SALT_BYTES = 16
-_HASH_BYTES = 32
-
-
-def hash_password(password: str) -> str:
-    """`scrypt$n=..,r=..,p=..$salt$hash` (base64): the parameters travel with the hash so they can grow."""
-    salt = secrets.token_bytes(_SALT_BYTES)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=_HASH_BYTES)
-    return (
-        f"scrypt$n={SCRYPT_N},r={SCRYPT_R},p={SCRYPT_P}$"
-        f"{base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-    )
-
-
-def verify_password(password: str, stored: str | None) -> bool:
-    if not stored:
-        return False
-    try:
-        scheme, params, salt_b64, hash_b64 = stored.split("$")
-        cost = dict(item.split("=") for item in params.split(","))
-        n, r, p = int(cost["n"]), int(cost["r"]), int(cost["p"])
-        salt, expected = base64.b64decode(salt_b64), base64.b64decode(hash_b64)
-    except (ValueError, KeyError):
-        return False
-    if scheme != "scrypt":
-        return False
-    digest = hashlib.scrypt(
-        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=256 * 1024 * 1024, dklen=len(expected)
-    )
-    return hmac.compare_digest(digest, expected)
 
 
 class Accounts:
@@ -92,13 +56,11 @@ class Accounts:
         return row[0] if row else None
 
     @staticmethod
-    def add_user(
-        conn: sqlite3.Connection, name: str, role: str, password_hash: str | None, ssh_keys: Iterable[str]
-    ) -> None:
+    def add_user(conn: sqlite3.Connection, name: str, role: str, ssh_keys: Iterable[str]) -> None:
         now = time.time()
         conn.execute(
-            "INSERT INTO users (name, role, password_hash, ssh_keys, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (name, role, password_hash, json.dumps(list(ssh_keys)), now, now),
+            "INSERT INTO users (name, role, ssh_keys, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+            (name, role, json.dumps(list(ssh_keys)), now, now),
         )
 
     @staticmethod
@@ -107,17 +69,12 @@ class Accounts:
         name: str,
         *,
         role: str | None = None,
-        password_hash: str | None = None,
-        clear_password: bool = False,
         ssh_keys: Iterable[str] | None = None,
     ) -> None:
         sets, values = ["updated_at=?"], [time.time()]
         if role is not None:
             sets.append("role=?")
             values.append(role)
-        if password_hash is not None or clear_password:
-            sets.append("password_hash=?")
-            values.append(password_hash)
         if ssh_keys is not None:
             sets.append("ssh_keys=?")
             values.append(json.dumps(list(ssh_keys)))

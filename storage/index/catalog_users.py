@@ -14,7 +14,7 @@ from .catalog import Exists, LastAdmin, Missing, Then
 class User:
     name: str
     role: str
-    has_password: bool  # the hash itself stays in storage
+    has_password: bool  # a hash stored before passwords were dropped; nothing checks it, the hash stays in storage
     ssh_keys: tuple[str, ...]  # OpenSSH public key lines
     created_at: float
     updated_at: float
@@ -33,14 +33,12 @@ def _admin_left_after(accounts: Accounts, conn, current: dict, new_role: str | N
     return current["role"] != "admin" or new_role == "admin" or accounts.admin_count(conn) > 1
 
 
-def add_user(
-    accounts: Accounts, name: str, role: str, password_hash: str | None, ssh_keys: list[str], then: Then = None
-) -> User:
+def add_user(accounts: Accounts, name: str, role: str, ssh_keys: list[str], then: Then = None) -> User:
     """Exists if the name is taken."""
     with accounts.index.transaction() as conn:
         if accounts.user(name, conn) is not None:
             raise Exists(name)
-        accounts.add_user(conn, name, role, password_hash, ssh_keys)
+        accounts.add_user(conn, name, role, ssh_keys)
         if then is not None:
             then()
     return _user(accounts.user(name))
@@ -51,8 +49,6 @@ def update_user(
     name: str,
     *,
     role: str | None = None,
-    password_hash: str | None = None,
-    clear_password: bool = False,
     ssh_keys: list[str] | None = None,
     then: Then = None,
 ) -> User:
@@ -63,9 +59,7 @@ def update_user(
             raise Missing(name)
         if role is not None and not _admin_left_after(accounts, conn, current, role):
             raise LastAdmin(name)
-        accounts.update_user(
-            conn, name, role=role, password_hash=password_hash, clear_password=clear_password, ssh_keys=ssh_keys
-        )
+        accounts.update_user(conn, name, role=role, ssh_keys=ssh_keys)
         if then is not None:
             then()
     return _user(accounts.user(name))
