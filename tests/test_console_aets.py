@@ -113,7 +113,6 @@ def test_a_refused_storescu_is_registered_with_one_key_and_enter(tmp_path):
                 assert "not registered" in screen.associations[refused].reason
                 table.move_cursor(row=row_keys(table).index(refused))
                 await pilot.pause()
-                started = time.monotonic()
                 await press(pilot, "a")
                 await until(pilot, lambda: form_open(app), "the add form")
                 form = app.screen
@@ -127,7 +126,7 @@ def test_a_refused_storescu_is_registered_with_one_key_and_enter(tmp_path):
                 assert "Register CT9 on n1" in app.screen.question and "store" in app.screen.question
                 await press(pilot, "enter")
                 await until(pilot, lambda: "CT9" in screen.query_one("AetsPane").aets, "CT9 in the AE titles tab")
-                assert time.monotonic() - started < 10
+                # How long this takes is measured by bench/console_fix.py, never asserted here (no timing in tests).
                 assert pressed == ["a", "enter", "enter"]
                 aets = screen.query_one("#aets-table", DataTable)
                 await until(pilot, lambda: "CT9" in row_keys(aets), "CT9's row")
