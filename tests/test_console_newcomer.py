@@ -223,7 +223,7 @@ def test_bars_start_at_the_floor_and_a_series_of_noise_stays_level():
     assert bars([40 * gib, 39.5 * gib], 2, 1, least=gib) == ["█▄"]  # half a GiB less: half as high
 
 
-def test_the_storage_tab_says_what_each_pool_holds_and_its_filesystem_apart():
+def test_the_storage_tab_says_what_each_pool_holds_apart_from_its_filesystem_and_why_a_plan_is_empty():
     snaps = snapshots()
     raw = dict(snaps[0].raw)
     raw["pools.list"] = {
@@ -247,6 +247,9 @@ def test_the_storage_tab_says_what_each_pool_holds_and_its_filesystem_apart():
             }
         ],
     }
+    why = "nothing to move: no migration rules configured (migration.rules in node.yaml)"
+    raw["pools.migrate"] = {"dry_run": True, "plan": [], "skipped": [], "studies": 0, "instances": 0, "bytes": 0}
+    raw["pools.migrate"]["reason"] = why
     snaps[0] = dataclasses.replace(snaps[0], raw=raw)
     app = PacsdeckConsole(FLEET, snapshots=snaps)
 
@@ -261,5 +264,10 @@ def test_the_storage_tab_says_what_each_pool_holds_and_its_filesystem_apart():
             row = dict(zip(labels, (str(c) for c in table.get_row("primary")), strict=True))
             assert (row["holds"], row["instances"], row["capacity"]) == ("1.5 MiB", "12", "filesystem")
             assert (row["filesystem used"], row["free"], row["size"]) == ("22.9 GiB", "78.5 GiB", "252.0 GiB")
+
+            await pilot.press("p")  # an empty plan says why
+            note = app.screen.query_one("#plan-note")
+            await until(pilot, lambda: why in str(note.render()), "the plan note")
+            assert str(note.render()) == f"plan: 0 studies, 0 instances, 0 B; 0 skipped — {why}"
 
     asyncio.run(scenario())
