@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -23,16 +24,14 @@ ROW_NAMES = {
 }
 
 
-def detail_text(fields: Sequence[tuple[str, str]]) -> Text:
-    """`name` in bold on its own line, the value below it, a blank line between fields."""
-    text = Text()
-    for i, (name, value) in enumerate(fields):
-        if i:
-            text.append("\n\n")
-        text.append(name, style="bold")
-        text.append("\n")
-        text.append(value)
-    return text
+def detail_table(fields: Sequence[tuple[str, str]]) -> Table:
+    """Two columns: each name in bold, its whole value beside it, wrapped within the dialog."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for name, value in fields:
+        grid.add_row(name, Text(value))
+    return grid
 
 
 class RowDetailScreen(ModalScreen[None]):
@@ -60,7 +59,7 @@ class RowDetailScreen(ModalScreen[None]):
         with Vertical(classes="dialog row-detail"):
             yield Label(self.title_line, classes="question")
             with VerticalScroll(id="row-fields"):
-                yield Static(detail_text(self.fields), id="row-text")
+                yield Static(detail_table(self.fields), id="row-text")
             yield Label("Esc closes", classes="hint")
 
     def on_mount(self) -> None:

@@ -136,13 +136,17 @@ def fill_jobs(table: DataTable, jobs: Sequence[Job]) -> None:
 
 
 def job_extras(jobs: Sequence[Job]) -> dict[str, list[tuple[str, str]]]:
-    """A job's fields beyond its columns, by the row key fill_jobs gives it."""
+    """A job's fields beyond its columns that the node gave, by the row key fill_jobs gives it."""
     return {
         str(j.id): [
-            ("study", fmt.text(j.study_uid)),
-            ("reason", fmt.text(j.reason)),
-            ("created", fmt.text(j.created_at)),
-            ("updated", fmt.text(j.updated_at)),
+            (name, str(value))
+            for name, value in (
+                ("study", j.study_uid),
+                ("reason", j.reason),
+                ("created", j.created_at),
+                ("updated", j.updated_at),
+            )
+            if value is not None
         ]
         for j in jobs
     }
