@@ -19,6 +19,7 @@ from textual.worker import get_current_worker
 from agent.protocol import UNAVAILABLE, RPCError
 
 from .hostkeys import KnownHosts, fingerprint, scan_host_key
+from .screens import rollout as rollout_screen
 from .screens.fleet import FleetScreen
 from .screens.help import HelpScreen
 from .screens.node import MUTATING_ACTIONS, PANES, NodeScreen
@@ -180,6 +181,13 @@ class PacsdeckConsole(App):
         if name in self.nodes:
             self.push_screen(NodeScreen(name, fix=fix))
 
+    def start_rollout(self, names: list[str]) -> None:
+        """The AE form for these nodes, then their dry-run diff and the roll-out (console.screens.rollout)."""
+        if self.readonly:
+            self.notify("the console is read-only: no roll-out", severity="warning")
+            return
+        rollout_screen.start(self, names)
+
     def refresh_node(self, name: str) -> None:
         self.nodes[name].wake.set()
 
@@ -288,7 +296,7 @@ class PacsdeckConsole(App):
 
     def key_sections(self) -> list[tuple[str, list[Binding]]]:
         def keep(bindings, mutating=frozenset()) -> list[Binding]:
-            hidden = MUTATING_ACTIONS | {"register_refused"} | mutating
+            hidden = MUTATING_ACTIONS | {"register_refused", "roll_out"} | mutating
             return [b for b in bindings if not (self.readonly and b.action in hidden)]
 
         return [

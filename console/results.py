@@ -345,6 +345,64 @@ class Preview:
     height: int | None = None
 
 
+# --- routes.list, routes.add, routes.remove ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """One auto-routing rule: `match` {calling_ae or DICOM keyword: pattern}, {} for every instance."""
+
+    name: str
+    match: dict[str, str] = field(default_factory=dict)
+    destinations: tuple[str, ...] = ()
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+@dataclass(frozen=True)
+class RoutesList:
+    """routes.list."""
+
+    routes: tuple[Route, ...] = ()
+
+
+@dataclass(frozen=True)
+class RouteAdded:
+    """routes.add: the route as stored."""
+
+    route: Route
+
+
+@dataclass(frozen=True)
+class RouteRemoved:
+    """routes.remove."""
+
+    removed: str
+
+
+# --- audit.recent -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audit row: `result` "ok" or the error kind the call failed with; `params` redacted by the agent."""
+
+    id: int
+    at: str | None = None
+    user: str = ""
+    method: str = ""
+    params: dict[str, object] = field(default_factory=dict)
+    result: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class AuditRecent:
+    """audit.recent, newest first."""
+
+    entries: tuple[AuditEntry, ...] = ()
+
+
 # --- reading an answer ------------------------------------------------------------------------------
 
 RESULTS: dict[str, type] = {
@@ -363,6 +421,10 @@ RESULTS: dict[str, type] = {
     "aets.echo": Echo,
     "rpc.discover": Discover,
     "preview.render": Preview,
+    "routes.list": RoutesList,
+    "routes.add": RouteAdded,
+    "routes.remove": RouteRemoved,
+    "audit.recent": AuditRecent,
 }
 
 

@@ -274,7 +274,7 @@ def _value(name: str, value) -> str:
     return "''" if value == "" else str(value)
 
 
-def _change_text(c: AetChange) -> str:
+def change_text(c: AetChange) -> str:
     if c.action == ADD:
         return f"add {c.ae_title}" + (
             f" ({', '.join(f'{k}={_value(k, c.after[k])}' for k in c.fields)})" if c.fields else ""
@@ -291,7 +291,7 @@ def render_plan(nodes: Sequence[NodeRollout]) -> str:
         if n.error is not None:
             lines.append(f"  {n.name.ljust(width)}  cannot plan: {n.error}")
             continue
-        parts = [_change_text(c) for c in n.pending]
+        parts = [change_text(c) for c in n.pending]
         same = [c.ae_title for c in n.plan if c.action == SAME]
         if same:
             parts.append(f"{SAME}: {', '.join(same)}")

@@ -29,8 +29,10 @@ class AetFormScreen(ModalScreen[AetDraft | None]):
         error: str | None = None,
         error_field: str | None = None,
         note: str | None = None,
+        title: str | None = None,
     ) -> None:
         super().__init__()
+        self.title_text = title
         self.node = node
         self.draft = draft or AetDraft()
         self.editing = editing
@@ -40,7 +42,9 @@ class AetFormScreen(ModalScreen[AetDraft | None]):
 
     def compose(self) -> ComposeResult:
         d = self.draft
-        title = f"Change {d.ae_title} on {self.node}" if self.editing else f"Register an AE title on {self.node}"
+        title = self.title_text or (
+            f"Change {d.ae_title} on {self.node}" if self.editing else f"Register an AE title on {self.node}"
+        )
         with Vertical(classes="dialog aet-form"):
             yield Label(title, classes="question")
             if self.note:

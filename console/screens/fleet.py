@@ -25,6 +25,8 @@ class FleetScreen(Screen):
         Binding("t", "trust", "Trust host"),
         Binding("r", "refresh_node", "Refresh node"),
         Binding("a", "register_refused", "Register refused AE"),
+        Binding("space", "toggle_mark", "Mark"),
+        Binding("A", "roll_out", "Roll out an AE"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
@@ -34,6 +36,7 @@ class FleetScreen(Screen):
         self.sort_reverse = False
         self.query_text = ""
         self._pending: set[str] = set()  # redraws scheduled and not run yet
+        self.marked: set[str] = set()  # nodes marked with space: where `A` rolls an AE out
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -55,13 +58,18 @@ class FleetScreen(Screen):
 
     def redraw(self) -> None:
         self.table.show(
-            self.app.current_snapshots(), query=self.query_text, sort=self.sort_column, reverse=self.sort_reverse
+            self.app.current_snapshots(),
+            query=self.query_text,
+            sort=self.sort_column,
+            reverse=self.sort_reverse,
+            marked=self.marked,
         )
         label = next(c.label for c in COLUMNS if c.key == self.sort_column)
         arrow = "↑" if self.sort_reverse else "↓"
         shown, total = len(self.table.shown), len(self.app.fleet.nodes)
         where = f" · filter {self.query_text!r}" if self.query_text else ""
-        self.sub_title = f"{shown}/{total} nodes · sort {label} {arrow}{where}"
+        marks = f" · {len(self.marked)} marked" if self.marked else ""
+        self.sub_title = f"{shown}/{total} nodes · sort {label} {arrow}{where}{marks}"
 
     def _fleet_changed(self, _name) -> None:
         self._later("table", self.redraw)
@@ -163,6 +171,8 @@ class FleetScreen(Screen):
     def check_action(self, action: str, parameters) -> bool | None:
         if action == "register_refused":
             return not self.app.readonly and self._fixable_refusal() is not None
+        if action == "roll_out":
+            return not self.app.readonly
         return True
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -174,6 +184,27 @@ class FleetScreen(Screen):
         event = self._fixable_refusal()
         if event is not None:
             self.app.open_node(event.node, fix=event.association)
+
+    # --- marks and the roll-out -------------------------------------------------------------------
+
+    def action_toggle_mark(self) -> None:
+        name = self.table.selected_node
+        if name:
+            self.marked ^= {name}
+            self.redraw()
+            if self.table.cursor_row < self.table.row_count - 1:
+                self.table.move_cursor(row=self.table.cursor_row + 1)  # space, space, space marks a run of nodes
+
+    def rollout_targets(self) -> list[str]:
+        """The marked nodes in fleet order (the first is the canary), else the selected one."""
+        if self.marked:
+            return [e.name for e in self.app.fleet.nodes if e.name in self.marked]
+        return [self.table.selected_node] if self.table.selected_node else []
+
+    def action_roll_out(self) -> None:
+        names = self.rollout_targets()
+        if names:
+            self.app.start_rollout(names)
 
     def action_refresh_node(self) -> None:
         name = self.table.selected_node

@@ -16,6 +16,7 @@ from ..aet_edits import from_refusal
 from ..results import Association, Cancelled, Migration, QueueList, Retried, failure, read_answer
 from ..widgets import format as fmt
 from ..widgets.aets_pane import AetsPane
+from ..widgets.audit_pane import AuditPane
 from ..widgets.detail_tables import (
     check_extras,
     fill_associations,
@@ -28,6 +29,7 @@ from ..widgets.detail_tables import (
     plan_note,
 )
 from ..widgets.node_pane import NodePane
+from ..widgets.routes_pane import RoutesPane
 from ..widgets.spark import Spark, trends
 from .confirm import ConfirmScreen
 from .row_detail import RowDetailScreen
@@ -35,7 +37,7 @@ from .row_detail import RowDetailScreen
 # What the node screen asks the agent for besides the poll (the poll's raw results are reused).
 DETAILS = {"pools.list": {}, "queue.list": {"limit": 200}, "associations.recent": {"limit": 100}}
 # The managing tabs, in tab order after the five fixed ones; each asks for its own DETAILS and owns its keys.
-PANES: tuple[type[NodePane], ...] = (AetsPane,)
+PANES: tuple[type[NodePane], ...] = (AetsPane, RoutesPane, AuditPane)
 # Number keys switch tabs wherever the focus is (a newcomer found no key that did, issue 17): 1-9, then 0.
 TAB_KEYS = "1234567890"
 FIXED_TABS = (
@@ -140,10 +142,11 @@ class NodeScreen(Screen):
         self.query(".mutating").set(display=not self.app.readonly)
         self.app.fleet_changed.subscribe(self, self._fleet_changed)
         self.show_snapshot()
-        self.refresh_details()
         if self.fix is not None and not self.app.readonly:
+            # The fix first: its one call (rpc.discover) then goes ahead of the tabs' details.
             self.query_one(TabbedContent).active = "associations"
             self.query_one(AetsPane).register(self.fix)
+        self.refresh_details()
 
     # --- data in ----------------------------------------------------------------------------------
 

@@ -84,6 +84,7 @@ class FleetTable(DataTable):
         super().__init__(cursor_type="row", zebra_stripes=True, **kw)
         self._shown: list[str] = []
         self._cells: dict[str, tuple] = {}
+        self.marked: frozenset[str] = frozenset()  # nodes marked (space) for a fleet-wide roll-out
 
     def on_mount(self) -> None:
         for col in COLUMNS:
@@ -93,6 +94,8 @@ class FleetTable(DataTable):
         cells = []
         for col in COLUMNS:
             value = col.cell(snapshot)
+            if col.key == "node":
+                value = ("● " if snapshot.name in self.marked else "  ") + value
             if col.key == "status" and f"fleet-table--{value}" in self.COMPONENT_CLASSES:
                 # The colour is a component class styled in app.tcss, not a colour chosen here.
                 cells.append(Text(value, style=self.get_component_rich_style(f"fleet-table--{value}", partial=True)))
@@ -100,7 +103,10 @@ class FleetTable(DataTable):
                 cells.append(Text(value))  # Text, not str: node data is never parsed as markup
         return tuple(cells)
 
-    def show(self, snapshots, *, query: str = "", sort: str = "status", reverse: bool = False) -> None:
+    def show(
+        self, snapshots, *, query: str = "", sort: str = "status", reverse: bool = False, marked=frozenset()
+    ) -> None:
+        self.marked = frozenset(marked)
         visible = order([s for s in snapshots if matches(s, query)], sort, reverse)
         names = [s.name for s in visible]
         rows = {s.name: self._row(s) for s in visible}
