@@ -10,7 +10,7 @@ from textual.widgets import DataTable, Label
 
 from console.app import PacsdeckConsole
 from console.screens.confirm import ConfirmScreen
-from console.screens.node import NodeScreen
+from console.screens.node import PANES, NodeScreen
 from console.screens.row_detail import RowDetailScreen
 from console.widgets.spark import Spark, bars
 
@@ -97,8 +97,9 @@ def test_every_tab_gives_its_main_widget_the_focus_and_enter_shows_a_row_in_full
                 await until(pilot, lambda: app.screen is screen, "back on the node screen")
                 assert table.cursor_row == row_keys(table).index(refused)  # Enter did not move or act
 
-                await pilot.press("6")
-                assert focused_id(app) == "aets-table"
+                for key, pane in zip("67890", PANES, strict=False):  # the managing tabs: their FOCUS widget
+                    await pilot.press(key)
+                    assert app.focused is screen.query_one(pane.FOCUS), (pane.TITLE, app.focused)
                 await pilot.press("1")
                 assert focused_id(app) == "overview-scroll"
 
