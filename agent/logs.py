@@ -1,11 +1,12 @@
-"""logs.tail: the end of the node's log (node.log in the node folder), parsed, filtered, optionally followed."""
+"""logs.tail: the end of the node's log (node.log in the node folder, or its unit's journal), parsed, filtered,
+optionally followed."""
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
 
-from . import logtail
+from . import journal, logtail
 from . import validate as v
 from .protocol import UNAVAILABLE, RPCError, iso_time
 from .registry import Method, Param
@@ -58,22 +59,44 @@ def _after(value) -> int:
     return value
 
 
+def _after_cursor(value) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise v.invalid("after_cursor", "a journal cursor: the `cursor` of a previous logs.tail result")
+    return v.safe_text(value, "after_cursor", max_len=512, allow_punctuation=True)
+
+
+def _line(x: logtail.Line) -> dict:
+    return {"time": iso_time(x.time), "level": x.level, "logger": x.logger, "message": x.message}
+
+
 def tail(ctx, params: dict) -> dict:
     node = ctx.require_node()
     lines = v.limit(params.get("lines"), "lines", default=DEFAULT_LINES, maximum=MAX_LINES)
     since, level = _since(params.get("since")), _level(params.get("level"))
     follow, after = _follow(params.get("follow")), _after(params.get("after"))
-    path = node.config.node_dir / LOG_NAME
+    after_cursor = _after_cursor(params.get("after_cursor"))
+    cfg = node.config
+    path = cfg.node_dir / LOG_NAME
+    # An explicit unit wins; else node.log (`pacsdeck up`, the tests); else the unit a service install names.
+    unit = cfg.log.journal_unit or (None if path.exists() else journal.default_unit(cfg.node_dir))
+    if unit is not None:
+        return _from_journal(
+            cfg,
+            unit,
+            explicit=bool(cfg.log.journal_unit),
+            path=path,
+            lines=lines,
+            since=since,
+            level=level,
+            follow=follow,
+            after_cursor=after_cursor,
+        )
     try:
         size = logtail.size(path)
     except FileNotFoundError:
-        raise RPCError(
-            UNAVAILABLE,
-            f"no {LOG_NAME} in {node.config.node_dir}: this node logs to the stderr of whatever started it "
-            f"(`pacsdeck up` and the tests write {path}); under systemd read it with "
-            "`journalctl -u <the node's unit>`",
-            {"path": str(path)},
-        ) from None
+        raise _nowhere(cfg, path, None, "it went away") from None
     except OSError as err:
         raise RPCError(UNAVAILABLE, f"cannot read {path}: {err.strerror}", {"path": str(path)}) from None
     start = after if after <= size else 0  # an offset past the end: the file was rotated or truncated
@@ -90,16 +113,55 @@ def tail(ctx, params: dict) -> dict:
         if more.lines:
             break
     return {
-        "lines": [{"time": iso_time(x.time), "level": x.level, "logger": x.logger, "message": x.message} for x in kept],
+        "lines": [_line(x) for x in kept],
+        "source": "file",
         "path": str(path),
         "end": end,
+        "cursor": None,
         "truncated": truncated,
     }
 
 
+def _from_journal(cfg, unit: str, *, explicit: bool, path, lines, since, level, follow, after_cursor) -> dict:
+    namespace = cfg.log.journal_namespace
+    try:
+        if not explicit and after_cursor is None and not journal.has_entries(unit, namespace):
+            raise _nowhere(cfg, path, unit, "it has no entries")
+        found = journal.tail(unit, namespace, lines, since=since, level=level, follow=follow, after_cursor=after_cursor)
+    except journal.JournalError as err:
+        if not explicit:
+            raise _nowhere(cfg, path, unit, err.reason) from None
+        raise RPCError(
+            UNAVAILABLE, f"cannot read the journal of {unit} (log.journal_unit): {err.reason}", {"unit": unit}
+        ) from None
+    return {
+        "lines": [_line(x) for x in found.lines],
+        "source": "journal",
+        "path": unit,
+        "end": 0,
+        "cursor": found.cursor,
+        "truncated": found.truncated,
+    }
+
+
+def _nowhere(cfg, path, unit: str | None, why: str) -> RPCError:
+    """Neither node.log nor a journal: say where each was looked for and how to point logs.tail at the log."""
+    unit = unit or journal.default_unit(cfg.node_dir)
+    return RPCError(
+        UNAVAILABLE,
+        f"no log to read: no {LOG_NAME} in {cfg.node_dir} (`pacsdeck up` and the tests write {path}), and "
+        f"no journal of {unit} ({why}). A node run by systemd under another unit: set log.journal_unit in "
+        f"{cfg.path}; the account the agent runs as reads the system journal only in the systemd-journal group "
+        f"(check with `journalctl -u {unit}`)",
+        {"path": str(path), "unit": unit},
+    )
+
+
 LINE = Obj(
     {
-        "time": Null(TIME),  # null, with level and logger, for a line out of the format (a traceback)
+        # level and logger null for a line out of the format (a traceback); time too, in node.log (the journal
+        # stamps every line)
+        "time": Null(TIME),
         "level": Null(Enum(*logtail.LEVELS)),
         "logger": Null(STR),
         "message": STR,
@@ -110,7 +172,8 @@ METHODS = (
     Method(
         "logs.tail",
         tail,
-        "The last lines of the node's log (node.log in the node folder), oldest first; optionally wait for more",
+        "The last lines of the node's log (node.log in the node folder, else its unit's journal), oldest first; "
+        "optionally wait for more",
         {
             "lines": Param("integer", f"how many (1-{MAX_LINES}, default {DEFAULT_LINES})"),
             "since": Param(
@@ -120,8 +183,18 @@ METHODS = (
             ),
             "level": Param("string", "minimum level", extra={"enum": list(logtail.LEVELS)}),
             "follow": Param("number", f"seconds (0-{MAX_FOLLOW:g}, default 0) to wait for lines after the end"),
-            "after": Param("integer", "only lines after this byte offset: a previous result's `end`"),
+            "after": Param("integer", "node.log: only lines after this byte offset, a previous result's `end`"),
+            "after_cursor": Param("string", "journal: only entries after this cursor, a previous result's `cursor`"),
         },
-        result=Obj({"lines": Arr(LINE), "path": STR, "end": INT, "truncated": BOOL}),
+        result=Obj(
+            {
+                "lines": Arr(LINE),
+                "source": Enum("file", "journal"),  # node.log, or the unit's journal (log.journal_unit)
+                "path": STR,  # the file read, or the unit whose journal was read
+                "end": INT,  # file: the byte offset to pass as `after` next time (journal: 0)
+                "cursor": Null(STR),  # journal: the cursor to pass as `after_cursor` next time (file: null)
+                "truncated": BOOL,
+            }
+        ),
     ),
 )

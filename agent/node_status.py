@@ -9,6 +9,7 @@ import time
 import psutil
 
 from storage import __version__
+from storage.backups import catalog as catalog_backups
 from storage.index import catalog
 from storage.workers import running_node_pid
 
@@ -121,7 +122,29 @@ def status(ctx, params: dict) -> dict:
         "counts": {k: counts[k] for k in _COUNTS},
         "registered_aets": catalog.count_aets(node.index),
         "pools": _pools(node),
+        "backups": _backups(cfg),
     }
+
+
+def _backups(cfg) -> list[dict]:
+    """Per target: the newest complete backup and the newest verification (from the targets themselves)."""
+    out = []
+    found = catalog_backups.all_backups(cfg)
+    for target in cfg.backups:
+        mine = [b for b in found if b.target == target.name and b.state == "complete"]
+        newest = max(mine, key=lambda b: b.finished_at or 0, default=None)
+        checked = [b.verification for b in mine if b.verification]
+        verified = max(checked, key=lambda v: v.get("at") or 0, default=None)
+        out.append(
+            {
+                "target": target.name,
+                "type": target.kind,
+                "last_success_at": iso_time(newest.finished_at) if newest is not None else None,
+                "last_verified_at": iso_time(verified["at"]) if verified else None,
+                "last_verified_ok": bool(verified["ok"]) if verified else None,
+            }
+        )
+    return out
 
 
 _COUNTS = ("patients", "studies", "series", "instances", "bytes")
@@ -160,6 +183,17 @@ RESULT = Obj(
         "counts": Obj(dict.fromkeys(_COUNTS, INT)),
         "registered_aets": INT,
         "pools": Arr(_POOL),
+        "backups": Arr(
+            Obj(
+                {
+                    "target": STR,
+                    "type": STR,
+                    "last_success_at": Null(TIME),
+                    "last_verified_at": Null(TIME),
+                    "last_verified_ok": Null(BOOL),
+                }
+            )
+        ),
     }
 )
 

@@ -97,6 +97,7 @@ def build_table() -> dict[str, Method]:
         aets,
         associations,
         audit,
+        backups,
         diagnose,
         health,
         logs,
@@ -124,6 +125,7 @@ def build_table() -> dict[str, Method]:
         queue,
         routes,
         logs,
+        backups,
     ):
         for m in module.METHODS:
             if m.name in table:

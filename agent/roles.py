@@ -16,6 +16,7 @@ OPERATOR_METHODS = frozenset(
         "queue.cancel",
         "studies.send",  # it sends a study to another AE, like a C-MOVE the operator starts
         "backups.run",
+        "backups.verify",  # it reads every file of a backup: heavy I/O, and it records the result
         "pools.migrate",
     }
 )

@@ -403,6 +403,38 @@ class AuditRecent:
     entries: tuple[AuditEntry, ...] = ()
 
 
+# --- logs.tail --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of the node's log; level and logger null for a line out of the format (a traceback)."""
+
+    message: str
+    time: str | None = None
+    level: str | None = None
+    logger: str | None = None
+
+
+@dataclass(frozen=True)
+class LogTail:
+    """logs.tail: the lines, oldest first, and where the next call goes on from (`end` in node.log, `cursor`
+    in the journal)."""
+
+    lines: tuple[LogLine, ...] = ()
+    source: str = "file"
+    path: str | None = None
+    end: int = 0
+    cursor: str | None = None
+    truncated: bool = False
+
+    def after(self) -> dict:
+        """The params of the next logs.tail that returns only what was written after these lines."""
+        if self.source == "journal":
+            return {"after_cursor": self.cursor} if self.cursor else {}
+        return {"after": self.end}
+
+
 # --- reading an answer ------------------------------------------------------------------------------
 
 RESULTS: dict[str, type] = {
@@ -425,6 +457,7 @@ RESULTS: dict[str, type] = {
     "routes.add": RouteAdded,
     "routes.remove": RouteRemoved,
     "audit.recent": AuditRecent,
+    "logs.tail": LogTail,
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import cli_pools
+from . import cli_backup, cli_pools
 from .cli_common import CONFIG_HELP, EXIT_FAILURE, EXIT_OK, JSON_HELP, CLIError, config_path, emit
 
 
@@ -83,7 +83,7 @@ def cmd_node_check(args) -> int:
 
 
 def add_parser(sub) -> None:
-    node = sub.add_parser("node", help="the PACS node: init, run, reindex, pools, migrate, verify, check")
+    node = sub.add_parser("node", help="the PACS node: init, run, reindex, pools, migrate, verify, backup, check")
     node_sub = node.add_subparsers(dest="node_command", required=True, metavar="ACTION")
 
     p = node_sub.add_parser("init", help="create node.yaml, pools and index in a folder")
@@ -103,6 +103,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_node_reindex)
 
     cli_pools.add_parsers(node_sub)
+    cli_backup.add_parsers(node_sub)
 
     p = node_sub.add_parser(
         "check", help="health checks as a Nagios plugin: exit 0 ok, 1 warning, 2 critical, 3 unknown"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydicom import config as pydicom_config
 
+from storage.backups.scheduler import BackupScheduler
 from storage.config.limits import LimitsConfig
 from storage.config.settings import NodeConfig, default_config_text, load_config
 from storage.dimse.associations import AssociationLog
@@ -282,6 +283,7 @@ def run_node(config_path: str) -> int:
     # Migrations and forwards run in exactly one process: this one, after any fork (see
     # storage/pools/scheduler.py, storage/dimse/forward.py).
     scheduler = MigrationScheduler(node)
+    backups = BackupScheduler(node.config, node.index)
     forwarder = Forwarder(node)
     if workers > 1:
         node.index.close()  # each worker opens its own connections after the fork
@@ -289,6 +291,7 @@ def run_node(config_path: str) -> int:
         def announce_and_schedule() -> None:  # called in this (supervisor) process once workers listen
             announce()
             scheduler.start()
+            backups.start()
             forwarder.start()
 
         code = serve_in_workers(node, workers, announce_and_schedule)
@@ -299,6 +302,7 @@ def run_node(config_path: str) -> int:
         node.serve()
         announce()
         scheduler.start()
+        backups.start()
         forwarder.start()
         wait_for_signal(stop)
         forwarder.stop()
@@ -306,6 +310,7 @@ def run_node(config_path: str) -> int:
         code = 0
     forwarder.stop()
     scheduler.stop()
+    backups.stop()
     metrics_server.stop()
     _sd_notify("STOPPING=1")
     log.info("stopped")

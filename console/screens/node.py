@@ -28,6 +28,7 @@ from ..widgets.detail_tables import (
     overview_text,
     plan_note,
 )
+from ..widgets.log_pane import LogPane
 from ..widgets.node_pane import NodePane
 from ..widgets.routes_pane import RoutesPane
 from ..widgets.spark import Spark, trends
@@ -37,7 +38,7 @@ from .row_detail import RowDetailScreen
 # What the node screen asks the agent for besides the poll (the poll's raw results are reused).
 DETAILS = {"pools.list": {}, "queue.list": {"limit": 200}, "associations.recent": {"limit": 100}}
 # The managing tabs, in tab order after the five fixed ones; each asks for its own DETAILS and owns its keys.
-PANES: tuple[type[NodePane], ...] = (AetsPane, RoutesPane, AuditPane)
+PANES: tuple[type[NodePane], ...] = (AetsPane, RoutesPane, AuditPane, LogPane)
 # Number keys switch tabs wherever the focus is (a newcomer found no key that did, issue 17): 1-9, then 0.
 TAB_KEYS = "1234567890"
 FIXED_TABS = (
@@ -251,8 +252,8 @@ class NodeScreen(Screen):
             return False
         if action in TAB_ACTIONS and self._active_tab() != TAB_ACTIONS[action]:
             return False
-        if action == "show_row" and self._active_tab() == "overview":
-            return False  # the one tab without a table
+        if action == "show_row" and not isinstance(self.focused, DataTable):
+            return False  # shown only where there is a row to show (not the overview, not the log)
         if action == "register_calling_ae" and self._selected_refusal() is None:
             return None  # shown, dimmed: the key is there, this row is not a sender to register
         return True

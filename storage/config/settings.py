@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from .backups import parse_backups
 from .health import parse_health
 from .limits import parse_limits
+from .log import LogConfig, parse_log
 from .tls import parse_tls
 from .values import (
     OPERATIONS,
@@ -107,6 +109,14 @@ class NodeConfig:
     queue: QueueConfig = QueueConfig()
     limits: object = None  # storage.config.limits.LimitsConfig; None = the defaults
     tls: object = None  # storage.config.tls.TLSConfig; None = plain TCP
+    log: LogConfig = field(default_factory=LogConfig)  # where logs.tail reads the log of a node run as a systemd unit
+    backups: tuple = ()  # storage.config.backups.BackupTarget, by name
+
+    def backup_target(self, name: str | None):
+        """The named target, or the first one when no name is given; None when there is none of that name."""
+        if name is None:
+            return self.backups[0] if self.backups else None
+        return next((t for t in self.backups if t.name == name), None)
 
     def worker_count(self) -> int:
         """Processes serving the port: `auto` is one per core, at most 4."""
@@ -372,6 +382,8 @@ def parse_config(data, path: Path, create_dirs: bool = False) -> NodeConfig:
     kw["limits"] = parse_limits(data.get("limits"))
 
     kw["tls"] = parse_tls(data.get("tls"), base)
+    kw["log"] = parse_log(data.get("log"))
+    kw["backups"] = parse_backups(data.get("backups"), resolve)
 
     aets_raw = data.get("aets", [])
     if not isinstance(aets_raw, list):

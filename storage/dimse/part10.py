@@ -40,13 +40,3 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, s
         )
     )
     return _PREAMBLE + _element(0x0000, b"UL", struct.pack("<I", len(body))) + body
-
-
-def dataset_offset(path) -> int | None:
-    """Where the dataset starts in a Part 10 file whose File Meta begins with its group length, as
-    every file the node writes does; None for any other layout (then read it with pydicom)."""
-    with open(path, "rb") as f:
-        head = f.read(144)
-    if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
-        return None
-    return 144 + struct.unpack_from("<I", head, 140)[0]

@@ -17,8 +17,9 @@ from pynetdicom import _config, build_context, evt
 from pynetdicom.pdu import A_ASSOCIATE_RJ
 
 from storage.config.tls import client_context
+from storage.pools.pool import dataset_offset
 
-from . import background, commands, framing, inline, part10, reactors
+from . import background, commands, framing, inline, reactors
 
 if TYPE_CHECKING:
     from .context import NodeContext
@@ -302,7 +303,7 @@ class StoredSender:
     ) -> framing.FramedStore | None:
         """The C-STORE-RQ for the stored bytes, first batch read; None for a file whose File Meta
         layout we do not read ourselves. ValueError when no context takes the stored syntax."""
-        offset = part10.dataset_offset(path)
+        offset = dataset_offset(path)
         if offset is None:
             return None
         key = (str(item.SOPClassUID), str(item.stored_syntax))

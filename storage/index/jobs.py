@@ -71,15 +71,16 @@ def succeeded(conn: sqlite3.Connection, job_id: int, now: float) -> None:
     )
 
 
-def interrupt_stale(index: Index, kind: str) -> int:
+def interrupt_stale(index: Index, kind: str, keep: int | None = None) -> int:
     """Jobs left `running` by a process that died; call only while holding that kind's lock.
+    `keep`: the job the lock holder is about to run (created for it before the lock was taken).
 
     They failed their one attempt. Migrations are re-planned from the rules (or the next request)
     by their next run, so nothing resumes them."""
     with index.transaction() as conn:
         return conn.execute(
-            "UPDATE jobs SET state=?, last_error=?, updated_at=? WHERE kind=? AND state=?",
-            (FAILED, "interrupted: the process running it stopped", time.time(), kind, RUNNING),
+            "UPDATE jobs SET state=?, last_error=?, updated_at=? WHERE kind=? AND state=? AND id IS NOT ?",
+            (FAILED, "interrupted: the process running it stopped", time.time(), kind, RUNNING, keep),
         ).rowcount
 
 

@@ -7,6 +7,7 @@ import logging
 import mmap
 import os
 import secrets
+import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,3 +193,13 @@ def _unlink_quietly(path: Path) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def dataset_offset(path) -> int | None:
+    """Where the dataset starts in a Part 10 file whose File Meta begins with its group length, as
+    every file the node writes does; None for any other layout (then read it with pydicom)."""
+    with open(path, "rb") as f:
+        head = f.read(144)
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    return 144 + struct.unpack_from("<I", head, 140)[0]
