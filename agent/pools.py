@@ -80,6 +80,7 @@ def _pool_wire(p: PoolStats) -> dict:
         used_percent=round(s.used_percent, 2),
         disk_total=s.disk_total,
         disk_free=s.disk_free,
+        disk_used=s.disk_used,
         accepting=p.accepting,
         above_high_watermark=p.above_high_watermark,
     )
@@ -138,6 +139,7 @@ def _migration_wire(report: MigrationReport) -> dict:
         "studies": report.studies,
         "instances": report.instances,
         "bytes": report.bytes,
+        "reason": report.reason,
     }
     run = report.run
     if run is not None:
@@ -202,8 +204,10 @@ _POOL = Obj(
         "reserve": INT,
         "room": INT,
         "used_percent": NUM,
+        # The pool holds indexed_bytes; disk_* are its filesystem's figures, shared with whatever else is on it.
         "disk_total": INT,
         "disk_free": INT,
+        "disk_used": INT,
         "above_high_watermark": BOOL,
         "error": STR,
     },
@@ -212,7 +216,16 @@ _TIER = Obj({"tier": STR, "pools": Arr(STR), "instances": INT, "capacity": INT, 
 _MOVE = Obj({"study_uid": STR, "source": STR, "target": STR, "instances": INT, "bytes": INT, "reason": STR})
 _SKIPPED = Obj({"why": STR}, {"study_uid": STR, "source": STR, "target": STR, "bytes": INT, "rule": STR})
 MIGRATION = Obj(
-    {"dry_run": BOOL, "plan": Arr(_MOVE), "skipped": Arr(_SKIPPED), "studies": INT, "instances": INT, "bytes": INT},
+    {
+        "dry_run": BOOL,
+        "plan": Arr(_MOVE),
+        "skipped": Arr(_SKIPPED),
+        "studies": INT,
+        "instances": INT,
+        "bytes": INT,
+        # Why nothing is planned (no rules configured, or which rule found nothing and why); null with a plan.
+        "reason": Null(STR),
+    },
     {
         # A real run that moved something adds its job and what it did.
         "job_id": INT,

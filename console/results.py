@@ -120,6 +120,10 @@ class Job:
     items_total: int | None = None
     next_attempt_at: str | None = None
     last_error: str | None = None
+    study_uid: str | None = None
+    reason: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,9 +162,14 @@ class Pool:
     name: str
     tier: str | None = None
     instances: int | None = None
-    used: int | None = None
+    indexed_bytes: int | None = None  # what the pool holds
+    used: int | None = None  # counted against capacity: indexed_bytes, or the filesystem's use without a capacity
     capacity: int | None = None
+    capacity_is_logical: bool = False
     used_percent: float | None = None
+    disk_total: int | None = None  # the filesystem's figures, shared with whatever else lives on it
+    disk_free: int | None = None
+    disk_used: int | None = None
     high_watermark: float | None = None
     low_watermark: float | None = None
     accepting: bool = False
@@ -209,6 +218,7 @@ class Migration:
     job_id: int | None = None
     state: str | None = None
     moved_instances: int = 0
+    reason: str | None = None  # why nothing is planned (an older agent does not say)
 
 
 # --- associations.recent ----------------------------------------------------------------------------

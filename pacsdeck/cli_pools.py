@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import shlex
 
+from console.widgets.format import size as _size
+
 from .cli_common import AS_HELP, CONFIG_HELP, EXIT_FAILURE, EXIT_OK, JSON_HELP, call_agent, emit
 
 
 def cmd_node_pools(args) -> int:
     stats = call_agent(args, "pools.list", {})
-    lines = [f"{'pool':<12} {'tier':<10} {'instances':>9} {'used':>14} {'capacity':>14} {'%':>6}  state"]
+    # What the pool holds first; the filesystem's own figures apart, as other data may share it (issue 17).
+    lines = [
+        f"{'pool':<12} {'tier':<10} {'instances':>9} {'holds':>11} {'capacity':>11} {'%':>6}  "
+        f"{'fs used':>11} {'fs free':>11} {'fs size':>11}  state"
+    ]
     for p in stats["pools"]:
         state = p.get("error") or (
             "above high watermark" if p.get("above_high_watermark") else "accepting" if p["accepting"] else "full"
         )
+        capacity = _size(p.get("capacity")) if p.get("capacity_is_logical") else "filesystem"
         lines.append(
-            f"{p['name']:<12} {p['tier']:<10} {p['instances']:>9} {p.get('used', 0):>14} "
-            f"{p.get('capacity', 0):>14} {p.get('used_percent', 0):>6}  {state}"
+            f"{p['name']:<12} {p['tier']:<10} {p['instances']:>9} {_size(p.get('indexed_bytes')):>11} "
+            f"{capacity:>11} {p.get('used_percent', 0):>6}  {_size(p.get('disk_used')):>11} "
+            f"{_size(p.get('disk_free')):>11} {_size(p.get('disk_total')):>11}  {state}"
         )
     if stats["overflow"]:
         lines.append("overflow: the first tier is full; new instances go to a later tier")
@@ -66,9 +74,9 @@ def cmd_node_migrate(args) -> int:
             )
             lines.append(f"to move them: {run_command(args)}")
         else:
-            lines.append("dry run: nothing to move")
+            lines.append(f"dry run: {report.get('reason') or 'nothing to move'}")
     elif report.get("job_id") is None:
-        lines.append("nothing to move")
+        lines.append(report.get("reason") or "nothing to move")
     else:
         lines.append(
             f"job {report['job_id']} {report['state']}: moved {report['moved_instances']} instances, "

@@ -10,19 +10,31 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Header, Label, Sparkline, Static, TabbedContent, TabPane
+from textual.widgets import Button, DataTable, Footer, Header, Label, Static, TabbedContent, TabPane
 
 from ..aet_edits import from_refusal
 from ..results import Association, Cancelled, Migration, QueueList, Retried, failure, read_answer
 from ..widgets import format as fmt
 from ..widgets.aets_pane import AetsPane
 from ..widgets.audit_pane import AuditPane
-from ..widgets.detail_tables import fill_associations, fill_checks, fill_jobs, fill_plan, fill_pools, overview_text
+from ..widgets.detail_tables import (
+    check_extras,
+    fill_associations,
+    fill_checks,
+    fill_jobs,
+    fill_plan,
+    fill_pools,
+    job_extras,
+    overview_text,
+    plan_note,
+)
 from ..widgets.log_pane import LogPane
 from ..widgets.node_pane import NodePane
 from ..widgets.routes_pane import RoutesPane
+from ..widgets.spark import Spark, trends
 from ..widgets.users_pane import UsersPane
 from .confirm import ConfirmScreen
+from .row_detail import RowDetailScreen
 
 # What the node screen asks the agent for besides the poll (the poll's raw results are reused).
 DETAILS = {"pools.list": {}, "queue.list": {"limit": 200}, "associations.recent": {"limit": 100}}
@@ -37,17 +49,34 @@ FIXED_TABS = (
     ("queues", "Queues"),
     ("associations", "Associations"),
 )
+# The widget of each fixed tab that takes the focus when it opens, so the arrow keys act at once (issue 17: they
+# moved nothing until Tab); the managing tabs name theirs in NodePane.FOCUS.
+FIXED_FOCUS = {
+    "overview": "#overview-scroll",
+    "health": "#checks",
+    "storage": "#pools",
+    "queues": "#jobs",
+    "associations": "#associations-table",
+}
 MUTATING_ACTIONS = {"retry_job", "cancel_job", "run_migration", "register_calling_ae"}
-# Screen actions that belong to one tab: shown in the footer, and bound, only while that tab is open.
-TAB_ACTIONS = {"register_calling_ae": "associations"}
+# Screen actions that belong to one tab: shown in the footer, and bound, only while that tab is open (a job
+# cancelled from a tab where its row cannot be seen is a surprise; issue 17).
+TAB_ACTIONS = {
+    "register_calling_ae": "associations",
+    "retry_job": "queues",
+    "cancel_job": "queues",
+    "run_migration": "storage",
+}
 
 
 class NodeScreen(Screen):
     """Attributes from the app (snapshot, history, details); actions go back to the app as node calls."""
 
+    AUTO_FOCUS = FIXED_FOCUS["overview"]
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("r", "refresh", "Refresh"),
+        Binding("v", "show_row", "Row detail"),
         Binding("p", "plan_migration", "Migration plan"),
         Binding("m", "run_migration", "Run migration"),
         Binding("e", "retry_job", "Retry job"),
@@ -65,6 +94,8 @@ class NodeScreen(Screen):
         self.details: dict[str, object] = {}  # method -> the agent's answer as it came, or the error
         self._inflight = 0  # detail calls sent and not answered yet
         self.associations: dict[str, Association] = {}  # the Associations tab's rows by key
+        # Fields a row has beyond its columns, for the row detail: table id -> row key -> (name, value).
+        self.row_extras: dict[str, dict[str, list[tuple[str, str]]]] = {}
 
     def compose(self) -> ComposeResult:
         readonly = self.app.locked_readonly  # started --readonly: mutating buttons are never even built
@@ -75,13 +106,14 @@ class NodeScreen(Screen):
             yield Static(id="node-reason")
         with TabbedContent(initial="overview"):
             with TabPane("Overview", id="overview"):
-                yield VerticalScroll(Static(id="overview-text"))
+                yield VerticalScroll(Static(id="overview-text"), id="overview-scroll")
             with TabPane("Health", id="health"):
                 yield DataTable(id="checks", cursor_type="row", zebra_stripes=True)
-                yield Label("ingest, instances/s", classes="spark-label")
-                yield Sparkline([], id="ingest-spark")
-                yield Label("free disk space", classes="spark-label")
-                yield Sparkline([], id="free-spark")
+                yield Label("ingest, instances/s", id="ingest-label", classes="spark-label")
+                yield Spark(floor=0.0, id="ingest-spark")  # a rate: 0 is an empty line, whatever else was seen
+                yield Label("free disk space", id="free-label", classes="spark-label")
+                # Its own min..max, at least 1 GiB wide: a drop shows, a few kilobytes of noise do not.
+                yield Spark(least=2**30, id="free-spark")
             with TabPane("Storage", id="storage"):
                 yield DataTable(id="pools", cursor_type="row", zebra_stripes=True)
                 with Horizontal(classes="actions"):
@@ -141,9 +173,16 @@ class NodeScreen(Screen):
         reason.update(Text(f"{snap.reason or ''}   polled {fmt.clock(snap.polled_at)}"))
         self.query_one("#overview-text", Static).update(overview_text(snap))
         fill_checks(self.query_one("#checks", DataTable), snap.checks)
-        history = self.app.history(self.node_name)
-        self.query_one("#ingest-spark", Sparkline).data = [h[1] for h in history if h[1] is not None] or [0]
-        self.query_one("#free-spark", Sparkline).data = [h[2] for h in history if h[2] is not None] or [0]
+        self.row_extras["checks"] = check_extras(snap.checks)
+        self._show_trends(self.app.history(self.node_name))
+
+    def _show_trends(self, history: list[tuple]) -> None:
+        """The sparklines of the polls seen, each label giving its scale (console.widgets.spark.trends)."""
+        (ingest, ingest_label), (free, free_label) = trends(history)
+        self.query_one("#ingest-spark", Spark).data = ingest
+        self.query_one("#free-spark", Spark).data = free
+        self.query_one("#ingest-label", Label).update(ingest_label)
+        self.query_one("#free-label", Label).update(free_label)
 
     def refresh_details(self) -> None:
         if self._inflight:  # a slow node: the last round is still out, do not stack another behind it
@@ -204,6 +243,7 @@ class NodeScreen(Screen):
             )
         )
         fill_jobs(table, result.jobs)
+        self.row_extras["jobs"] = job_extras(result.jobs)
 
     # --- actions ----------------------------------------------------------------------------------
 
@@ -213,6 +253,8 @@ class NodeScreen(Screen):
             return False
         if action in TAB_ACTIONS and self._active_tab() != TAB_ACTIONS[action]:
             return False
+        if action == "show_row" and not isinstance(self.focused, DataTable):
+            return False  # shown only where there is a row to show (not the overview, not the log)
         if action == "register_calling_ae" and self._selected_refusal() is None:
             return None  # shown, dimmed: the key is there, this row is not a sender to register
         return True
@@ -223,11 +265,29 @@ class NodeScreen(Screen):
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         self.refresh_bindings()
-        # The tabs whose keys act on a row take the focus, so the arrow keys move the cursor at once.
-        focus = {p.TAB: p.FOCUS for p in PANES} | {"associations": "#associations-table"}
+        # The open tab's main widget takes the focus, so the arrow keys move its cursor (or scroll it) at once.
+        focus = FIXED_FOCUS | {p.TAB: p.FOCUS for p in PANES}
         target = focus.get(event.pane.id or "")
         if target:
             self.query_one(target).focus()
+
+    # --- a row in full (Enter or `v`) ------------------------------------------------------------
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        # Enter on a row: no table of this screen had another use for it; a pane that has one stops the event.
+        self.show_row(event.data_table, event.row_key.value)
+
+    def action_show_row(self) -> None:
+        table = self.focused
+        if not isinstance(table, DataTable) or table.row_count == 0:
+            self.notify("no row selected: move to a table first", severity="warning")
+            return
+        self.show_row(table, table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value)
+
+    def show_row(self, table: DataTable, key: str | None) -> None:
+        extras = self.row_extras.get(table.id or "", {})
+        if key is not None and key in table.rows:
+            self.app.push_screen(RowDetailScreen.of_row(self.node_name, table, key, extras.get(key, [])))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id == "associations-table":
@@ -251,7 +311,11 @@ class NodeScreen(Screen):
         return int(key)
 
     def action_retry_job(self) -> None:
-        self._job_call("queue.retry", "retried", lambda result: result.retried)
+        job = self._selected_job()
+        if job is None:
+            self.notify("no job selected", severity="warning")
+            return
+        self._job_call(job, "queue.retry", "retried", lambda result: result.retried)
 
     def action_cancel_job(self) -> None:
         job = self._selected_job()
@@ -260,16 +324,13 @@ class NodeScreen(Screen):
             return
 
         def confirmed(yes: bool | None) -> None:
+            # The job the question named, whatever the refreshes did to the table while it was open.
             if yes:
-                self._job_call("queue.cancel", "cancelled", lambda result: result.cancelled)
+                self._job_call(job, "queue.cancel", "cancelled", lambda result: result.cancelled)
 
         self.app.push_screen(ConfirmScreen(f"Cancel job {job} on {self.node_name}?", "Cancel job"), confirmed)
 
-    def _job_call(self, method: str, counted: str, count: Callable[[Retried | Cancelled], int]) -> None:
-        job = self._selected_job()
-        if job is None:
-            self.notify("no job selected", severity="warning")
-            return
+    def _job_call(self, job: int, method: str, counted: str, count: Callable[[Retried | Cancelled], int]) -> None:
 
         def done(result, error) -> None:
             if error is not None:
@@ -286,12 +347,7 @@ class NodeScreen(Screen):
             if error is not None:
                 note.update(Text(f"migration plan: {error}"))
                 return
-            note.update(
-                Text(
-                    f"plan: {result.studies} studies, {result.instances} instances, "
-                    f"{fmt.size(result.bytes)}; {len(result.skipped)} skipped"
-                )
-            )
+            note.update(Text(plan_note(result)))
             fill_plan(self.query_one("#plan", DataTable), result)
 
         self._ask("pools.migrate", {"dry_run": True}, done, record="plan", read_only=True)
@@ -301,7 +357,7 @@ class NodeScreen(Screen):
             if error is not None:
                 self.notify(f"migration: {error}", severity="error")
             elif result.job_id is None:
-                self.notify("migration: nothing to move")
+                self.notify(f"migration: {result.reason or 'nothing to move'}")
             else:
                 self.notify(f"migration job {result.job_id} {result.state}: moved {result.moved_instances} instances")
             self.refresh_details()

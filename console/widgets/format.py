@@ -50,5 +50,11 @@ def text(value) -> str:
     return DASH if value is None or value == "" else str(value)
 
 
+def trend(title: str, now: str, extreme: str, span_s: float | None) -> str:
+    """A sparkline's label that gives its scale: `ingest, instances/s — now 0.0, max 12.4 over 5m`."""
+    window = f" over {age(span_s)}" if span_s else ""
+    return f"{title} — now {now}, {extreme}{window}"
+
+
 def clip(value: str, width: int) -> str:
     return value if len(value) <= width else value[: width - 1] + "…"

@@ -273,9 +273,7 @@ class Forwarder:
             ).fetchone():
                 return "more"
             if not failed:
-                conn.execute(
-                    "UPDATE jobs SET state = 'done', next_attempt_at = NULL, updated_at = ? WHERE id = ?", (now, job_id)
-                )
+                jobs.succeeded(conn, job_id, now)  # clears an earlier attempt's error
                 log.info("queue: job %d (%s to %s) done", job_id, job["study_uid"], job["destination"])
                 return "done"
             first_uid, first_error = next(iter(failed.items()))

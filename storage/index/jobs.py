@@ -46,10 +46,29 @@ def progress(
 
 def finish(index: Index, job_id: int, state: str, error: str | None = None) -> None:
     with index.transaction() as conn:
+        if state == DONE and error is None:
+            succeeded(conn, job_id, time.time())
+            return
         conn.execute(
             "UPDATE jobs SET state=?, last_error=coalesce(?, last_error), updated_at=? WHERE id=?",
             (state, error, time.time(), job_id),
         )
+
+
+def succeeded(conn: sqlite3.Connection, job_id: int, now: float) -> None:
+    """Done, inside the caller's transaction. An error from an earlier attempt is no longer the job's
+    last error (a newcomer read a finished job's old error as its state, issue 17): it is cleared, and
+    kept in the job's error history if the job has one."""
+    row = conn.execute("SELECT errors, last_error FROM jobs WHERE id=?", (job_id,)).fetchone()
+    if row is None:
+        return
+    kept = json.loads(row[0] or "[]")
+    if kept and row[1] is not None and row[1] not in kept:
+        kept = (kept + [row[1]])[:MAX_ERRORS]
+    conn.execute(
+        "UPDATE jobs SET state=?, next_attempt_at=NULL, last_error=NULL, errors=?, updated_at=? WHERE id=?",
+        (DONE, json.dumps(kept), now, job_id),
+    )
 
 
 def interrupt_stale(index: Index, kind: str, keep: int | None = None) -> int:

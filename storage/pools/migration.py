@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NotRequired, TypedDict
 from storage.index import jobs
 
 from .mover import Mover
-from .plan import MigrationReport, MigrationRun, plan
+from .plan import MigrationReport, MigrationRun, plan, why_nothing
 
 if TYPE_CHECKING:
     from storage.config.settings import NodeConfig
@@ -68,13 +68,18 @@ def migrate(
     started = time.monotonic()
     if dry_run:
         moves, skipped = plan(node, study_uids=study_uids, target=target)
-        return MigrationReport(dry_run=True, plan=tuple(moves), skipped=tuple(skipped))
+        return MigrationReport(
+            dry_run=True,
+            plan=tuple(moves),
+            skipped=tuple(skipped),
+            reason=None if moves else why_nothing(node, skipped, study_uids=study_uids),
+        )
     with migration_lock(node.config, wait=wait):
         jobs.interrupt_stale(node.index, "migrate")
         moves, skipped = plan(node, study_uids=study_uids, target=target)
         report = MigrationReport(dry_run=False, plan=tuple(moves), skipped=tuple(skipped))
         if not moves:
-            return report
+            return replace(report, reason=why_nothing(node, skipped, study_uids=study_uids))
         reasons = sorted({m.reason.split(":")[0] for m in moves})
         job_id = jobs.create(
             node.index,

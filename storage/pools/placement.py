@@ -32,9 +32,10 @@ class PoolSpace:
     free: int  # bytes that still fit (never more than the filesystem has free)
     reserve: int  # bytes of `free` that new instances never take
     disk_total: int
-    disk_free: int
+    disk_free: int  # what an unprivileged writer may still use
     logical: bool  # capacity is the configured one, not the filesystem's
     device: int  # st_dev: two pools on one filesystem do not relieve each other
+    disk_used: int = 0  # the whole filesystem's use, whatever holds it (not only this pool)
 
     @property
     def room(self) -> int:
@@ -103,6 +104,7 @@ class Placement:
             disk_free=disk_free,
             logical=logical,
             device=os.stat(pool.root).st_dev,
+            disk_used=disk_total - st.f_bfree * st.f_frsize,
         )
 
     def candidates(self, size: int, tiers_after: str | None = None) -> tuple[list[Pool], list[str]]:

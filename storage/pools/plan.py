@@ -56,12 +56,14 @@ class MigrationRun:
 
 @dataclass(frozen=True)
 class MigrationReport:
-    """A migration's plan and what it skipped; `run` is None for a dry run and for a run with nothing to move."""
+    """A migration's plan and what it skipped; `run` is None for a dry run and for a run with nothing to move.
+    `reason` says why nothing is planned (None when something is)."""
 
     dry_run: bool
     plan: tuple[Move, ...]
     skipped: tuple[Skipped, ...]
     run: MigrationRun | None = None
+    reason: str | None = None
 
     @property
     def studies(self) -> int:
@@ -197,3 +199,56 @@ def plan(
             if not add(Move(uid, rule.source, rule.target, count, size, reason)):
                 break
     return moves, skipped
+
+
+def why_nothing(
+    node: PoolsContext, skipped: list[Skipped], *, study_uids: list[str] | None = None, now: float | None = None
+) -> str:
+    """Why a plan is empty, in words a newcomer can act on: no rule configured, or which rule (and which
+    watermark) found nothing, and why."""
+    if study_uids is not None:
+        return (
+            f"nothing to move: {len(skipped)} of the requested studies skipped (see skipped)"
+            if skipped
+            else "nothing to move: the requested studies are already on their target pool"
+        )
+    placement = node.placement
+    conn = node.index.connection()
+    now = time.time() if now is None else now
+    said: list[str] = []
+    if skipped:
+        said.append(f"{len(skipped)} skipped (see skipped)")
+    for pool in placement.in_tier_order():
+        cfg = placement.configs.get(pool.name)
+        if cfg is None or cfg.high_watermark is None:
+            continue
+        try:
+            space = placement.space(pool)
+        except OSError as err:
+            said.append(f"{pool.name}: its folder cannot be examined ({err.strerror})")
+            continue
+        if space.used_percent <= cfg.high_watermark:
+            said.append(
+                f"{pool.name} is at {space.used_percent:.1f}%, under its high watermark ({cfg.high_watermark:g}%)"
+            )
+    rules = node.config.migration.rules
+    if not rules:
+        said.append("no migration rules configured (migration.rules in node.yaml)")
+    for i, rule in enumerate(rules):
+        column = "last_access" if rule.since == "last_access" else "received_at"
+        what = "last accessed" if rule.since == "last_access" else "received"
+        # A study's age is that of its newest instance there, as plan() counts it.
+        count, oldest = conn.execute(
+            f"SELECT count(*), min(age) FROM (SELECT max({column}) AS age FROM instances WHERE pool=?"
+            " GROUP BY study_uid)",
+            (rule.source,),
+        ).fetchone()
+        if not count:
+            said.append(f"migration.rules[{i}]: no study on {rule.source}")
+        else:
+            there = f"{count} {'study' if count == 1 else 'studies'} there"
+            said.append(
+                f"migration.rules[{i}]: no study on {rule.source} {what} more than {rule.after_days:g} days ago"
+                f" ({there}, the oldest {what} {(now - oldest) / 86400:.1f} days ago)"
+            )
+    return "nothing to move: " + "; ".join(said)
