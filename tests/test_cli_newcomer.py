@@ -26,7 +26,7 @@ def _actions(group: str) -> list[str]:
 def test_top_level_help_lists_every_action_of_every_group():
     top = pacsdeck("--help", check=True).stdout
     text = " ".join(top.split())  # argparse wraps long lines
-    assert _actions("node") == ["init", "run", "reindex", "pools", "migrate", "verify", "check"]
+    assert _actions("node") == ["init", "run", "reindex", "pools", "migrate", "verify", "backup", "check"]
     with_actions = {group: _actions(group) for group in _listed(top, "COMMAND")}
     with_actions = {group: actions for group, actions in with_actions.items() if actions}
     assert {"node", "agent", "fleet"} <= set(with_actions)
