@@ -124,6 +124,7 @@ def test_dataset_offset_matches_pydicom_reading_of_the_file_meta(tmp_path):
     from pynetdicom.dsutils import split_dataset
 
     from storage.dimse import part10
+    from storage.pools.pool import dataset_offset
 
     ours = tmp_path / "ours.dcm"
     ours.write_bytes(
@@ -131,7 +132,7 @@ def test_dataset_offset_matches_pydicom_reading_of_the_file_meta(tmp_path):
         + b"\x08\x00\x60\x00CS\x02\x00CT"
     )
     for path in (ours, Path(get_testdata_file("CT_small.dcm"))):
-        assert part10.dataset_offset(path) == split_dataset(path)[1]
+        assert dataset_offset(path) == split_dataset(path)[1]
     bare = tmp_path / "bare.dcm"
     bare.write_bytes(b"\x08\x00\x60\x00CS\x02\x00CT")  # no preamble: pynetdicom's own reader decides
-    assert part10.dataset_offset(bare) is None
+    assert dataset_offset(bare) is None

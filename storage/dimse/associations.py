@@ -89,15 +89,15 @@ class AssociationLog:
             )
 
     def on_rejected(self, event) -> None:
-        reason = None
+        rec = self.record(event.assoc)
+        if rec is None:
+            return
+        reason = self._rejection_reason(rec.calling_ae, rec.called_ae)  # an index read: outside the lock
         with self._lock:  # EVT_CONN_CLOSE (the DUL thread) may take the record at any moment: one of us logs
-            rec = self._open.get(id(event.assoc))
-            if rec is None or rec.result != "requested":
+            if rec.result != "requested" or id(event.assoc) not in self._open:
                 return
-            rec.reason = reason = self._rejection_reason(rec.calling_ae, rec.called_ae)
-            rec.result = "rejected"
-        if reason is not None:
-            _log_rejection(rec)
+            rec.reason, rec.result = reason, "rejected"
+        _log_rejection(rec)
 
     def on_pdu_received(self, event) -> None:
         """Note a peer's A-RELEASE-RQ or A-ABORT as the DUL reads it, before the connection closes:
