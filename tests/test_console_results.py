@@ -1,4 +1,4 @@
-"""console/results.py held against a real agent: every class decodes that agent's answers and fits the result
+"""console/results/ held against a real agent: every class decodes that agent's answers and fits the result
 schema it publishes in rpc.discover, so renaming, removing or retyping a field the console reads fails here.
 And a node whose agent answers in a shape the console cannot read is a row with the reason, not a traceback."""
 
@@ -160,7 +160,7 @@ def test_every_console_class_fits_the_schema_the_agent_publishes(agent):
     for method, cls in results.RESULTS.items():
         assert method in published, f"the console reads {method}, the agent has no such method"
         problems += [f"{method}: {p}" for p in mismatches(cls, published[method])]
-    assert not problems, "console/results.py no longer fits the agent:\n  " + "\n  ".join(problems)
+    assert not problems, "console/results/ no longer fits the agent:\n  " + "\n  ".join(problems)
 
 
 def test_every_console_class_decodes_the_real_answers(node, agent):
