@@ -7,7 +7,6 @@ import hashlib
 import random
 import select
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from storage.backups.layout import INDEX, BackupError, read_entries
+from storage.backups.layout import BackupError, indexed_instances, read_entries
 from storage.backups.restore import restore_node
 from storage.dimse.probe import ProbeFailed, count_studies, get_study
 from storage.pools.pool import dataset_offset
@@ -71,14 +70,8 @@ def restore_test(node_dir: Path, folder: Path, sample: int = SAMPLE_STUDIES) -> 
         config.pop("metrics_port", None)
         config.pop("migration", None)
         (into / "node.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        snapshot = sqlite3.connect(f"file:{into / INDEX}?mode=ro", uri=True)
-        try:
-            studies = [r[0] for r in snapshot.execute("SELECT DISTINCT study_uid FROM instances ORDER BY study_uid")]
-            rows = snapshot.execute(
-                "SELECT sop_uid, study_uid, sop_class_uid, transfer_syntax FROM instances"
-            ).fetchall()
-        finally:
-            snapshot.close()
+        rows = indexed_instances(into)
+        studies = sorted({r[1] for r in rows})
         entries = {e.sop_uid: e for e in read_entries(folder)}
         proc = subprocess.Popen(
             [sys.executable, "-m", "pacsdeck.cli", "node", "run", "--config", str(into / "node.yaml")],

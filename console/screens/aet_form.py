@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
 from ..aet_edits import OPERATIONS, AetDraft
+from .form import FormScreen
 
 
-class AetFormScreen(ModalScreen[AetDraft | None]):
+class AetFormScreen(FormScreen):
     """Dismisses with the draft on Save (or Enter in a field), None on Cancel or Esc.
 
     `error` is what the agent said of the last attempt (shown above the fields, its field marked);
     `note` says where a pre-filled value came from."""
-
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
     def __init__(
         self,
@@ -107,27 +104,3 @@ class AetFormScreen(ModalScreen[AetDraft | None]):
             move_destination=self.query_one("#move_destination", Checkbox).value,
             tls=self.query_one("#tls", Checkbox).value,
         )
-
-    def _invalid(self, field: str, message: str) -> None:
-        error = self.query_one("#form-error", Static)
-        error.update(Text(message))
-        error.remove_class("empty")
-        self.query_one(f"#{field}").add_class("invalid")
-        self.query_one(f"#{field}").focus()
-        return None
-
-    def _submit(self) -> None:
-        draft = self._read()
-        if draft is not None:
-            self.dismiss(draft)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self._submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "save":
-            self._submit()
-        else:
-            self.dismiss(None)

@@ -6,26 +6,23 @@ from collections.abc import Sequence
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
 from ..results import Aet
 from ..route_edits import CALLING_AE, RouteDraft, can_receive
+from .form import FormScreen
 
 MATCH_ROWS = 3  # empty rows to type into; a draft with more keys gets one more than it has
 KEY_HINT = f"{CALLING_AE} or a DICOM keyword"
 
 
-class RouteFormScreen(ModalScreen[RouteDraft | None]):
+class RouteFormScreen(FormScreen):
     """Dismisses with the draft on Add (or Enter in a field), None on Cancel or Esc.
 
     `aets` are the node's registered AEs: those with host and port are destinations to tick, the others
     are shown disabled ("no address"). `error` is what the agent said of the last attempt, `error_field`
     the field it named (name, match, match.<key>, destinations, destinations[i]): marked and focused."""
-
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
     def __init__(
         self,
@@ -121,33 +118,9 @@ class RouteFormScreen(ModalScreen[RouteDraft | None]):
             return self._invalid("#destinations", "destinations: tick at least one AE title with an address")
         return RouteDraft(name=name, match=tuple(match), destinations=chosen)
 
-    def _invalid(self, selector: str, message: str) -> None:
-        error = self.query_one("#form-error", Static)
-        error.update(Text(message))
-        error.remove_class("empty")
-        self.query(".invalid").remove_class("invalid")
-        self._mark(selector)
-        return None
-
     def _mark(self, selector: str) -> None:
         """The field marked invalid and focused (for the destinations: their first box that can be ticked)."""
         widget = self.query_one(selector)
         widget.add_class("invalid")
         boxes = [b for b in widget.query(Checkbox) if not b.disabled] if selector == "#destinations" else []
         (boxes[0] if boxes else widget).focus()
-
-    def _submit(self) -> None:
-        draft = self._read()
-        if draft is not None:
-            self.dismiss(draft)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self._submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "save":
-            self._submit()
-        else:
-            self.dismiss(None)

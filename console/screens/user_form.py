@@ -4,24 +4,21 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static, TextArea
 
 from ..user_edits import ROLES, KeyProblem, UserDraft, parse_keys, read_key_file
+from .form import FormScreen
 
 ADD, ROLE, KEYS = "add", "role", "keys"
 
 
-class UserFormScreen(ModalScreen[UserDraft | None]):
+class UserFormScreen(FormScreen):
     """Dismisses with the draft on Save (or Enter in a one-line field), None on Cancel or Esc.
 
     `mode` is ADD (name, role, keys), ROLE (the role only) or KEYS (the keys only: pasted lines, a .pub
     file's path, or both). No password: nothing in pacsdeck logs in with one. `error` is what the agent
     said of the last attempt, shown above the fields with its field marked."""
-
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
 
     def __init__(
         self,
@@ -101,28 +98,3 @@ class UserFormScreen(ModalScreen[UserDraft | None]):
                 except KeyProblem as err:
                     return self._invalid("key_file", str(err))
         return UserDraft(name=name, role=str(role), keys=keys)
-
-    def _invalid(self, field: str, message: str) -> None:
-        error = self.query_one("#form-error", Static)
-        error.update(Text(message))
-        error.remove_class("empty")
-        self.query(".invalid").remove_class("invalid")
-        self.query_one(f"#{field}").add_class("invalid")
-        self.query_one(f"#{field}").focus()
-        return None
-
-    def _submit(self) -> None:
-        draft = self._read()
-        if draft is not None:
-            self.dismiss(draft)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self._submit()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "save":
-            self._submit()
-        else:
-            self.dismiss(None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -100,6 +101,17 @@ def read_manifest(folder: Path) -> Manifest:
         raise BackupError(f"{folder.name}: {MANIFEST} is not a pacsdeck backup manifest of format {FORMAT}")
     known = set(Manifest.__dataclass_fields__)
     return Manifest(**{k: v for k, v in doc.items() if k in known})
+
+
+def indexed_instances(folder: Path) -> list[tuple[str, str, str, str]]:
+    """(sop_uid, study_uid, sop_class_uid, transfer_syntax) of every instance in a backup's index snapshot."""
+    conn = sqlite3.connect(f"file:{folder / INDEX}?mode=ro", uri=True)
+    try:
+        return conn.execute(
+            "SELECT sop_uid, study_uid, sop_class_uid, transfer_syntax FROM instances ORDER BY study_uid, sop_uid"
+        ).fetchall()
+    finally:
+        conn.close()
 
 
 def read_entries(folder: Path) -> Iterator[Entry]:

@@ -3,7 +3,6 @@ and stored as a C-STORE would be, durable before it counts; one already there is
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -13,7 +12,7 @@ from storage.pools.committer import GroupCommitter
 from storage.pools.ingest import Ingestor, NotStorable
 from storage.pools.pool import dataset_offset
 
-from .layout import INDEX, BackupError, read_entries, read_manifest, sha256_file
+from .layout import BackupError, indexed_instances, read_entries, read_manifest, sha256_file
 
 
 @dataclass(frozen=True)
@@ -28,15 +27,8 @@ class Reingested:
 def reingest_studies(node, folder: Path, study_uids: list[str]) -> Reingested:
     """`node`: the storage Node (config, index, pools, placement) of the node to restore into."""
     manifest = read_manifest(folder)
-    snapshot = sqlite3.connect(f"file:{folder / INDEX}?mode=ro", uri=True)
-    try:
-        marks = ",".join("?" * len(study_uids))
-        rows = snapshot.execute(
-            f"SELECT sop_uid, study_uid, sop_class_uid, transfer_syntax FROM instances WHERE study_uid IN ({marks})",
-            study_uids,
-        ).fetchall()
-    finally:
-        snapshot.close()
+    wanted = set(study_uids)
+    rows = [r for r in indexed_instances(folder) if r[1] in wanted]
     found = {r[1] for r in rows}
     missing = [uid for uid in study_uids if uid not in found]
     if missing:
