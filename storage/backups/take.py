@@ -135,6 +135,9 @@ class _Taker:
         self._made: set[Path] = set()
         self._reported = 0.0
         self._lock = threading.Lock()  # the counts and the folders made, shared by the two copy threads
+        self._work_str = str(work)
+        self._previous_str = str(self.previous_folder) if self.previous_folder is not None else ""
+        self._made_rel: set[str] = set()  # folders made by _linked_now (main thread only)
 
     def _folder(self, dest: Path) -> None:
         parent = dest.parent
@@ -217,14 +220,23 @@ class _Taker:
         raise BackupError(f"instance {source.sop_uid} kept moving while the backup read it; run the backup again")
 
     def _linked_now(self, row) -> tuple[Source, Source, str] | None:
+        """The hard link to the previous backup's copy, if it holds these bytes. Plain strings here, not
+        Paths: this runs once per instance the node holds, and is most of an incremental backup's time."""
         source = Source(*row)
         prev = self.previous.get(source.sop_uid)
-        if prev is None or prev.sha256 != source.sha256:
+        if prev is None or prev.sha256 != source.sha256 or self.previous_folder is None:
             return None
         rel = file_name(source.study_uid, source.sop_uid)
-        dest = self.work / rel
-        self._folder(dest)
-        return (source, source, rel) if self._link(source, dest) else None
+        folder = rel.rpartition("/")[0]
+        if folder not in self._made_rel:
+            os.makedirs(os.path.join(self._work_str, folder), mode=0o750, exist_ok=True)
+            self._made_rel.add(folder)
+        try:
+            os.link(os.path.join(self._previous_str, prev.file), os.path.join(self._work_str, rel))
+        except OSError:  # the previous file is gone, or links are not supported there: copy instead
+            return None
+        self._count(linked=1)
+        return source, source, rel
 
     def _one(self, row) -> tuple[Source, Source | None, str]:
         source = Source(*row)
