@@ -25,6 +25,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +71,18 @@ class FleetFiles:
         for t in self.opened:
             t.close()
         self.opened.clear()
+
+
+async def until(pilot, predicate, what: str, timeout: float = 30.0):
+    """Let the app run until predicate() is truthy; fail with `what` after the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await pilot.pause(0.05)
 
 
 def host_key(server: SSHD) -> paramiko.PKey:

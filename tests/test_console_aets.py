@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import json
 import sys
-import time
 
 import yaml
 from textual.widgets import Checkbox, DataTable, Input, TabbedContent
@@ -20,6 +19,7 @@ from storage import synthetic
 
 from .agent_support import agent_call, agent_env
 from .conftest import make_node, storescu
+from .console_support import until
 
 SIZE = (180, 45)
 
@@ -49,17 +49,6 @@ def call(node, method: str, params: dict | None = None, as_user: str | None = No
 
 def titles(node) -> list[str]:
     return [a["ae_title"] for a in call(node, "aets.list")["aets"]]
-
-
-async def until(pilot, predicate, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await pilot.pause(0.05)
 
 
 async def node_tab(pilot, app, tab: str) -> NodeScreen:

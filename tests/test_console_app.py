@@ -16,7 +16,7 @@ from console.widgets.fleet_table import FleetTable
 
 from .agent_support import agent_env
 from .conftest import REPO
-from .console_support import fleet_files, host_key, restart_sshd_with_new_key  # noqa: F401 - fixture
+from .console_support import fleet_files, host_key, restart_sshd_with_new_key, until  # noqa: F401 - fixture
 from .results import check_cli
 
 POLL = 0.5
@@ -31,18 +31,6 @@ def fast(files, known_hosts=None, **changes) -> None:
         entry["poll_interval"] = POLL
         entry.update(changes.get(entry["name"], {}))
     files.write(doc["nodes"], known_hosts=known_hosts)
-
-
-async def until(pilot, predicate, what: str, timeout: float = 30.0):
-    """Let the app run until predicate() is truthy; fail with `what` after the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await pilot.pause(0.05)
 
 
 def statuses(app) -> dict[str, str]:
